@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: MIT
+# Makefile - builds mbroker into build/: the broker daemon, the worker
+# library (static and shared), the reference worker, the admin CLI and the
+# tests.  `make test` runs every test, `make demo` the main job.  The first
+# build runs scripts/install-deps.sh when a dependency is missing.
+
+BUILD ?= build
+O := $(BUILD)
+SANITIZE ?=
+OPT ?= -O2
+
+WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wwrite-strings \
+	-Wformat=2 -Wundef -Wvla -Werror
+# Linux only by design (/dev/shm, pidfd, SO_PEERCRED, sem_clockwait):
+# _GNU_SOURCE for every file, see docs/design.md.
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Icommon -MMD -MP
+CFLAGS += -std=c11 $(OPT) -g $(WARNINGS) -fstack-protector-strong \
+	-fvisibility=hidden -pthread
+ifeq ($(SANITIZE),)
+CPPFLAGS += -D_FORTIFY_SOURCE=2
+else
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LDFLAGS += -pthread
+
+# pkg-config is asked once, after the dependencies are installed.
+lazy = $(eval $(1) := $$(shell pkg-config $(2)))$($(1))
+BROKER_CFLAGS = $(call lazy,BROKER_CFLAGS,--cflags libevent_core jansson libxxhash)
+BROKER_LIBS = $(call lazy,BROKER_LIBS,--libs libevent_core jansson libxxhash)
+LIB_LIBS = $(call lazy,LIB_LIBS,--libs jansson libxxhash)
+TEST_CFLAGS = $(call lazy,TEST_CFLAGS,--cflags cmocka)
+TEST_LIBS = $(call lazy,TEST_LIBS,--libs cmocka)
+
+COMMON_SRC := $(wildcard common/*.c)
+LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c
+BROKER_SRC := $(filter-out broker/mbrokerd.c,$(wildcard broker/*.c))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
+LIB_OBJ := $(call obj,$(LIB_SRC))
+LIB_PIC := $(patsubst %.c,$(O)/pic/%.o,$(LIB_SRC))
+BROKER_OBJ := $(call obj,$(BROKER_SRC))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
+SONAME := libmbroker.so.0
+DEPS_OK := $(O)/.deps-ok
+
+PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
+LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
+
+.PHONY: all test unit integration demo asan tsan valgrind format clean \
+	install uninstall deps
+all: $(PROGRAMS) $(LIBRARIES)
+
+deps: $(DEPS_OK)
+$(DEPS_OK): scripts/install-deps.sh
+	@scripts/install-deps.sh --check || scripts/install-deps.sh
+	@mkdir -p $(@D) && touch $@
+
+$(O)/obj/%.o: %.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(BROKER_CFLAGS) $(TEST_CFLAGS) -c $< -o $@
+
+$(O)/pic/%.o: %.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(BROKER_CFLAGS) -fPIC -c $< -o $@
+
+$(O)/libbroker.a: $(BROKER_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/libmbroker.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/libmbroker.so: $(LIB_PIC)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $(O)/$(SONAME) $^ $(LIB_LIBS)
+	ln -sf $(SONAME) $@
+
+$(O)/mbrokerd: $(call obj,broker/mbrokerd.c) $(O)/libbroker.a $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(BROKER_LIBS)
+
+$(O)/mbctl $(O)/mbworker: $(O)/%: $(O)/obj/worker/%.o $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+# Unit tests name the calls they make fail in a line "WRAP: f g ...".
+wraps = $(foreach f,$(shell sed -n 's/^.*WRAP: //p' $(1)),-Wl,--wrap=$(f))
+$(O)/tests/%: $(O)/obj/tests/unit/%.o $(O)/libbroker.a $(O)/libmbroker.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(call wraps,tests/unit/$*.c) -o $@ $^ $(BROKER_LIBS) $(TEST_LIBS)
+
+test: all $(UNIT_BIN)
+	tests/run.sh $(O)
+
+unit: $(UNIT_BIN)
+	tests/run.sh --unit $(O)
+
+integration: all
+	tests/run.sh --integration $(O)
+
+demo: all
+	scripts/demo.sh $(O)
+
+asan:
+	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test
+
+tsan:
+	$(MAKE) BUILD=build/tsan SANITIZE=thread OPT=-O1 test
+
+valgrind: all $(UNIT_BIN)
+	MB_VALGRIND=1 tests/run.sh --valgrind $(O)
+
+format:
+	clang-format -i $(wildcard broker/*.[ch] worker/*.[ch] common/*.[ch] \
+		include/*.h tests/unit/*.[ch])
+
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
+		$(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(O)/mbrokerd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 755 $(O)/mbctl $(O)/mbworker $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(O)/libmbroker.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(O)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmbroker.so
+	install -m 644 include/mbroker.h $(DESTDIR)$(PREFIX)/include/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/mbrokerd $(DESTDIR)$(PREFIX)/bin/mbctl \
+		$(DESTDIR)$(PREFIX)/bin/mbworker \
+		$(DESTDIR)$(PREFIX)/lib/libmbroker.a \
+		$(DESTDIR)$(PREFIX)/lib/$(SONAME) \
+		$(DESTDIR)$(PREFIX)/lib/libmbroker.so \
+		$(DESTDIR)$(PREFIX)/include/mbroker.h
+
+clean:
+	rm -rf build
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control.c - the control socket: a SOCK_SEQPACKET Unix socket in a 0700
+ * directory, created 0600 under a umask, a stale socket of a dead broker
+ * replaced (a live one is never touched), and accept that backs off on
+ * EMFILE instead of spinning.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mbrokerd.h"
+
+/* How long accept pauses when the broker is out of descriptors. */
+#define CONTROL_BACKOFF_MS 100
+
+static struct {
+	int fd;
+	struct event *ev_accept;
+	struct event *ev_backoff;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	ino_t ino;
+} control = {.fd = -1};
+
+static void
+control_accept(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	for (;;) {
+		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (c >= 0) {
+			conn_accept(c);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM) {
+			struct timeval tv = {0, CONTROL_BACKOFF_MS * 1000};
+
+			log_warn("accept: pausing for %d ms", CONTROL_BACKOFF_MS);
+			event_del(control.ev_accept);
+			evtimer_add(control.ev_backoff, &tv);
+		} else if (errno != EAGAIN) {
+			log_warn("accept");
+		}
+		return;
+	}
+}
+
+static void
+control_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	event_add(control.ev_accept, NULL);
+}
+
+/* Creates the socket's directory (0700) when it does not exist. */
+static int
+control_mkdir(const char *path)
+{
+	char dir[sizeof control.path];
+	char *slash;
+	struct stat st;
+
+	snprintf(dir, sizeof dir, "%s", path);
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		log_warn("cannot create socket directory %s", dir);
+		return -1;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_warnx("%s is not a directory", dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* Removes a stale socket at path; refuses a live one or a non-socket. */
+static int
+control_clear_stale(const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, r;
+
+	if (lstat(sun->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		log_warnx("%s exists and is not a socket; not touching it",
+			  sun->sun_path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	r = connect(fd, (const struct sockaddr *)sun, sizeof *sun);
+	close(fd);
+	if (r == 0) {
+		log_error("another broker listens on %s", sun->sun_path);
+		return -1;
+	}
+	if (unlink(sun->sun_path) < 0) {
+		log_warn("cannot remove stale socket %s", sun->sun_path);
+		return -1;
+	}
+	log_info("removed stale socket %s", sun->sun_path);
+	return 0;
+}
+
+int
+control_listen(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct stat st;
+	mode_t old;
+	int r;
+
+	if (strlen(path) >= sizeof sun.sun_path) {
+		log_error("socket path too long (at most %zu bytes): %s",
+			  sizeof sun.sun_path - 1, path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if (control_mkdir(path) < 0 || control_clear_stale(&sun) < 0)
+		return -1;
+	control.fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
+				     SOCK_CLOEXEC, 0);
+	if (control.fd < 0) {
+		log_warn("socket");
+		return -1;
+	}
+	old = umask(0177);
+	r = bind(control.fd, (struct sockaddr *)&sun, sizeof sun);
+	umask(old);
+	if (r < 0) {
+		log_warn("cannot bind %s", path);
+		goto fail;
+	}
+	strcpy(control.path, path);
+	if (chmod(path, 0600) < 0 || stat(path, &st) < 0 ||
+	    listen(control.fd, 128) < 0) {
+		log_warn("cannot listen on %s", path);
+		goto fail;
+	}
+	control.ino = st.st_ino;
+	control.ev_accept = event_new(broker.base, control.fd,
+				      EV_READ | EV_PERSIST, control_accept, NULL);
+	control.ev_backoff = evtimer_new(broker.base, control_resume, NULL);
+	if (control.ev_accept == NULL || control.ev_backoff == NULL ||
+	    event_add(control.ev_accept, NULL) < 0)
+		goto fail;
+	return 0;
+fail:
+	control_close();
+	return -1;
+}
+
+void
+control_close(void)
+{
+	struct stat st;
+
+	if (control.ev_accept != NULL)
+		event_free(control.ev_accept);
+	if (control.ev_backoff != NULL)
+		event_free(control.ev_backoff);
+	control.ev_accept = control.ev_backoff = NULL;
+	if (control.fd >= 0)
+		close(control.fd);
+	control.fd = -1;
+	/* Unlink only our own socket, not one a successor bound since. */
+	if (control.path[0] != '\0' && stat(control.path, &st) == 0 &&
+	    st.st_ino == control.ino && unlink(control.path) < 0)
+		log_warn("cannot remove %s", control.path);
+	control.path[0] = '\0';
+}

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loader.c - copies a model file into a new segment on a thread of its own,
+ * so a long load never blocks the control loop.  The thread reads straight
+ * into the mapping of a segment whose pages were reserved first, hashes
+ * each chunk while it is hot in cache, notices a file that changes under
+ * it, and stops early when cancelled.  Its result is applied to the model
+ * back on the main loop (loader_done); until then the thread touches only
+ * its own job.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "mbrokerd.h"
+#include "wakeup.h"
+
+/* Bytes read per call: large enough for full speed, small enough that a
+ * cancel is noticed within milliseconds. */
+#define LOADER_CHUNK (8u << 20)
+
+struct load_job {
+	struct model *model; /* main thread only */
+	pthread_t thread;
+	char path[PATH_MAX];
+	const struct provider *provider;
+	char segment[NAMES_SHM_MAX];
+	atomic_uint_fast64_t done;
+	atomic_bool cancel;
+	/* Results, read by the main thread after the thread posted. */
+	int result;
+	char error[PATH_MAX + 512];
+	int ro_fd;
+	uint64_t size;
+	uint64_t checksum;
+	void *state;
+	size_t ntensors;
+};
+
+static struct wakeup *loader_wakeup;
+
+/* Copies src into the mapping, hashing as it goes; 0 or MB_E*. */
+static int
+loader_copy(struct load_job *job, int src, unsigned char *map)
+{
+	XXH3_state_t *xs = XXH3_createState();
+	uint64_t off = 0;
+	unsigned char extra;
+	ssize_t n;
+	int r = 0;
+
+	if (xs == NULL || XXH3_64bits_reset(xs) == XXH_ERROR) {
+		XXH3_freeState(xs);
+		return -ENOMEM;
+	}
+	while (off < job->size) {
+		size_t want = job->size - off < LOADER_CHUNK ?
+				      (size_t)(job->size - off) : LOADER_CHUNK;
+
+		if (atomic_load(&job->cancel)) {
+			snprintf(job->error, sizeof job->error,
+				 "load cancelled after %" PRIu64 " bytes", off);
+			r = MB_ECANCELLED;
+			goto out;
+		}
+		n = read(src, map + off, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(job->error, sizeof job->error,
+				 "reading %s at byte %" PRIu64 ": %s",
+				 job->path, off,
+				 n < 0 ? strerror(errno) : "file shrank");
+			r = MB_EIO;
+			goto out;
+		}
+		XXH3_64bits_update(xs, map + off, (size_t)n);
+		off += (uint64_t)n;
+		atomic_store(&job->done, off);
+	}
+	if (read(src, &extra, 1) > 0) {
+		snprintf(job->error, sizeof job->error,
+			 "%s grew during the load", job->path);
+		r = MB_EIO;
+		goto out;
+	}
+	job->checksum = XXH3_64bits_digest(xs);
+out:
+	XXH3_freeState(xs);
+	return r;
+}
+
+/* Opens the source: a non-empty regular file, never a FIFO or device. */
+static int
+loader_open(struct load_job *job, struct stat *st)
+{
+	int fd = open(job->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0) {
+		int r = -errno;
+
+		snprintf(job->error, sizeof job->error, "cannot open %s: %s",
+			 job->path, strerror(errno));
+		return r;
+	}
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		snprintf(job->error, sizeof job->error,
+			 "%s is not a regular file", job->path);
+		close(fd);
+		return MB_EIO;
+	}
+	if (st->st_size == 0) {
+		snprintf(job->error, sizeof job->error, "%s is empty",
+			 job->path);
+		close(fd);
+		return MB_EFORMAT;
+	}
+	return fd;
+}
+
+/* Checks the source did not change while it was copied. */
+static int
+loader_unchanged(struct load_job *job, int src, const struct stat *before)
+{
+	struct stat after;
+
+	if (fstat(src, &after) < 0 || after.st_size != before->st_size ||
+	    after.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+	    after.st_mtim.tv_nsec != before->st_mtim.tv_nsec) {
+		snprintf(job->error, sizeof job->error,
+			 "%s changed during the load", job->path);
+		return MB_EIO;
+	}
+	return 0;
+}
+
+/* The whole load, on the loader thread; 0 or MB_E* / -errno. */
+static int
+loader_load(struct load_job *job)
+{
+	unsigned char *map = MAP_FAILED;
+	struct stat st;
+	int src, rw = -1, r;
+
+	if ((src = loader_open(job, &st)) < 0)
+		return src;
+	job->size = (uint64_t)st.st_size;
+	r = job->provider->probe(src, job->size, job->error,
+				 sizeof job->error);
+	if (r < 0)
+		goto out;
+	if (lseek(src, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
+	}
+	rw = segment_create(job->segment, job->size, job->error,
+			    sizeof job->error);
+	if (rw < 0) {
+		r = rw;
+		goto out;
+	}
+	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+	if (map == MAP_FAILED) {
+		r = -errno;
+		snprintf(job->error, sizeof job->error, "cannot map segment: %s",
+			 strerror(errno));
+		goto out;
+	}
+	if ((r = loader_copy(job, src, map)) < 0 ||
+	    (r = loader_unchanged(job, src, &st)) < 0 ||
+	    (r = job->provider->load(map, job->size, &job->state,
+				     &job->ntensors, job->error,
+				     sizeof job->error)) < 0)
+		goto out;
+	if ((job->ro_fd = segment_seal(rw)) < 0) {
+		r = job->ro_fd;
+		snprintf(job->error, sizeof job->error,
+			 "cannot seal segment: %s", strerror(-r));
+		if (job->provider->unload(job->state) < 0)
+			log_warnx("%s: provider cleanup failed", job->path);
+		job->state = NULL;
+	}
+out:
+	if (map != MAP_FAILED)
+		munmap(map, job->size);
+	if (rw >= 0)
+		close(rw);
+	close(src);
+	if (r < 0 && rw >= 0)
+		segment_unlink(job->segment);
+	return r;
+}
+
+static void *
+loader_thread(void *arg)
+{
+	struct load_job *job = arg;
+
+	job->result = loader_load(job);
+	if (job->result < 0 && job->error[0] == '\0')
+		snprintf(job->error, sizeof job->error, "%s",
+			 mb_strerror(job->result));
+	wakeup_post(loader_wakeup, job);
+	return NULL;
+}
+
+/* Replies to whoever waits on the load of m. */
+static void
+loader_reply(struct model *m, int result, const char *error)
+{
+	if (result == 0)
+		pending_reply_ok(&m->load_waiters, registry_model_json(m));
+	else
+		pending_reply_error(&m->load_waiters, result,
+				    json_pack("{s:s}", "model", m->name), error);
+}
+
+/* Applies a finished job to its model, on the main loop. */
+static void
+loader_done(void *ptr)
+{
+	struct load_job *job = ptr;
+	struct model *m = job->model;
+
+	pthread_join(job->thread, NULL);
+	m->job = NULL;
+	m->load_ms = clock_monotonic_ms() - m->load_started_ms;
+	if (job->result == 0) {
+		m->ro_fd = job->ro_fd;
+		m->size = job->size;
+		m->checksum = job->checksum;
+		m->provider_state = job->state;
+		m->ntensors = job->ntensors;
+	} else {
+		m->segment[0] = '\0';
+	}
+	if (m->state == MODEL_UNLOADING) {
+		log_info("model %s: load ended by an unload (%s)", m->name,
+			 job->result == 0 ? "it had finished" : job->error);
+		loader_reply(m, MB_ECANCELLED, "model unloaded while loading");
+		unload_schedule();
+	} else if (job->result == 0) {
+		broker.loads++;
+		registry_set_state(m, MODEL_READY);
+		log_info("model %s: READY, %" PRIu64 " bytes in %" PRId64
+			 " ms (%.0f MB/s), xxh3 %016" PRIx64 ", %zu tensors, "
+			 "segment %s", m->name, m->size, m->load_ms,
+			 m->load_ms > 0 ? m->size / 1e3 / (double)m->load_ms : 0.0,
+			 m->checksum, m->ntensors, m->segment);
+		loader_reply(m, 0, NULL);
+	} else {
+		broker.load_failures++;
+		snprintf(m->error, sizeof m->error, "%s", job->error);
+		registry_set_state(m, MODEL_ERROR);
+		log_warnx("model %s: load failed: %s", m->name, job->error);
+		loader_reply(m, job->result, job->error);
+	}
+	free(job);
+	shutdown_check();
+}
+
+int
+loader_start(struct model *m, const char *path)
+{
+	struct load_job *job = calloc(1, sizeof *job);
+	sigset_t all, old;
+	int r;
+
+	if (job == NULL)
+		return -ENOMEM;
+	job->model = m;
+	job->provider = m->provider;
+	job->ro_fd = -1;
+	snprintf(job->path, sizeof job->path, "%s", path);
+	snprintf(m->path, sizeof m->path, "%s", path);
+	m->generation = ++broker.next_generation;
+	if ((r = segment_name(job->segment, sizeof job->segment, m->name,
+			      m->generation)) < 0) {
+		free(job);
+		return r;
+	}
+	memcpy(m->segment, job->segment, sizeof m->segment);
+	/* The thread takes no signals: they belong to the main loop. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&job->thread, NULL, loader_thread, job);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		m->segment[0] = '\0';
+		free(job);
+		return r;
+	}
+	m->job = job;
+	m->size = 0;
+	m->error[0] = '\0';
+	m->load_started_ms = clock_monotonic_ms();
+	registry_set_state(m, MODEL_LOADING);
+	log_info("model %s: loading %s as %s (generation %" PRIu64 ")",
+		 m->name, path, m->provider->name, m->generation);
+	return 0;
+}
+
+void
+loader_cancel(struct model *m)
+{
+	if (m->job != NULL)
+		atomic_store(&m->job->cancel, true);
+}
+
+uint64_t
+loader_progress(const struct model *m)
+{
+	return m->job != NULL ? atomic_load(&m->job->done) : m->size;
+}
+
+int
+loader_init(void)
+{
+	loader_wakeup = wakeup_new(loader_done);
+	return loader_wakeup != NULL ? 0 : -1;
+}
+
+void
+loader_shutdown(void)
+{
+	wakeup_free(loader_wakeup);
+	loader_wakeup = NULL;
+}

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbrokerd.c - the broker process: main, start-up (instance lock, removal
+ * of what a dead broker left, control socket, preloads), signals, the
+ * optional detach for init scripts, and the final teardown that removes
+ * every name the broker created.  SIGTERM and SIGINT start the orderly
+ * shutdown (shutdown.c); a second SIGINT stops waiting for workers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mbrokerd.h"
+
+static struct event *mbrokerd_signals[4];
+
+static void
+mbrokerd_signal(evutil_socket_t sig, short what, void *arg)
+{
+	static int interrupts;
+
+	(void)what;
+	(void)arg;
+	switch (sig) {
+	case SIGINT:
+		if (++interrupts > 1) {
+			shutdown_force();
+			return;
+		}
+		shutdown_begin(broker.cfg.shutdown_timeout_ms, NULL, NULL,
+			       "on SIGINT");
+		break;
+	case SIGTERM:
+		shutdown_begin(broker.cfg.shutdown_timeout_ms, NULL, NULL,
+			       "on SIGTERM");
+		break;
+	default:
+		log_info("signal %d ignored", (int)sig);
+		break;
+	}
+}
+
+static int
+mbrokerd_signals_init(void)
+{
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
+
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		mbrokerd_signals[i] = evsignal_new(broker.base, sigs[i],
+						   mbrokerd_signal, NULL);
+		if (mbrokerd_signals[i] == NULL ||
+		    event_add(mbrokerd_signals[i], NULL) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A random part for this broker's segment names (CVE-2019-12779). */
+static void
+mbrokerd_token(void)
+{
+	uint32_t r = 0;
+
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		r = (uint32_t)getpid() ^ (uint32_t)clock_monotonic_ms();
+	snprintf(broker.token, sizeof broker.token, "%08x", r);
+}
+
+/*
+ * --daemon: the parent waits until the child listens (or fails) and exits
+ * with that outcome, so an init script knows the broker is up.  Returns the
+ * write end of the readiness pipe in the child.
+ */
+static int
+mbrokerd_daemonize(void)
+{
+	int pipefd[2], status;
+	char ok;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		fatalx("pipe: %s", strerror(errno));
+	if ((pid = fork()) < 0)
+		fatalx("fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(pipefd[1]);
+		if (read(pipefd[0], &ok, 1) == 1)
+			_exit(0);
+		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+			_exit(WEXITSTATUS(status));
+		_exit(2);
+	}
+	close(pipefd[0]);
+	if (setsid() < 0)
+		log_warn("setsid");
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		close(null);
+	}
+	return pipefd[1];
+}
+
+static void
+mbrokerd_pid_file(void)
+{
+	FILE *f = fopen(broker.cfg.pid_file, "we");
+
+	if (f == NULL) {
+		log_warn("cannot write pid file %s", broker.cfg.pid_file);
+		return;
+	}
+	fprintf(f, "%ld\n", (long)getpid());
+	fclose(f);
+}
+
+static void
+mbrokerd_preload(void)
+{
+	for (size_t i = 0; i < broker.cfg.npreloads; i++) {
+		const struct preload *p = &broker.cfg.preloads[i];
+		struct model *m;
+		char path[PATH_MAX];
+
+		if (registry_find(p->name) != NULL) {
+			log_warnx("--model %s given twice; the first wins",
+				  p->name);
+			continue;
+		}
+		if (realpath(p->path, path) == NULL) {
+			log_warn("--model %s: %s", p->name, p->path);
+			snprintf(path, sizeof path, "%s", p->path);
+		}
+		if ((m = registry_add(p->name)) == NULL)
+			fatalx("registry full");
+		m->provider = provider_for_path(path);
+		if (loader_start(m, path) < 0)
+			fatalx("cannot start loading %s", p->name);
+	}
+}
+
+/* Removes every name and frees everything; returns the exit status. */
+static int
+mbrokerd_teardown(void)
+{
+	conn_flush_all(500);
+	conn_close_all();
+	registry_clear();
+	control_close();
+	mirror_shutdown();
+	unload_shutdown();
+	loader_shutdown();
+	for (size_t i = 0; i < sizeof mbrokerd_signals / sizeof
+				   mbrokerd_signals[0]; i++)
+		if (mbrokerd_signals[i] != NULL)
+			event_free(mbrokerd_signals[i]);
+	if (broker.base != NULL)
+		event_base_free(broker.base);
+	if (broker.cfg.daemonize)
+		unlink(broker.cfg.pid_file);
+	json_decref(broker.shutdown_stuck_pids);
+	instance_unlock();
+	options_free(&broker.cfg);
+	return broker.exit_code;
+}
+
+int
+main(int argc, char **argv)
+{
+	int ready = -1, r;
+
+	switch (options_parse(argc, argv, &broker.cfg, stdout, stderr)) {
+	case OPTIONS_EXIT_OK:
+		return 0;
+	case OPTIONS_USAGE:
+		return 2;
+	case OPTIONS_RUN:
+		break;
+	}
+	log_init(broker.cfg.log_level);
+	broker.started_ms = clock_monotonic_ms();
+	mbrokerd_token();
+	if ((r = instance_lock(broker.cfg.instance)) != 0)
+		return 2;
+	instance_clean_stale(broker.cfg.instance);
+	if (broker.cfg.daemonize)
+		ready = mbrokerd_daemonize();
+	if ((broker.base = event_base_new()) == NULL ||
+	    mbrokerd_signals_init() < 0 || loader_init() < 0 ||
+	    unload_init() < 0 || mirror_init() < 0 ||
+	    control_listen(broker.cfg.socket_path) < 0) {
+		log_error("start-up failed; removing what was created");
+		mbrokerd_teardown();
+		return 2;
+	}
+	/* After --daemon, so the lock names the process that serves. */
+	instance_record_pid();
+	if (broker.cfg.daemonize)
+		mbrokerd_pid_file();
+	log_info("mbrokerd %s listening on %s (instance %s, protocol %d, "
+		 "shutdown timeout %.1f s)", MB_VERSION_STRING,
+		 broker.cfg.socket_path, broker.cfg.instance,
+		 MB_PROTOCOL_VERSION, broker.cfg.shutdown_timeout_ms / 1000.0);
+	mbrokerd_preload();
+	if (ready >= 0) {
+		if (write(ready, "", 1) != 1)
+			log_warn("cannot tell the parent we are ready");
+		close(ready);
+	}
+	event_base_dispatch(broker.base);
+	r = mbrokerd_teardown();
+	log_info("exiting with status %d", r);
+	return r;
+}

@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbrokerd.h - the broker's internal types and the functions each broker
+ * source file offers the others, grouped by file.  Only the broker includes
+ * it; workers see include/mbroker.h alone.
+ *
+ * Threads: everything here belongs to the main (libevent) thread, except a
+ * load_job while its loader thread runs and the ackwait waiter thread, which
+ * touch only what their own files say.
+ */
+#ifndef MBROKERD_H
+#define MBROKERD_H
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "mbroker.h"
+#include "names.h"
+
+/* Most models the registry holds at once. */
+#define BROKER_MAX_MODELS 256
+/* Most client connections at once. */
+#define BROKER_MAX_CONNS 1024
+/* Most messages queued for one slow client before it is dropped. */
+#define CONN_MAX_QUEUED 256
+
+/* log.c */
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+void log_init(enum log_level level);
+int log_level_parse(const char *name, enum log_level *out);
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+__attribute__((noreturn)) void fatalx(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* options.c */
+struct preload {
+	char name[MB_NAME_MAX + 1];
+	char path[PATH_MAX];
+};
+
+struct config {
+	char socket_path[PATH_MAX];
+	char instance[NAMES_INSTANCE_MAX + 1];
+	struct preload *preloads;
+	size_t npreloads;
+	int64_t shutdown_timeout_ms;
+	enum log_level log_level;
+	bool daemonize;
+	char pid_file[PATH_MAX];
+	int unload_signal;
+};
+/* What options_parse asks of its caller. */
+enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_USAGE };
+enum options_result options_parse(int argc, char **argv, struct config *cfg,
+				  FILE *out, FILE *err);
+void options_free(struct config *cfg);
+/* Parses seconds ("10", "0.5") into milliseconds; -1 when invalid. */
+int64_t options_seconds_ms(const char *text);
+
+/* clock.c */
+int64_t clock_monotonic_ms(void);
+/* Shmem from /proc/meminfo in kB, or -1. */
+int64_t meminfo_shmem_kb(void);
+
+/* provider.c, provider_raw.c, provider_safetensors.c */
+struct model;
+struct provider {
+	const char *name;
+	/* Checks the file before it is copied; 0 or MB_EFORMAT + reason. */
+	int (*probe)(int fd, uint64_t size, char *err, size_t errlen);
+	/* Validates the copied bytes; may set *state.  0 or MB_E*. */
+	int (*load)(const void *data, uint64_t size, void **state,
+		    size_t *ntensors, char *err, size_t errlen);
+	/* Releases what load set up; 0 or -1 (logged, unload goes on). */
+	int (*unload)(void *state);
+};
+extern const struct provider provider_raw;
+extern const struct provider provider_safetensors;
+/* The provider called name ("raw", "safetensors"), or NULL. */
+const struct provider *provider_find(const char *name);
+/* The provider a path implies: safetensors for *.safetensors, else raw. */
+const struct provider *provider_for_path(const char *path);
+
+/* registry.c */
+enum model_state {
+	MODEL_UNINITIALIZED,
+	MODEL_LOADING,
+	MODEL_READY,
+	MODEL_UNLOADING,
+	MODEL_ERROR,
+};
+
+/* A request whose reply waits for something to finish. */
+struct pending {
+	TAILQ_ENTRY(pending) entry;
+	uint64_t conn_id;
+	json_t *id;
+};
+TAILQ_HEAD(pending_list, pending);
+
+struct load_job;
+struct model {
+	TAILQ_ENTRY(model) entry;
+	char name[MB_NAME_MAX + 1];
+	const struct provider *provider;
+	enum model_state state;
+	uint64_t generation;
+	char path[PATH_MAX];
+	char segment[NAMES_SHM_MAX]; /* shm_open name, "" when none */
+	int ro_fd;                   /* read-only descriptor handed out */
+	uint64_t size;
+	uint64_t checksum;
+	void *provider_state;
+	size_t ntensors;
+	char error[PATH_MAX + 512];
+	unsigned nattached;
+	struct load_job *job; /* while the loader thread runs */
+	int64_t load_started_ms;
+	int64_t load_ms;
+	struct pending_list load_waiters;
+	/* While UNLOADING. */
+	int64_t unload_started_ms;
+	int64_t unload_deadline_ms;
+	int64_t shmem_before_kb;
+	bool unload_for_shutdown;
+	struct pending_list unload_waiters;
+};
+
+const char *registry_state_name(enum model_state state);
+/* Whether the state machine allows from -> to. */
+bool registry_transition_valid(enum model_state from, enum model_state to);
+/* Moves m to state to; a transition the machine forbids is a bug (fatal). */
+void registry_set_state(struct model *m, enum model_state to);
+struct model *registry_find(const char *name);
+/* A new UNINITIALIZED model in the registry, or NULL when it is full. */
+struct model *registry_add(const char *name);
+/* Removes m and frees it; it must hold no segment, job or attachment. */
+void registry_remove(struct model *m);
+unsigned registry_count(void);
+/* Frees every model at exit, unlinking any name still held. */
+void registry_clear(void);
+/* The model as a JSON object for list and replies (new reference). */
+json_t *registry_model_json(const struct model *m);
+
+/* pending.c */
+void pending_add(struct pending_list *list, uint64_t conn_id, json_t *id);
+/* Replies ok with body to every pending request and empties the list;
+ * takes the reference to body. */
+void pending_reply_ok(struct pending_list *list, json_t *body);
+/* Replies with an error to every pending request and empties the list;
+ * takes the reference to extra (may be NULL). */
+void pending_reply_error(struct pending_list *list, int code, json_t *extra,
+			 const char *message);
+
+/* segment.c */
+/* Fills name with the shm name of the gen-th load of model. */
+int segment_name(char *buf, size_t len, const char *model, uint64_t gen);
+/* Creates the segment (O_EXCL, 0600) with size bytes reserved; returns a
+ * read-write descriptor or MB_E* / -errno with a reason in err. */
+int segment_create(const char *name, uint64_t size, char *err, size_t errlen);
+/* Makes the filled segment read-only for everyone (mode 0400) and returns
+ * a new read-only descriptor of it, or -errno. */
+int segment_seal(int rw_fd);
+/* Unlinks the name; a name already gone is fine.  Returns 0 or -errno. */
+int segment_unlink(const char *name);
+/* Bytes free in /dev/shm, or -errno. */
+int64_t segment_space_free(void);
+
+/* loader.c */
+/* Starts a loader thread for m from path; m goes LOADING.  0 or -errno. */
+int loader_start(struct model *m, const char *path);
+/* Asks m's running load to stop early (it still reports completion). */
+void loader_cancel(struct model *m);
+/* Bytes copied so far by m's running load. */
+uint64_t loader_progress(const struct model *m);
+/* Sets up the completion channel.  0 or -1. */
+int loader_init(void);
+void loader_shutdown(void);
+
+/* ackwait.c */
+/* Creates the ack semaphore and its waiter thread; wake runs in the main
+ * loop whenever the semaphore is posted or the armed deadline passes. */
+int ackwait_init(void (*wake)(void));
+/* Waits for posts until deadline_ms (monotonic); -1 disarms. */
+void ackwait_arm(int64_t deadline_ms);
+/* Stops the thread, closes and unlinks the semaphore. */
+void ackwait_shutdown(void);
+const char *ackwait_name(void);
+
+/* conn.c */
+struct attachment {
+	TAILQ_ENTRY(attachment) entry;
+	uint64_t id;
+	struct model *model;
+	struct conn *conn;
+};
+
+struct outmsg {
+	TAILQ_ENTRY(outmsg) entry;
+	char *data;
+	size_t len;
+	int fd;
+};
+
+struct conn {
+	TAILQ_ENTRY(conn) entry;
+	uint64_t id;
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	int pidfd;
+	bool hello;
+	bool lost;
+	char role[16];
+	TAILQ_HEAD(, attachment) attachments;
+	unsigned nattachments;
+	TAILQ_HEAD(, outmsg) outq;
+	unsigned nqueued;
+};
+TAILQ_HEAD(conn_list, conn);
+
+/* Takes over an accepted descriptor.  0, or -1 (fd closed). */
+int conn_accept(int fd);
+struct conn *conn_find(uint64_t id);
+/* Sends msg (and pass_fd, not taken) to c, queueing when c is slow. */
+void conn_send(struct conn *c, const json_t *msg, int pass_fd);
+/* Drops c: its attachments are released and it is freed after the
+ * current callback. */
+void conn_lost(struct conn *c, const char *why);
+/* Sends what is queued for every client, waiting at most timeout_ms. */
+void conn_flush_all(int64_t timeout_ms);
+void conn_close_all(void);
+/* Signals c's process (through its pidfd); 0 or -errno. */
+int conn_signal(struct conn *c, int sig);
+
+/* attach.c */
+struct attachment *attach_add(struct conn *c, struct model *m);
+void attach_release(struct attachment *a);
+void attach_release_all(struct conn *c);
+struct attachment *attach_find(struct conn *c, uint64_t id);
+/* Appends the pids attached to m to array (new integers). */
+void attach_pids(const struct model *m, json_t *array);
+
+/* control.c */
+/* Listens on path (stale socket replaced, 0600).  0, or -1 logged. */
+int control_listen(const char *path);
+void control_close(void);
+
+/* request.c */
+struct request {
+	struct conn *conn;
+	json_t *msg;
+	json_t *id;
+};
+typedef void request_fn(struct request *req);
+struct request_entry {
+	const char *op;
+	request_fn *fn;
+};
+void request_dispatch(struct conn *c, const char *buf, size_t len);
+/* Reply helpers; body and extra are taken (may be NULL). */
+void reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd);
+void reply_error(struct conn *c, json_t *id, int code, json_t *extra,
+		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A required string field, or NULL after an error reply. */
+const char *request_string(struct request *req, const char *key);
+/* An optional timeout in seconds, in ms; def when absent, -1 after an
+ * error reply. */
+int64_t request_timeout(struct request *req, int64_t def);
+
+/* req_session.c, req_model.c, req_attach.c, req_query.c, req_shutdown.c */
+extern const struct request_entry req_session_entries[];
+extern const struct request_entry req_model_entries[];
+extern const struct request_entry req_attach_entries[];
+extern const struct request_entry req_query_entries[];
+extern const struct request_entry req_shutdown_entries[];
+
+/* unload.c */
+/* Starts unloading m (READY, LOADING or ERROR); the reply to (c, id), if
+ * c is not NULL, is sent when it ends. */
+void unload_begin(struct model *m, int64_t timeout_ms, struct conn *c,
+		  json_t *id, bool for_shutdown);
+/* Schedules a look at every unload in progress. */
+void unload_schedule(void);
+/* Ends every unload now, as if its deadline had passed. */
+void unload_expire_all(void);
+/* Sets up the evaluation event and the ack waiter.  0 or -1. */
+int unload_init(void);
+void unload_shutdown(void);
+
+/* shutdown.c */
+void shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
+		    const char *why);
+/* Second SIGINT: stop waiting for workers. */
+void shutdown_force(void);
+/* Called when an unload ends: finishes the shutdown when nothing is left. */
+void shutdown_check(void);
+
+/* instance.c */
+/* Takes the instance lock; 0, or 2 when another broker holds it, -1. */
+int instance_lock(const char *instance);
+/* Removes what a dead broker of this instance left in /dev/shm. */
+void instance_clean_stale(const char *instance);
+/* Writes this process's pid into the lock, for "already running". */
+void instance_record_pid(void);
+void instance_unlock(void);
+
+/* mirror.c */
+int mirror_init(void);
+/* Marks the registry changed: the shared mirror is rewritten soon. */
+void mirror_schedule(void);
+void mirror_shutdown(void);
+
+/* The broker's one global state. */
+struct broker {
+	struct config cfg;
+	struct event_base *base;
+	TAILQ_HEAD(, model) models;
+	unsigned nmodels;
+	struct conn_list conns;
+	unsigned nconns;
+	uint64_t next_generation;
+	uint64_t next_conn_id;
+	uint64_t next_attach_id;
+	char token[9]; /* random part of this broker's segment names */
+	int64_t started_ms;
+	/* Shutdown. */
+	bool shutting_down;
+	bool shutdown_done;
+	int64_t shutdown_started_ms;
+	int64_t shutdown_deadline_ms;
+	int64_t shutdown_shmem_before_kb;
+	uint64_t shutdown_freed_bytes;
+	unsigned shutdown_models;
+	json_t *shutdown_stuck_pids;
+	struct pending_list shutdown_waiters;
+	int exit_code;
+	/* Counters for stats. */
+	uint64_t loads, load_failures, unloads, unload_timeouts;
+	uint64_t attaches, detaches, acks;
+};
+extern struct broker broker;
+
+#endif /* MBROKERD_H */

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * options.c - mbrokerd's command line: parses argv into a struct config,
+ * with a clear message for every bad value.  No side effects beyond the
+ * config and the streams it is given, so the unit tests drive it directly.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mbrokerd.h"
+
+static const char options_usage[] =
+	"usage: mbrokerd [options]\n"
+	"\n"
+	"Shares model weights with worker processes through POSIX shared\n"
+	"memory.  Runs in the foreground and logs to stderr.\n"
+	"\n"
+	"  --socket PATH            control socket (default: $MBROKER_SOCKET,\n"
+	"                           else $XDG_RUNTIME_DIR/mbroker/default.sock,\n"
+	"                           else /tmp/mbroker-<uid>/default.sock)\n"
+	"  --instance NAME          names in /dev/shm start mbroker.NAME.\n"
+	"                           (default: default; [A-Za-z0-9_-], <= 32)\n"
+	"  --model NAME=PATH        load PATH as NAME at start (repeatable;\n"
+	"                           *.safetensors is safetensors, else raw)\n"
+	"  --shutdown-timeout SECS  how long shutdown waits for workers\n"
+	"                           (default 10.0)\n"
+	"  --signal SIG             signal sent to workers on unload\n"
+	"                           (default USR1)\n"
+	"  --log-level LEVEL        error, warn, info (default) or debug\n"
+	"  --daemon                 detach once listening (for init scripts)\n"
+	"  --pid-file PATH          with --daemon (default: <socket>.pid)\n"
+	"  --help                   this text\n"
+	"  --version                the version\n"
+	"\n"
+	"The broker reads model files with its own permissions.\n"
+	"Exit status: 0 clean shutdown, 1 shutdown timed out (workers named\n"
+	"in the log), 2 usage or startup failure.\n";
+
+enum {
+	OPT_SOCKET = 256,
+	OPT_INSTANCE,
+	OPT_MODEL,
+	OPT_SHUTDOWN_TIMEOUT,
+	OPT_SIGNAL,
+	OPT_LOG_LEVEL,
+	OPT_DAEMON,
+	OPT_PID_FILE,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+static const struct option options_long[] = {
+	{"socket", required_argument, NULL, OPT_SOCKET},
+	{"instance", required_argument, NULL, OPT_INSTANCE},
+	{"model", required_argument, NULL, OPT_MODEL},
+	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+	{"signal", required_argument, NULL, OPT_SIGNAL},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"daemon", no_argument, NULL, OPT_DAEMON},
+	{"pid-file", required_argument, NULL, OPT_PID_FILE},
+	{"help", no_argument, NULL, OPT_HELP},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
+};
+
+int64_t
+options_seconds_ms(const char *text)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno != 0 || end == text || *end != '\0' || !isfinite(v) ||
+	    v < 0 || v > 86400.0 * 365)
+		return -1;
+	return (int64_t)(v * 1000.0 + 0.5);
+}
+
+static int
+options_signal(const char *text)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} names[] = {{"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP},
+		     {"INT", SIGINT},   {"TERM", SIGTERM}, {"WINCH", SIGWINCH}};
+
+	if (strncmp(text, "SIG", 3) == 0)
+		text += 3;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strcmp(text, names[i].name) == 0)
+			return names[i].sig;
+	return -1;
+}
+
+static int
+options_model(struct config *cfg, const char *arg, FILE *err)
+{
+	const char *eq = strchr(arg, '=');
+	struct preload *p;
+	size_t nlen;
+
+	if (eq == NULL || eq[1] == '\0') {
+		fprintf(err, "mbrokerd: --model wants NAME=PATH, got '%s'\n",
+			arg);
+		return -1;
+	}
+	nlen = (size_t)(eq - arg);
+	if (nlen > MB_NAME_MAX) {
+		fprintf(err, "mbrokerd: model name longer than %d bytes\n",
+			MB_NAME_MAX);
+		return -1;
+	}
+	if (strlen(eq + 1) >= PATH_MAX) {
+		fprintf(err, "mbrokerd: model path too long\n");
+		return -1;
+	}
+	p = realloc(cfg->preloads, (cfg->npreloads + 1) * sizeof *p);
+	if (p == NULL) {
+		fprintf(err, "mbrokerd: out of memory\n");
+		return -1;
+	}
+	cfg->preloads = p;
+	p = &cfg->preloads[cfg->npreloads];
+	memcpy(p->name, arg, nlen);
+	p->name[nlen] = '\0';
+	if (!names_model_valid(p->name)) {
+		fprintf(err, "mbrokerd: invalid model name '%s' (1 to %d of "
+			"A-Z a-z 0-9 . _ -, not . or ..)\n", p->name,
+			MB_NAME_MAX);
+		return -1;
+	}
+	snprintf(p->path, sizeof p->path, "%s", eq + 1);
+	cfg->npreloads++;
+	return 0;
+}
+
+static int
+options_copy(char *dst, size_t len, const char *src, const char *what,
+	     FILE *err)
+{
+	if (strlen(src) >= len || src[0] == '\0') {
+		fprintf(err, "mbrokerd: %s is empty or too long\n", what);
+		return -1;
+	}
+	memcpy(dst, src, strlen(src) + 1);
+	return 0;
+}
+
+/* Fills what the options left unset. */
+static int
+options_defaults(struct config *cfg, FILE *err)
+{
+	int n;
+
+	if (cfg->socket_path[0] == '\0' &&
+	    mb_default_socket_path(cfg->socket_path, sizeof cfg->socket_path) < 0) {
+		fprintf(err, "mbrokerd: default socket path too long\n");
+		return -1;
+	}
+	if (cfg->socket_path[0] != '/') {
+		fprintf(err, "mbrokerd: --socket must be an absolute path\n");
+		return -1;
+	}
+	if (cfg->pid_file[0] == '\0') {
+		n = snprintf(cfg->pid_file, sizeof cfg->pid_file, "%s.pid",
+			     cfg->socket_path);
+		if (n < 0 || (size_t)n >= sizeof cfg->pid_file) {
+			fprintf(err, "mbrokerd: pid file path too long\n");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+enum options_result
+options_parse(int argc, char **argv, struct config *cfg, FILE *out,
+	      FILE *err)
+{
+	int c;
+
+	memset(cfg, 0, sizeof *cfg);
+	strcpy(cfg->instance, "default");
+	cfg->shutdown_timeout_ms = 10000;
+	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->unload_signal = SIGUSR1;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", options_long, NULL)) != -1) {
+		switch (c) {
+		case OPT_SOCKET:
+			if (options_copy(cfg->socket_path,
+					 sizeof cfg->socket_path, optarg,
+					 "--socket", err) < 0)
+				return OPTIONS_USAGE;
+			break;
+		case OPT_INSTANCE:
+			if (!names_instance_valid(optarg)) {
+				fprintf(err, "mbrokerd: invalid instance name "
+					"'%s' (1 to %d of A-Z a-z 0-9 _ -)\n",
+					optarg, NAMES_INSTANCE_MAX);
+				return OPTIONS_USAGE;
+			}
+			strcpy(cfg->instance, optarg);
+			break;
+		case OPT_MODEL:
+			if (options_model(cfg, optarg, err) < 0)
+				return OPTIONS_USAGE;
+			break;
+		case OPT_SHUTDOWN_TIMEOUT:
+			if ((cfg->shutdown_timeout_ms =
+				     options_seconds_ms(optarg)) < 0) {
+				fprintf(err, "mbrokerd: --shutdown-timeout "
+					"wants seconds >= 0, got '%s'\n",
+					optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_SIGNAL:
+			if ((cfg->unload_signal = options_signal(optarg)) < 0) {
+				fprintf(err, "mbrokerd: unknown signal '%s' "
+					"(USR1, USR2, HUP, INT, TERM, WINCH)\n",
+					optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_LOG_LEVEL:
+			if (log_level_parse(optarg, &cfg->log_level) < 0) {
+				fprintf(err, "mbrokerd: unknown log level '%s' "
+					"(error, warn, info, debug)\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_DAEMON:
+			cfg->daemonize = true;
+			break;
+		case OPT_PID_FILE:
+			if (options_copy(cfg->pid_file, sizeof cfg->pid_file,
+					 optarg, "--pid-file", err) < 0)
+				return OPTIONS_USAGE;
+			break;
+		case OPT_HELP:
+			fputs(options_usage, out);
+			return OPTIONS_EXIT_OK;
+		case OPT_VERSION:
+			fprintf(out, "mbrokerd %s (protocol %d)\n",
+				MB_VERSION_STRING, MB_PROTOCOL_VERSION);
+			return OPTIONS_EXIT_OK;
+		default:
+			fprintf(err, "mbrokerd: unknown or incomplete option "
+				"'%s'\n%s", argv[optind - 1], options_usage);
+			return OPTIONS_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(err, "mbrokerd: unexpected argument '%s'\n",
+			argv[optind]);
+		return OPTIONS_USAGE;
+	}
+	if (options_defaults(cfg, err) < 0)
+		return OPTIONS_USAGE;
+	return OPTIONS_RUN;
+}
+
+void
+options_free(struct config *cfg)
+{
+	free(cfg->preloads);
+	cfg->preloads = NULL;
+	cfg->npreloads = 0;
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * provider.c - the table of model formats.  A provider checks a file before
+ * it is copied (probe), validates the copied bytes (load) and releases what
+ * load set up (unload); adding a format is adding one provider_*.c here.
+ */
+#include <string.h>
+
+#include "mbrokerd.h"
+
+static const struct provider *const provider_table[] = {
+	&provider_raw,
+	&provider_safetensors,
+};
+
+const struct provider *
+provider_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof provider_table / sizeof provider_table[0];
+	     i++)
+		if (strcmp(provider_table[i]->name, name) == 0)
+			return provider_table[i];
+	return NULL;
+}
+
+const struct provider *
+provider_for_path(const char *path)
+{
+	static const char ext[] = ".safetensors";
+	size_t len = strlen(path);
+
+	if (len > sizeof ext - 1 &&
+	    strcmp(path + len - (sizeof ext - 1), ext) == 0)
+		return &provider_safetensors;
+	return &provider_raw;
+}

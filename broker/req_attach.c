@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * req_attach.c - the worker's requests: attach (the reply carries a
+ * read-only descriptor of the segment with SCM_RIGHTS), detach (one
+ * attachment) and ack (everything this connection holds, as after an
+ * unload or shutdown event).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "mbrokerd.h"
+
+/* Refuses an attach of m unless it is READY; 0 when it may go on. */
+static int
+req_attach_check(struct request *req, const char *name, struct model *m)
+{
+	if (broker.shutting_down) {
+		reply_error(req->conn, req->id, MB_ESHUTDOWN, NULL,
+			    "broker is shutting down");
+		return -1;
+	}
+	if (m == NULL) {
+		reply_error(req->conn, req->id, MB_ENOMODEL, NULL,
+			    "no model called %.64s", name);
+		return -1;
+	}
+	switch (m->state) {
+	case MODEL_READY:
+		break;
+	case MODEL_LOADING:
+		reply_error(req->conn, req->id, MB_ENOTREADY, NULL,
+			    "model %s is LOADING (%" PRIu64 " bytes so far)",
+			    name, loader_progress(m));
+		return -1;
+	case MODEL_UNLOADING:
+		reply_error(req->conn, req->id, MB_EUNLOADING, NULL,
+			    "model %s is unloading", name);
+		return -1;
+	default:
+		reply_error(req->conn, req->id, MB_ENOTREADY, NULL,
+			    "model %s is %s: %s", name,
+			    registry_state_name(m->state), m->error);
+		return -1;
+	}
+	if (req->conn->nattachments >= MB_MAX_ATTACHMENTS) {
+		reply_error(req->conn, req->id, MB_ELIMIT, NULL,
+			    "at most %d attachments per connection",
+			    MB_MAX_ATTACHMENTS);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+req_attach(struct request *req)
+{
+	const char *name = request_string(req, "name");
+	struct attachment *a;
+	struct model *m;
+	char sum[17];
+
+	if (name == NULL)
+		return;
+	m = registry_find(name);
+	if (req_attach_check(req, name, m) < 0)
+		return;
+	if ((a = attach_add(req->conn, m)) == NULL) {
+		reply_error(req->conn, req->id, MB_EINTERNAL, NULL,
+			    "out of memory");
+		return;
+	}
+	broker.attaches++;
+	snprintf(sum, sizeof sum, "%016" PRIx64, m->checksum);
+	log_info("model %s: attached by pid %ld (attachment %" PRIu64
+		 ", %u attached)", m->name, (long)req->conn->pid, a->id,
+		 m->nattached);
+	reply_ok(req->conn, req->id,
+		 json_pack("{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment",
+			   (json_int_t)a->id, "name", m->name, "format",
+			   m->provider->name, "generation",
+			   (json_int_t)m->generation, "size",
+			   (json_int_t)m->size, "checksum", sum),
+		 m->ro_fd);
+}
+
+static void
+req_detach(struct request *req)
+{
+	const json_t *id = json_object_get(req->msg, "attachment");
+	struct attachment *a;
+
+	if (!json_is_integer(id)) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"attachment\" must be an integer");
+		return;
+	}
+	a = attach_find(req->conn, (uint64_t)json_integer_value(id));
+	if (a == NULL) {
+		reply_error(req->conn, req->id, MB_ENOTATTACHED, NULL,
+			    "no attachment %lld on this connection",
+			    (long long)json_integer_value(id));
+		return;
+	}
+	broker.detaches++;
+	log_info("model %s: detached by pid %ld", a->model->name,
+		 (long)req->conn->pid);
+	attach_release(a);
+	reply_ok(req->conn, req->id, NULL, -1);
+}
+
+static void
+req_ack(struct request *req)
+{
+	unsigned n = req->conn->nattachments;
+
+	broker.acks++;
+	if (n > 0)
+		log_info("pid %ld acknowledged, releasing %u attachment(s)",
+			 (long)req->conn->pid, n);
+	attach_release_all(req->conn);
+	reply_ok(req->conn, req->id, json_pack("{s:i}", "released", (int)n),
+		 -1);
+}
+
+const struct request_entry req_attach_entries[] = {
+	{"attach", req_attach},
+	{"detach", req_detach},
+	{"ack", req_ack},
+	{NULL, NULL},
+};

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * request.c - decoding and dispatch of control requests and the shape of
+ * every reply.  A request is {"id": <integer>, "op": "<name>", ...}; the
+ * reply is {"id": .., "ok": true, ...} or {"id": .., "ok": false, "error":
+ * {"code": "..", "message": ".."}}.  Bad input always gets an error reply,
+ * never a dead broker.  The handlers live in req_*.c, one table each.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "errors.h"
+#include "mbrokerd.h"
+#include "wire.h"
+
+static const struct request_entry *const request_tables[] = {
+	req_session_entries, req_model_entries, req_attach_entries,
+	req_query_entries,   req_shutdown_entries,
+};
+
+static const struct request_entry *
+request_find(const char *op)
+{
+	for (size_t t = 0; t < sizeof request_tables / sizeof request_tables[0];
+	     t++)
+		for (const struct request_entry *e = request_tables[t];
+		     e->op != NULL; e++)
+			if (strcmp(e->op, op) == 0)
+				return e;
+	return NULL;
+}
+
+void
+reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd)
+{
+	json_t *o = body != NULL ? json_copy(body) : json_object();
+
+	json_decref(body);
+	if (o == NULL)
+		return;
+	json_object_set(o, "id", id != NULL ? id : json_null());
+	json_object_set_new(o, "ok", json_true());
+	conn_send(c, o, pass_fd);
+	json_decref(o);
+}
+
+void
+reply_error(struct conn *c, json_t *id, int code, json_t *extra,
+	    const char *fmt, ...)
+{
+	char message[1024];
+	json_t *err = extra != NULL ? json_copy(extra) : json_object();
+	json_t *o;
+	va_list ap;
+
+	json_decref(extra);
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof message, fmt, ap);
+	va_end(ap);
+	if (err == NULL)
+		return;
+	json_object_set_new(err, "code", json_string(errors_wire_name(code)));
+	json_object_set_new(err, "message", json_string(message));
+	o = json_pack("{s:O, s:b, s:o}", "id", id != NULL ? id : json_null(),
+		      "ok", 0, "error", err);
+	if (o != NULL) {
+		conn_send(c, o, -1);
+		json_decref(o);
+	}
+}
+
+const char *
+request_string(struct request *req, const char *key)
+{
+	const json_t *v = json_object_get(req->msg, key);
+
+	if (!json_is_string(v)) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"%s\" must be a string", key);
+		return NULL;
+	}
+	return json_string_value(v);
+}
+
+int64_t
+request_timeout(struct request *req, int64_t def)
+{
+	const json_t *v = json_object_get(req->msg, "timeout");
+
+	if (v == NULL)
+		return def;
+	if (!json_is_number(v) || json_number_value(v) < 0 ||
+	    json_number_value(v) > 86400) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"timeout\" must be seconds from 0 to 86400");
+		return -1;
+	}
+	return (int64_t)(json_number_value(v) * 1000.0 + 0.5);
+}
+
+void
+request_dispatch(struct conn *c, const char *buf, size_t len)
+{
+	struct request req = {.conn = c};
+	const struct request_entry *e;
+	const json_t *op;
+	char err[256];
+
+	if ((req.msg = wire_decode(buf, len, err, sizeof err)) == NULL) {
+		log_debug("pid %ld: bad message: %s", (long)c->pid, err);
+		reply_error(c, NULL, MB_EBADREQ, NULL, "%s", err);
+		return;
+	}
+	req.id = json_object_get(req.msg, "id");
+	op = json_object_get(req.msg, "op");
+	if (!json_is_integer(req.id)) {
+		req.id = NULL;
+		reply_error(c, NULL, MB_EBADREQ, NULL,
+			    "\"id\" must be an integer");
+	} else if (!json_is_string(op)) {
+		reply_error(c, req.id, MB_EBADREQ, NULL,
+			    "\"op\" must be a string");
+	} else if ((e = request_find(json_string_value(op))) == NULL) {
+		reply_error(c, req.id, MB_EBADREQ, NULL, "unknown op \"%.64s\"",
+			    json_string_value(op));
+	} else if (!c->hello && strcmp(e->op, "hello") != 0) {
+		reply_error(c, req.id, MB_EBADREQ, NULL,
+			    "say hello first (protocol version %d)",
+			    MB_PROTOCOL_VERSION);
+	} else {
+		e->fn(&req);
+	}
+	json_decref(req.msg);
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * segment.c - the shared-memory segments that hold model bytes: created
+ * with O_EXCL and mode 0600 under an unpredictable name, their pages
+ * reserved up front so a full /dev/shm is a load error instead of a SIGBUS
+ * in a worker, sealed read-only once filled, and unlinked at unload.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "mbrokerd.h"
+
+#define SEGMENT_DIR "/dev/shm"
+
+int
+segment_name(char *buf, size_t len, const char *model, uint64_t gen)
+{
+	char suffix[NAMES_SHM_MAX];
+
+	snprintf(suffix, sizeof suffix, "model.%s.%" PRIu64 "-%s", model, gen,
+		 broker.token);
+	return names_shm(buf, len, broker.cfg.instance, suffix);
+}
+
+int64_t
+segment_space_free(void)
+{
+	struct statvfs sv;
+
+	if (statvfs(SEGMENT_DIR, &sv) < 0)
+		return -errno;
+	return (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+}
+
+int
+segment_create(const char *name, uint64_t size, char *err, size_t errlen)
+{
+	int64_t avail = segment_space_free();
+	int fd, r;
+
+	if (avail >= 0 && (uint64_t)avail < size) {
+		snprintf(err, errlen, "model needs %" PRIu64 " bytes, "
+			 SEGMENT_DIR " has %" PRId64 " free", size, avail);
+		return MB_ENOSPACE;
+	}
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot create segment %s: %s%s", name,
+			 strerror(errno), errno == EEXIST ?
+			 " (a name that is not ours; left untouched)" : "");
+		return r;
+	}
+	if (ftruncate(fd, (off_t)size) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
+			 " bytes: %s", name, size, strerror(errno));
+		goto fail;
+	}
+	r = posix_fallocate(fd, 0, (off_t)size);
+	if (r != 0) {
+		snprintf(err, errlen, "cannot reserve %" PRIu64 " bytes in "
+			 SEGMENT_DIR " (%" PRId64 " free): %s", size,
+			 segment_space_free(), strerror(r));
+		r = r == ENOSPC ? MB_ENOSPACE : -r;
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	shm_unlink(name);
+	return r;
+}
+
+int
+segment_seal(int rw_fd)
+{
+	char path[64];
+	int fd;
+
+	if (fchmod(rw_fd, 0400) < 0)
+		return -errno;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", rw_fd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int
+segment_unlink(const char *name)
+{
+	if (shm_unlink(name) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * unload.c - the unload sequence of one model, which shutdown runs for all
+ * of them: the model goes UNLOADING (no new attaches; a running load is
+ * cancelled), every attached worker gets an event and a signal, then the
+ * broker waits until each has acked, detached or died, or the deadline
+ * passes; then the provider's unload hook runs (a failure is logged and the
+ * rest goes on), the segment is unlinked and its descriptor closed, memory
+ * before and after is reported, and the model leaves the registry
+ * (UNINITIALIZED) or stays in ERROR naming the pids that held on.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mbrokerd.h"
+
+static struct event *unload_ev;
+
+void
+unload_schedule(void)
+{
+	event_active(unload_ev, EV_TIMEOUT, 0);
+}
+
+/* Tells each worker attached to m to let go: an event, then a signal. */
+static void
+unload_notify(struct model *m, int64_t timeout_ms)
+{
+	json_t *ev = json_pack("{s:s, s:s, s:I, s:I}", "event", "unload",
+			       "model", m->name, "generation",
+			       (json_int_t)m->generation, "timeout_ms",
+			       (json_int_t)timeout_ms);
+	struct conn *c;
+	struct attachment *a;
+
+	TAILQ_FOREACH(c, &broker.conns, entry) {
+		TAILQ_FOREACH(a, &c->attachments, entry)
+			if (a->model == m)
+				break;
+		if (a == NULL)
+			continue;
+		conn_send(c, ev, -1);
+		if (conn_signal(c, broker.cfg.unload_signal) < 0)
+			log_warn("model %s: cannot signal pid %ld", m->name,
+				 (long)c->pid);
+	}
+	json_decref(ev);
+}
+
+void
+unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
+	     bool for_shutdown)
+{
+	int64_t now = clock_monotonic_ms();
+	enum model_state was = m->state;
+
+	if (c != NULL)
+		pending_add(&m->unload_waiters, c->id, id);
+	if (for_shutdown)
+		m->unload_for_shutdown = true;
+	if (was == MODEL_UNLOADING) {
+		if (now + timeout_ms < m->unload_deadline_ms)
+			m->unload_deadline_ms = now + timeout_ms;
+		log_info("model %s: already unloading; joined", m->name);
+		unload_schedule();
+		return;
+	}
+	m->unload_started_ms = now;
+	m->unload_deadline_ms = now + timeout_ms;
+	m->shmem_before_kb = meminfo_shmem_kb();
+	registry_set_state(m, MODEL_UNLOADING);
+	log_info("model %s: unloading from %s, %u worker(s) attached, timeout "
+		 "%.1f s, Shmem %" PRId64 " kB", m->name,
+		 registry_state_name(was), m->nattached, timeout_ms / 1000.0,
+		 m->shmem_before_kb);
+	if (was == MODEL_LOADING)
+		loader_cancel(m);
+	else if (!for_shutdown)
+		unload_notify(m, timeout_ms);
+	unload_schedule();
+}
+
+/* Frees what m holds: provider state, segment name and descriptor. */
+static unsigned
+unload_release(struct model *m)
+{
+	unsigned evicted = 0;
+
+	if (m->provider != NULL && m->provider_state != NULL &&
+	    m->provider->unload(m->provider_state) < 0)
+		log_warnx("model %s: the %s provider's unload hook failed; "
+			  "going on", m->name, m->provider->name);
+	m->provider_state = NULL;
+	if (m->segment[0] != '\0') {
+		if (segment_unlink(m->segment) < 0)
+			log_warn("model %s: cannot unlink %s; going on",
+				 m->name, m->segment);
+		else
+			evicted++;
+		m->segment[0] = '\0';
+	}
+	if (m->ro_fd >= 0) {
+		close(m->ro_fd);
+		m->ro_fd = -1;
+	}
+	return evicted;
+}
+
+/* Ends the unload of m; timed_out when workers still hold it. */
+static void
+unload_finish(struct model *m, bool timed_out)
+{
+	int64_t waited = clock_monotonic_ms() - m->unload_started_ms;
+	uint64_t freed = m->size;
+	unsigned evicted = unload_release(m);
+	int64_t after = meminfo_shmem_kb();
+	json_t *pids = json_array();
+	json_t *report;
+
+	attach_pids(m, pids);
+	report = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:i}", "model",
+			   m->name, "generation", (json_int_t)m->generation,
+			   "freed_bytes", (json_int_t)freed, "shmem_before_kb",
+			   (json_int_t)m->shmem_before_kb, "shmem_after_kb",
+			   (json_int_t)after, "waited_ms", (json_int_t)waited,
+			   "segments_unlinked", (int)evicted);
+	if (m->unload_for_shutdown) {
+		broker.shutdown_models++;
+		broker.shutdown_freed_bytes += freed;
+		json_array_extend(broker.shutdown_stuck_pids, pids);
+	}
+	if (timed_out) {
+		char *list = json_dumps(pids, JSON_COMPACT);
+
+		broker.unload_timeouts++;
+		snprintf(m->error, sizeof m->error,
+			 "unload timed out after %.1f s; still attached: pids %s",
+			 waited / 1000.0, list != NULL ? list : "?");
+		free(list);
+		registry_set_state(m, MODEL_ERROR);
+		log_error("model %s: %s; %u segment(s) unlinked anyway, their "
+			  "memory returns when those workers unmap", m->name,
+			  m->error, evicted);
+		json_object_set_new(report, "pids", pids);
+		json_object_set_new(report, "state", json_string("ERROR"));
+		pending_reply_error(&m->unload_waiters, MB_ETIMEOUT, report,
+				    m->error);
+		m->unload_for_shutdown = false;
+		return;
+	}
+	json_decref(pids);
+	broker.unloads++;
+	registry_set_state(m, MODEL_UNINITIALIZED);
+	log_info("model %s: unloaded in %" PRId64 " ms, %" PRIu64 " bytes freed, "
+		 "%u segment(s) unlinked, Shmem %" PRId64 " kB -> %" PRId64
+		 " kB", m->name, waited, freed, evicted, m->shmem_before_kb,
+		 after);
+	json_object_set_new(report, "state", json_string("UNINITIALIZED"));
+	pending_reply_ok(&m->unload_waiters, report);
+	registry_remove(m);
+}
+
+/* Looks at every unload in progress: finishes what can be finished and
+ * arms the ack waiter for the nearest deadline. */
+static void
+unload_evaluate(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = clock_monotonic_ms(), next = -1;
+	struct model *m, *tmp;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (m = TAILQ_FIRST(&broker.models); m != NULL; m = tmp) {
+		tmp = TAILQ_NEXT(m, entry);
+		if (m->state != MODEL_UNLOADING || m->job != NULL)
+			continue;
+		if (m->nattached == 0)
+			unload_finish(m, false);
+		else if (now >= m->unload_deadline_ms)
+			unload_finish(m, true);
+		else if (next < 0 || m->unload_deadline_ms < next)
+			next = m->unload_deadline_ms;
+	}
+	ackwait_arm(next);
+	shutdown_check();
+}
+
+void
+unload_expire_all(void)
+{
+	int64_t now = clock_monotonic_ms();
+	struct model *m;
+
+	TAILQ_FOREACH(m, &broker.models, entry) {
+		if (m->state != MODEL_UNLOADING)
+			continue;
+		m->unload_deadline_ms = now;
+		loader_cancel(m);
+	}
+	unload_schedule();
+}
+
+int
+unload_init(void)
+{
+	unload_ev = event_new(broker.base, -1, 0, unload_evaluate, NULL);
+	if (unload_ev == NULL)
+		return -1;
+	return ackwait_init(unload_schedule);
+}
+
+void
+unload_shutdown(void)
+{
+	ackwait_shutdown();
+	if (unload_ev != NULL)
+		event_free(unload_ev);
+	unload_ev = NULL;
+}

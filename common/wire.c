@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.c - framing of control messages: one JSON object per SOCK_SEQPACKET
+ * record, so a record is never split or merged, a descriptor passed with
+ * SCM_RIGHTS belongs to exactly one message, and a message sent from a
+ * signal handler cannot interleave with another.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+int
+wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
+{
+	struct iovec iov = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+
+	if (len > WIRE_MAX_MESSAGE)
+		return -EMSGSIZE;
+	if (pass_fd >= 0) {
+		struct cmsghdr *cmsg;
+
+		memset(&control, 0, sizeof control);
+		msg.msg_control = control.buf;
+		msg.msg_controllen = sizeof control.buf;
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+	}
+	do
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+/* Keeps the first descriptor of the control data, closes the others. */
+static int
+wire_take_fds(struct msghdr *msg)
+{
+	int kept = -1;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL;
+	     c = CMSG_NXTHDR(msg, c)) {
+		size_t n;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (kept < 0)
+				kept = fd;
+			else
+				close(fd);
+		}
+	}
+	return kept;
+}
+
+ssize_t
+wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = cap};
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control.buf,
+			     .msg_controllen = sizeof control.buf};
+	ssize_t n;
+	int passed;
+
+	*fd_out = -1;
+	do
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | flags);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	passed = wire_take_fds(&msg);
+	if (msg.msg_flags & MSG_TRUNC) {
+		if (passed >= 0)
+			close(passed);
+		return -EMSGSIZE;
+	}
+	*fd_out = passed;
+	return n;
+}
+
+char *
+wire_encode(const json_t *msg, size_t *len)
+{
+	char *s = json_dumps(msg, JSON_COMPACT);
+
+	if (s != NULL)
+		*len = strlen(s);
+	return s;
+}
+
+int
+wire_send_json(int fd, const json_t *msg, int pass_fd, int flags)
+{
+	size_t len;
+	char *s = wire_encode(msg, &len);
+	int r;
+
+	if (s == NULL)
+		return -ENOMEM;
+	r = wire_send(fd, s, len, pass_fd, flags);
+	free(s);
+	return r;
+}
+
+json_t *
+wire_decode(const void *buf, size_t len, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *msg;
+
+	if (memchr(buf, '\0', len) != NULL) {
+		snprintf(err, errlen, "message contains a NUL byte");
+		return NULL;
+	}
+	msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (msg == NULL) {
+		snprintf(err, errlen, "invalid JSON at byte %d: %s",
+			 jerr.position, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(msg)) {
+		snprintf(err, errlen, "message is not a JSON object");
+		json_decref(msg);
+		return NULL;
+	}
+	return msg;
+}

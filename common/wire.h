@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.h - one control message on the wire: a JSON object sent as a single
+ * SOCK_SEQPACKET record, optionally carrying one descriptor (SCM_RIGHTS).
+ * Shared by the broker and the library.
+ */
+#ifndef MB_COMMON_WIRE_H
+#define MB_COMMON_WIRE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+/* Largest message either side sends or accepts, in bytes. */
+#define WIRE_MAX_MESSAGE 65536
+
+/*
+ * Sends one record of len bytes; pass_fd (unless -1) travels with it.
+ * flags are added to MSG_NOSIGNAL.  Returns 0 or -errno.
+ */
+int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
+
+/*
+ * Receives one record into buf (cap bytes).  Returns its length, 0 at end
+ * of stream, -EMSGSIZE when it was longer than cap (the rest is dropped), or
+ * -errno.  A descriptor that came with it goes to *fd_out (close-on-exec),
+ * else *fd_out is -1; extra descriptors are closed.
+ */
+ssize_t wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags);
+
+/* Encodes msg compactly; returns a malloc'd string and its length in *len. */
+char *wire_encode(const json_t *msg, size_t *len);
+
+/*
+ * Decodes one record into a JSON object (duplicate keys, NUL bytes and
+ * non-objects refused).  Returns a new reference or NULL with a reason in
+ * err.
+ */
+json_t *wire_decode(const void *buf, size_t len, char *err, size_t errlen);
+
+/* Sends msg (encoded) with pass_fd; returns 0, -EMSGSIZE or -errno. */
+int wire_send_json(int fd, const json_t *msg, int pass_fd, int flags);
+
+#endif

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbroker.h - the whole public surface of libmbroker, the library a worker
+ * process links to share model weights held by the mbrokerd broker.
+ *
+ * A worker connects to the broker's control socket (mb_connect), attaches a
+ * model by name (mb_attach) and reads its weights through a read-only
+ * mapping; the bytes are one physical copy whatever the number of workers.
+ * When the broker unloads the model or shuts down it sends an event on the
+ * connection and a signal (SIGUSR1 unless configured); the worker answers
+ * with mb_detach or mb_ack, which may be called from a signal handler.
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative
+ * MB_E* code on failure; system errors are returned as -errno.  Objects
+ * created by a call are returned through an out-parameter and belong to the
+ * caller.  The library never prints, exits, aborts, raises SIGPIPE or
+ * installs a signal handler, and every descriptor it opens is close-on-exec.
+ * A client is not thread-safe: use one per thread, except for mb_ack.
+ */
+#ifndef MBROKER_H
+#define MBROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MB_EXPORT __attribute__((visibility("default")))
+#else
+#define MB_EXPORT
+#endif
+
+#define MB_VERSION_STRING "0.1.0"
+/* The control protocol version this library speaks (see docs/protocol.md). */
+#define MB_PROTOCOL_VERSION 1
+/* Longest model name, not counting the terminating NUL. */
+#define MB_NAME_MAX 64
+/* Most dimensions a safetensors tensor may have. */
+#define MB_MAX_DIMS 8
+/* Most models one client may have attached at a time. */
+#define MB_MAX_ATTACHMENTS 256
+
+/*
+ * Error codes specific to mbroker; system errors are -errno.  The wire name
+ * is the "code" string the broker puts in an error reply.
+ * X(NAME, value, wire name, message)
+ */
+#define MB_ERROR_MAP(X)                                                       \
+	X(BADREQ, -1001, "bad_request", "malformed or invalid request")       \
+	X(VERSION, -1002, "version_mismatch",                                  \
+	  "protocol version not supported")                                    \
+	X(NOMODEL, -1003, "unknown_model", "no such model")                    \
+	X(NOTREADY, -1004, "not_ready", "model is not ready")                  \
+	X(SHUTDOWN, -1005, "shutting_down", "broker is shutting down")         \
+	X(EXISTS, -1006, "exists", "a model of that name is loaded")           \
+	X(LOADING, -1007, "already_loading", "model is already loading")       \
+	X(UNLOADING, -1008, "unloading", "model is unloading")                 \
+	X(FORMAT, -1009, "format_error", "invalid model file")                 \
+	X(NOSPACE, -1010, "no_space", "not enough shared memory")              \
+	X(IO, -1011, "io_error", "cannot read the model file")                 \
+	X(TIMEOUT, -1012, "timeout", "workers did not release in time")        \
+	X(CANCELLED, -1013, "cancelled", "load cancelled by an unload")        \
+	X(NAME, -1014, "bad_name", "invalid model name")                       \
+	X(LIMIT, -1015, "limit", "a broker limit was reached")                 \
+	X(NOTATTACHED, -1016, "not_attached", "no such attachment")            \
+	X(NOTENSOR, -1017, "no_tensor", "no such tensor")                      \
+	X(LOST, -1018, "connection_lost", "connection to the broker lost")     \
+	X(PROTOCOL, -1019, "protocol_error",                                   \
+	  "malformed message from the broker")                                 \
+	X(DENIED, -1020, "permission_denied", "permission denied")             \
+	X(INTERNAL, -1021, "internal", "internal broker error")
+
+enum mb_error {
+#define MB_ERROR_ENUM(name, value, wire, msg) MB_E##name = value,
+	MB_ERROR_MAP(MB_ERROR_ENUM)
+#undef MB_ERROR_ENUM
+};
+
+/* Text for an error code (MB_E* or -errno).  Never NULL; static storage. */
+MB_EXPORT const char *mb_strerror(int err);
+/* Symbolic name of an error code ("MB_ENOMODEL", "ENOENT"). Never NULL. */
+MB_EXPORT const char *mb_err_name(int err);
+
+struct mb_client;
+struct mb_attachment;
+
+/*
+ * Writes the socket path used when none is given: $MBROKER_SOCKET, else
+ * $XDG_RUNTIME_DIR/mbroker/default.sock, else /tmp/mbroker-<uid>/default.sock.
+ * Returns 0, or -ENAMETOOLONG when it does not fit in len bytes.
+ */
+MB_EXPORT int mb_default_socket_path(char *buf, size_t len);
+
+/*
+ * Connects to the broker at socket_path (NULL: the default path) and says
+ * hello with MB_PROTOCOL_VERSION.  Blocks until the broker answers.
+ * On success *out is a new client, freed with mb_close.  Returns -ENOENT or
+ * -ECONNREFUSED when no broker listens there, MB_EVERSION when the broker
+ * speaks another protocol version.
+ */
+MB_EXPORT int mb_connect(const char *socket_path, struct mb_client **out);
+
+/*
+ * Unmaps every attachment still held, frees their handles and closes the
+ * connection; the broker then releases them.  Accepts NULL.  Not
+ * async-signal-safe.
+ */
+MB_EXPORT void mb_close(struct mb_client *client);
+
+/*
+ * The broker's message for the last request of this client that failed with
+ * an error reply, or "" if none.  Valid until the next call on the client.
+ */
+MB_EXPORT const char *mb_last_error(const struct mb_client *client);
+
+/*
+ * Attaches the READY model called name: the broker hands over a read-only
+ * descriptor which is mapped PROT_READ and closed.  Blocks for one round
+ * trip.  On success *out is a new attachment, released with mb_detach (or
+ * by mb_ack / mb_close).  Returns MB_ENOMODEL, MB_ENOTREADY, MB_EUNLOADING,
+ * MB_ESHUTDOWN, MB_ELIMIT (MB_MAX_ATTACHMENTS reached) or a system error.
+ */
+MB_EXPORT int mb_attach(struct mb_client *client, const char *name,
+			struct mb_attachment **out);
+
+/*
+ * The attachment's read-only bytes and their size.  The pointer is valid
+ * until mb_detach, mb_ack or mb_close; reading it after mb_ack faults.
+ */
+MB_EXPORT const void *mb_attachment_data(const struct mb_attachment *att);
+MB_EXPORT size_t mb_attachment_size(const struct mb_attachment *att);
+/* The model's name, format ("raw" or "safetensors") and load generation. */
+MB_EXPORT const char *mb_attachment_name(const struct mb_attachment *att);
+MB_EXPORT const char *mb_attachment_format(const struct mb_attachment *att);
+MB_EXPORT uint64_t mb_attachment_generation(const struct mb_attachment *att);
+/* The XXH3-64 checksum the broker computed while loading. */
+MB_EXPORT uint64_t mb_attachment_checksum(const struct mb_attachment *att);
+
+/*
+ * Releases the attachment: unmaps it, tells the broker, frees the handle.
+ * Accepts NULL.  Returns 0 or a system error of the notification (the
+ * mapping is gone and the handle freed in every case).
+ */
+MB_EXPORT int mb_detach(struct mb_attachment *att);
+
+/* One tensor of a safetensors model. */
+struct mb_tensor {
+	const char *name;  /* valid as long as the attachment */
+	const char *dtype; /* "F32", "F16", "BF16", "I8", ... (static) */
+	int ndim;
+	int64_t shape[MB_MAX_DIMS];
+	const void *data;  /* inside the read-only mapping */
+	size_t nbytes;
+};
+
+/* Number of tensors (0 for a raw model). */
+MB_EXPORT size_t mb_tensor_count(const struct mb_attachment *att);
+/* The index-th tensor, in name order.  Returns 0 or MB_ENOTENSOR. */
+MB_EXPORT int mb_tensor_at(const struct mb_attachment *att, size_t index,
+			   struct mb_tensor *out);
+/* The tensor called name.  Returns 0 or MB_ENOTENSOR. */
+MB_EXPORT int mb_tensor_find(const struct mb_attachment *att, const char *name,
+			     struct mb_tensor *out);
+
+/*
+ * XXH3-64 of size bytes at data: what a worker computes to check that what
+ * it maps is what the broker loaded.  This function can't fail.
+ */
+MB_EXPORT uint64_t mb_checksum(const void *data, size_t size);
+
+enum mb_event_type {
+	MB_EVENT_NONE = 0,
+	MB_EVENT_UNLOAD,      /* one model is being unloaded: detach it */
+	MB_EVENT_SHUTDOWN,    /* the broker is shutting down: mb_ack */
+	MB_EVENT_BROKER_LOST, /* the connection closed; mappings stay valid */
+};
+
+struct mb_event {
+	enum mb_event_type type;
+	char model[MB_NAME_MAX + 1]; /* MB_EVENT_UNLOAD: which model */
+	uint64_t generation;         /* MB_EVENT_UNLOAD: which load of it */
+	int64_t timeout_ms;          /* how long the broker waits for us */
+};
+
+/*
+ * A descriptor that polls readable when an event may be pending (it is the
+ * connection itself).  Valid until mb_close.
+ */
+MB_EXPORT int mb_event_fd(const struct mb_client *client);
+
+/*
+ * Takes the next pending event without blocking.  Returns 1 and fills *out
+ * when there was one, 0 when none is pending.  MB_EVENT_BROKER_LOST is
+ * reported once, after which requests fail with MB_ELOST.
+ */
+MB_EXPORT int mb_next_event(struct mb_client *client, struct mb_event *out);
+
+/*
+ * Tells the broker this worker is done with everything it attached: unmaps
+ * every attachment, sends the acknowledgement and posts the broker's ack
+ * semaphore.  Async-signal-safe and safe to call from another thread; may
+ * be called more than once.  Handles stay allocated until mb_detach or
+ * mb_close, but their data must not be read again.  Returns 0 or -errno of
+ * the send (the mappings are gone in every case).
+ */
+MB_EXPORT int mb_ack(struct mb_client *client);
+
+/*
+ * Sends one raw JSON request object (the library adds "id") and waits for
+ * its reply, which *reply receives as a malloc'd JSON string (free() it)
+ * whether the broker said ok or not.  Returns 0 when the reply says ok,
+ * the reply's error code otherwise (mb_last_error has its message), or a
+ * transport error (then *reply is NULL).  For admin tools such as mbctl.
+ */
+MB_EXPORT int mb_request(struct mb_client *client, const char *request_json,
+			 char **reply);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MBROKER_H */

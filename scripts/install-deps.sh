@@ -1,0 +1,34 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# install-deps.sh - makes sure the build dependencies of mbroker are present.
+# As root it installs Debian's packages; otherwise it prints the apt-get line
+# to run.  `install-deps.sh --check` only tests, exiting 1 when something is
+# missing.  The Makefile runs it before the first build.
+set -eu
+
+PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev"
+MODULES="libevent_core jansson cmocka libxxhash"
+
+have_all() {
+	command -v pkg-config >/dev/null 2>&1 || return 1
+	for m in $MODULES; do
+		pkg-config --exists "$m" || return 1
+	done
+}
+
+if have_all; then
+	exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+	exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "mbroker needs: $PACKAGES" >&2
+	echo "run as root: apt-get install -y --no-install-recommends $PACKAGES" >&2
+	exit 1
+fi
+echo "install-deps: installing $PACKAGES" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+have_all || { echo "install-deps: still missing after install" >&2; exit 1; }
