@@ -46,7 +46,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
 SONAME := libmbroker.so.0
 DEPS_OK := $(O)/.deps-ok
 
-PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
+PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker $(O)/mkmodel
 LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
 
 .PHONY: all test unit integration demo asan tsan valgrind format clean \
@@ -81,6 +81,9 @@ $(O)/mbrokerd: $(call obj,broker/mbrokerd.c) $(O)/libbroker.a $(O)/libmbroker.a
 
 $(O)/mbctl $(O)/mbworker: $(O)/%: $(O)/obj/worker/%.o $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+$(O)/mkmodel: $(O)/obj/tests/tools/mkmodel.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 # Unit tests name the calls they make fail in a line "WRAP: f g ...".
 wraps = $(foreach f,$(shell sed -n 's/^.*WRAP: //p' $(1)),-Wl,--wrap=$(f))

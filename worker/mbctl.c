@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbctl.c - the admin CLI, a client of libmbroker: one command per call,
+ * tables for people by default, the broker's reply as it came with --json.
+ * Exit status: 0 success, 1 the broker refused or failed, 2 usage, 3 no
+ * broker to talk to.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static const char mbctl_usage[] =
+	"usage: mbctl [--socket PATH] [--json] COMMAND\n"
+	"\n"
+	"  ping                        check that the broker answers\n"
+	"  load NAME PATH [--format raw|safetensors] [--wait]\n"
+	"                              load PATH as NAME (*.safetensors is\n"
+	"                              safetensors unless --format says)\n"
+	"  unload NAME [--timeout S]   unload NAME, waiting S s for workers\n"
+	"  list                        models and their states\n"
+	"  stats                       counters and memory\n"
+	"  workers                     who holds what\n"
+	"  shutdown [--timeout S]      orderly shutdown of the broker\n"
+	"\n"
+	"The socket defaults to $MBROKER_SOCKET, else\n"
+	"$XDG_RUNTIME_DIR/mbroker/default.sock, else\n"
+	"/tmp/mbroker-<uid>/default.sock.\n"
+	"Exit status: 0 success, 1 refused or failed (the broker's message on\n"
+	"stderr), 2 usage, 3 cannot reach the broker.\n";
+
+struct mbctl {
+	const char *socket;
+	bool json;
+	struct mb_client *client;
+};
+
+static __attribute__((noreturn)) void
+mbctl_usage_exit(const char *what, const char *arg)
+{
+	if (what != NULL)
+		fprintf(stderr, "mbctl: %s%s%s%s\n", what, arg ? " '" : "",
+			arg ? arg : "", arg ? "'" : "");
+	fputs(mbctl_usage, stderr);
+	exit(2);
+}
+
+static void
+mbctl_size(char *buf, size_t len, json_int_t bytes)
+{
+	if (bytes >= (json_int_t)1 << 30)
+		snprintf(buf, len, "%.2f GiB", bytes / 1073741824.0);
+	else if (bytes >= 1 << 20)
+		snprintf(buf, len, "%.1f MiB", bytes / 1048576.0);
+	else
+		snprintf(buf, len, "%lld B", (long long)bytes);
+}
+
+static json_int_t
+mbctl_int(const json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+static const char *
+mbctl_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s != NULL ? s : "";
+}
+
+/* Sends req (taken), prints the outcome; returns the exit status. */
+static int
+mbctl_call(struct mbctl *m, json_t *req, json_t **reply)
+{
+	int r = client_call(m->client, req, reply, NULL);
+
+	json_decref(req);
+	if (m->json && *reply != NULL) {
+		char *s = json_dumps(*reply, JSON_COMPACT);
+
+		if (s != NULL)
+			puts(s);
+		free(s);
+	}
+	if (r == 0)
+		return 0;
+	if (mb_last_error(m->client)[0] != '\0')
+		fprintf(stderr, "mbctl: %s (%s)\n", mb_last_error(m->client),
+			mb_strerror(r));
+	else
+		fprintf(stderr, "mbctl: %s\n", mb_strerror(r));
+	return r == MB_ELOST ? 3 : 1;
+}
+
+static void
+mbctl_print_model(const json_t *mod)
+{
+	char size[32], detail[256] = "";
+	const char *state = mbctl_str(mod, "state");
+
+	mbctl_size(size, sizeof size, mbctl_int(mod, "size"));
+	if (strcmp(state, "LOADING") == 0 && mbctl_int(mod, "size") > 0)
+		snprintf(detail, sizeof detail, "%.0f%% loaded",
+			 100.0 * mbctl_int(mod, "bytes_done") /
+				 mbctl_int(mod, "size"));
+	else if (strcmp(state, "ERROR") == 0)
+		snprintf(detail, sizeof detail, "%s", mbctl_str(mod, "error"));
+	else if (json_object_get(mod, "checksum") != NULL)
+		snprintf(detail, sizeof detail, "xxh3 %s, %lld tensors",
+			 mbctl_str(mod, "checksum"),
+			 (long long)mbctl_int(mod, "tensors"));
+	printf("%-24s %-10s %-12s %10s %4lld %8lld  %s\n",
+	       mbctl_str(mod, "name"), state, mbctl_str(mod, "format"), size,
+	       (long long)mbctl_int(mod, "generation"),
+	       (long long)mbctl_int(mod, "attached"), detail);
+}
+
+static int
+mbctl_list(struct mbctl *m)
+{
+	json_t *reply = NULL, *mod;
+	size_t i;
+	int r = mbctl_call(m, json_pack("{s:s}", "op", "list"), &reply);
+
+	if (r == 0 && !m->json) {
+		printf("%-24s %-10s %-12s %10s %4s %8s  %s\n", "NAME", "STATE",
+		       "FORMAT", "SIZE", "GEN", "ATTACHED", "DETAIL");
+		json_array_foreach(json_object_get(reply, "models"), i, mod)
+			mbctl_print_model(mod);
+	}
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_workers(struct mbctl *m)
+{
+	json_t *reply = NULL, *w, *a;
+	size_t i, j;
+	int r = mbctl_call(m, json_pack("{s:s}", "op", "workers"), &reply);
+
+	if (r == 0 && !m->json) {
+		printf("%-8s %-6s %-8s %s\n", "PID", "UID", "ROLE", "ATTACHED");
+		json_array_foreach(json_object_get(reply, "workers"), i, w) {
+			printf("%-8lld %-6lld %-8s", (long long)mbctl_int(w, "pid"),
+			       (long long)mbctl_int(w, "uid"), mbctl_str(w, "role"));
+			json_array_foreach(json_object_get(w, "attachments"), j, a)
+				printf(" %s(gen %lld)", mbctl_str(a, "model"),
+				       (long long)mbctl_int(a, "generation"));
+			putchar('\n');
+		}
+	}
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_stats(struct mbctl *m)
+{
+	json_t *reply = NULL, *v;
+	const char *key;
+	int r = mbctl_call(m, json_pack("{s:s}", "op", "stats"), &reply);
+
+	if (r == 0 && !m->json) {
+		json_object_foreach(reply, key, v) {
+			char *s;
+
+			if (strcmp(key, "id") == 0 || strcmp(key, "ok") == 0)
+				continue;
+			s = json_dumps(v, JSON_ENCODE_ANY);
+			printf("%-16s %s\n", key, s != NULL ? s : "?");
+			free(s);
+		}
+	}
+	json_decref(reply);
+	return r;
+}
+
+/* Parses "--timeout S" at argv[i]; returns seconds or -1 when absent. */
+static double
+mbctl_timeout(int argc, char **argv, int i)
+{
+	char *end;
+	double v;
+
+	if (i >= argc)
+		return -1;
+	if (strcmp(argv[i], "--timeout") != 0 || i + 1 >= argc)
+		mbctl_usage_exit("unexpected argument", argv[i]);
+	v = strtod(argv[i + 1], &end);
+	if (*end != '\0' || end == argv[i + 1] || v < 0)
+		mbctl_usage_exit("--timeout wants seconds, got", argv[i + 1]);
+	if (i + 2 < argc)
+		mbctl_usage_exit("unexpected argument", argv[i + 2]);
+	return v;
+}
+
+static void
+mbctl_print_freed(const char *what, const json_t *reply)
+{
+	char freed[32];
+
+	mbctl_size(freed, sizeof freed, mbctl_int(reply, "freed_bytes"));
+	printf("%s: %s freed; Shmem %lld kB -> %lld kB\n", what, freed,
+	       (long long)mbctl_int(reply, "shmem_before_kb"),
+	       (long long)mbctl_int(reply, "shmem_after_kb"));
+}
+
+static int
+mbctl_unload(struct mbctl *m, int argc, char **argv)
+{
+	json_t *req, *reply = NULL;
+	double timeout;
+	char what[128];
+	int r;
+
+	if (argc < 2)
+		mbctl_usage_exit("unload wants a NAME", NULL);
+	timeout = mbctl_timeout(argc, argv, 2);
+	req = json_pack("{s:s, s:s}", "op", "unload", "name", argv[1]);
+	if (timeout >= 0)
+		json_object_set_new(req, "timeout", json_real(timeout));
+	r = mbctl_call(m, req, &reply);
+	if (r == 0 && !m->json) {
+		snprintf(what, sizeof what, "%s unloaded in %lld ms", argv[1],
+			 (long long)mbctl_int(reply, "waited_ms"));
+		mbctl_print_freed(what, reply);
+	}
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_shutdown(struct mbctl *m, int argc, char **argv)
+{
+	double timeout = mbctl_timeout(argc, argv, 1);
+	json_t *req = json_pack("{s:s}", "op", "shutdown"), *reply = NULL;
+	char what[128];
+	int r;
+
+	if (timeout >= 0)
+		json_object_set_new(req, "timeout", json_real(timeout));
+	r = mbctl_call(m, req, &reply);
+	if (r == 0 && !m->json) {
+		snprintf(what, sizeof what, "shutdown complete in %lld ms, %lld "
+			 "model(s) unloaded", (long long)mbctl_int(reply, "elapsed_ms"),
+			 (long long)mbctl_int(reply, "models_unloaded"));
+		mbctl_print_freed(what, reply);
+	}
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_load(struct mbctl *m, int argc, char **argv)
+{
+	char path[PATH_MAX], cwd[PATH_MAX], size[32];
+	const char *format = NULL;
+	json_t *req, *reply = NULL;
+	bool wait = false;
+	int r;
+
+	if (argc < 3)
+		mbctl_usage_exit("load wants NAME and PATH", NULL);
+	for (int i = 3; i < argc; i++) {
+		if (strcmp(argv[i], "--wait") == 0)
+			wait = true;
+		else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc)
+			format = argv[++i];
+		else
+			mbctl_usage_exit("unexpected argument", argv[i]);
+	}
+	if (argv[2][0] == '/')
+		snprintf(path, sizeof path, "%s", argv[2]);
+	else if (getcwd(cwd, sizeof cwd) == NULL ||
+		 snprintf(path, sizeof path, "%s/%s", cwd, argv[2]) >=
+			 (int)sizeof path)
+		mbctl_usage_exit("path too long", argv[2]);
+	req = json_pack("{s:s, s:s, s:s, s:b}", "op", "load", "name", argv[1],
+			"path", path, "wait", wait);
+	if (format != NULL)
+		json_object_set_new(req, "format", json_string(format));
+	r = mbctl_call(m, req, &reply);
+	if (r == 0 && !m->json) {
+		mbctl_size(size, sizeof size, mbctl_int(reply, "size"));
+		if (wait)
+			printf("%s READY: %s, xxh3 %s, %lld tensors, loaded in "
+			       "%lld ms\n", argv[1], size,
+			       mbctl_str(reply, "checksum"),
+			       (long long)mbctl_int(reply, "tensors"),
+			       (long long)mbctl_int(reply, "load_ms"));
+		else
+			printf("%s LOADING (generation %lld)\n", argv[1],
+			       (long long)mbctl_int(reply, "generation"));
+	}
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_ping(struct mbctl *m)
+{
+	struct timespec a, b;
+	json_t *reply = NULL;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = mbctl_call(m, json_pack("{s:s}", "op", "ping"), &reply);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (r == 0 && !m->json)
+		printf("pong in %.0f us\n", (b.tv_sec - a.tv_sec) * 1e6 +
+						     (b.tv_nsec - a.tv_nsec) / 1e3);
+	json_decref(reply);
+	return r;
+}
+
+static int
+mbctl_run(struct mbctl *m, int argc, char **argv)
+{
+	const char *cmd = argv[0];
+
+	if (strcmp(cmd, "ping") == 0 && argc == 1)
+		return mbctl_ping(m);
+	if (strcmp(cmd, "load") == 0)
+		return mbctl_load(m, argc, argv);
+	if (strcmp(cmd, "unload") == 0)
+		return mbctl_unload(m, argc, argv);
+	if (strcmp(cmd, "list") == 0 && argc == 1)
+		return mbctl_list(m);
+	if (strcmp(cmd, "stats") == 0 && argc == 1)
+		return mbctl_stats(m);
+	if (strcmp(cmd, "workers") == 0 && argc == 1)
+		return mbctl_workers(m);
+	if (strcmp(cmd, "shutdown") == 0)
+		return mbctl_shutdown(m, argc, argv);
+	mbctl_usage_exit("unknown command or arguments", cmd);
+}
+
+static bool
+mbctl_known(const char *cmd)
+{
+	static const char *const cmds[] = {"ping", "load", "unload", "list",
+					   "stats", "workers", "shutdown"};
+
+	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+		if (strcmp(cmd, cmds[i]) == 0)
+			return true;
+	return false;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct mbctl m = {0};
+	char def[PATH_MAX];
+	int i, r;
+
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			m.json = true;
+		else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+			m.socket = argv[++i];
+		else if (strcmp(argv[i], "--help") == 0) {
+			fputs(mbctl_usage, stdout);
+			return 0;
+		} else
+			mbctl_usage_exit("unknown option", argv[i]);
+	}
+	if (i >= argc)
+		mbctl_usage_exit("no command", NULL);
+	if (!mbctl_known(argv[i]))
+		mbctl_usage_exit("unknown command", argv[i]);
+	if (m.socket == NULL && mb_default_socket_path(def, sizeof def) == 0)
+		m.socket = def;
+	if ((r = client_connect(m.socket, "admin", &m.client)) < 0) {
+		fprintf(stderr, "mbctl: cannot reach the broker at %s: %s\n",
+			m.socket != NULL ? m.socket : "?", mb_strerror(r));
+		return 3;
+	}
+	r = mbctl_run(&m, argc - i, argv + i);
+	mb_close(m.client);
+	return r;
+}

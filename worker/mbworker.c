@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbworker.c - the reference worker: attaches one model, verifies that the
+ * bytes it maps are the ones the broker loaded, then runs inference-like
+ * passes that read every weight until the broker asks for the model back
+ * (an event on the connection or SIGUSR1), and then acknowledges.  Test
+ * switches make it slow (--ack-delay) or deaf (--no-ack).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mbroker.h"
+
+/* Bytes read between two looks at the unload flag. */
+#define MBWORKER_STRIDE (1u << 20)
+
+static volatile sig_atomic_t mbworker_unload;
+
+struct mbworker_options {
+	const char *socket;
+	const char *model;
+	long ack_delay_ms;
+	bool no_ack;
+	long passes;
+	long interval_ms;
+};
+
+static const char mbworker_usage[] =
+	"usage: mbworker [--socket PATH] --model NAME [--passes N]\n"
+	"                [--interval MS] [--ack-delay MS] [--no-ack]\n"
+	"\n"
+	"Attaches NAME, verifies its checksum, reads every weight in a loop\n"
+	"(every --interval ms; 0: back to back) until the broker unloads it\n"
+	"or --passes passes are done, then acknowledges and exits 0.\n"
+	"  --ack-delay MS  wait MS before acknowledging an unload\n"
+	"  --no-ack        never acknowledge (for timeout tests)\n"
+	"Exit status: 0 done, 1 broker error, 2 usage, 3 checksum mismatch.\n";
+
+static void
+mbworker_on_signal(int sig)
+{
+	(void)sig;
+	mbworker_unload = 1;
+}
+
+static double
+mbworker_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static long
+mbworker_number(const char *text, const char *what)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || end == text || v < 0) {
+		fprintf(stderr, "mbworker: %s wants a number >= 0, got '%s'\n",
+			what, text);
+		exit(2);
+	}
+	return v;
+}
+
+static void
+mbworker_parse(int argc, char **argv, struct mbworker_options *o)
+{
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"model", required_argument, NULL, 'm'},
+		{"ack-delay", required_argument, NULL, 'd'},
+		{"no-ack", no_argument, NULL, 'n'},
+		{"passes", required_argument, NULL, 'p'},
+		{"interval", required_argument, NULL, 'i'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': o->socket = optarg; break;
+		case 'm': o->model = optarg; break;
+		case 'd': o->ack_delay_ms = mbworker_number(optarg, "--ack-delay"); break;
+		case 'n': o->no_ack = true; break;
+		case 'p': o->passes = mbworker_number(optarg, "--passes"); break;
+		case 'i': o->interval_ms = mbworker_number(optarg, "--interval"); break;
+		case 'h': fputs(mbworker_usage, stdout); exit(0);
+		default: fputs(mbworker_usage, stderr); exit(2);
+		}
+	}
+	if (o->model == NULL || optind != argc) {
+		fputs(mbworker_usage, stderr);
+		exit(2);
+	}
+}
+
+/* One pass over every weight, stopping early when asked to unload. */
+static uint64_t
+mbworker_pass(const unsigned char *data, size_t size)
+{
+	uint64_t sum = 0;
+
+	for (size_t off = 0; off < size && !mbworker_unload;
+	     off += MBWORKER_STRIDE) {
+		size_t end = size - off < MBWORKER_STRIDE ? size : off + MBWORKER_STRIDE;
+		size_t i = off;
+
+		for (; i + 8 <= end; i += 8) {
+			uint64_t w;
+
+			memcpy(&w, data + i, 8);
+			sum += w;
+		}
+		for (; i < end; i++)
+			sum += data[i];
+	}
+	return sum;
+}
+
+/* Reads pending events; returns 1 when ours is being taken away. */
+static int
+mbworker_events(struct mb_client *client, const char *model)
+{
+	struct mb_event ev;
+
+	while (mb_next_event(client, &ev) == 1) {
+		switch (ev.type) {
+		case MB_EVENT_UNLOAD:
+			if (strcmp(ev.model, model) == 0)
+				return 1;
+			break;
+		case MB_EVENT_SHUTDOWN:
+			return 1;
+		case MB_EVENT_BROKER_LOST:
+			return 2;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Waits for ms or until an event or signal arrives. */
+static int
+mbworker_wait(struct mb_client *client, const char *model, long ms)
+{
+	struct pollfd p = {.fd = mb_event_fd(client), .events = POLLIN};
+
+	if (!mbworker_unload)
+		poll(&p, 1, (int)ms);
+	return mbworker_events(client, model);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct mbworker_options o = {.passes = -1};
+	struct mb_attachment *att;
+	struct mb_client *client;
+	struct sigaction sa;
+	double t0, asked;
+	long passes = 0;
+	int r, why = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	mbworker_parse(argc, argv, &o);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = mbworker_on_signal;
+	sigaction(SIGUSR1, &sa, NULL);
+	t0 = mbworker_now_ms();
+	if ((r = mb_connect(o.socket, &client)) < 0) {
+		fprintf(stderr, "mbworker: cannot connect: %s\n", mb_strerror(r));
+		return 1;
+	}
+	if ((r = mb_attach(client, o.model, &att)) < 0) {
+		fprintf(stderr, "mbworker: cannot attach %s: %s%s%s\n", o.model,
+			mb_strerror(r), mb_last_error(client)[0] ? ": " : "",
+			mb_last_error(client));
+		mb_close(client);
+		return 1;
+	}
+	if (mb_checksum(mb_attachment_data(att), mb_attachment_size(att)) !=
+	    mb_attachment_checksum(att)) {
+		fprintf(stderr, "mbworker[%ld]: checksum mismatch on %s\n",
+			(long)getpid(), o.model);
+		mb_close(client);
+		return 3;
+	}
+	printf("mbworker[%ld]: attached %s generation %" PRIu64 ", %zu bytes, "
+	       "%zu tensors, checksum ok (%.1f ms)\n", (long)getpid(), o.model,
+	       mb_attachment_generation(att), mb_attachment_size(att),
+	       mb_tensor_count(att), mbworker_now_ms() - t0);
+	while (!mbworker_unload && why == 0 &&
+	       (o.passes < 0 || passes < o.passes)) {
+		volatile uint64_t sink = mbworker_pass(mb_attachment_data(att),
+							mb_attachment_size(att));
+		(void)sink;
+		if (!mbworker_unload)
+			passes++;
+		why = mbworker_wait(client, o.model, o.interval_ms);
+	}
+	if (why == 2) {
+		printf("mbworker[%ld]: broker lost after %ld passes; mapping "
+		       "still valid: checksum %s\n", (long)getpid(), passes,
+		       mb_checksum(mb_attachment_data(att),
+				   mb_attachment_size(att)) ==
+				       mb_attachment_checksum(att) ? "ok" : "BAD");
+		mb_close(client);
+		return 0;
+	}
+	if (o.passes >= 0 && passes >= o.passes && !mbworker_unload) {
+		mb_detach(att);
+		printf("mbworker[%ld]: %ld passes done, detached\n",
+		       (long)getpid(), passes);
+		mb_close(client);
+		return 0;
+	}
+	asked = mbworker_now_ms();
+	if (o.no_ack) {
+		printf("mbworker[%ld]: unload requested after %ld passes; not "
+		       "acknowledging (--no-ack)\n", (long)getpid(), passes);
+		for (;;)
+			pause();
+	}
+	if (o.ack_delay_ms > 0)
+		poll(NULL, 0, (int)o.ack_delay_ms);
+	mb_ack(client);
+	printf("mbworker[%ld]: unload requested after %ld passes; acknowledged "
+	       "in %.1f ms\n", (long)getpid(), passes, mbworker_now_ms() - asked);
+	mb_close(client);
+	return 0;
+}
