@@ -1,0 +1,16 @@
+# SPDX-License-Identifier: MIT
+# --daemon for plain init scripts: the command returns 0 only once the
+# broker listens, the pid file names it, SIGTERM stops it, and the pid
+# file and every name are removed.
+. "$(dirname "$0")/lib.sh"
+
+"$BIN/mbrokerd" --socket "$SOCK" --instance "$INSTANCE" --daemon \
+	--pid-file "$T/broker.pid" 2>>"$BROKER_LOG" || fail "--daemon failed"
+pid=$(cat "$T/broker.pid")
+CHILDREN+=("$pid")
+mbctl ping >/dev/null || fail "daemon not answering right after start"
+[ "$(mbctl --json stats | json_int pid)" = "$pid" ] || fail "pid file wrong"
+kill -TERM "$pid"
+wait_until 10 sh -c "! kill -0 $pid" || fail "daemon did not stop"
+[ ! -e "$T/broker.pid" ] || fail "pid file left"
+assert_no_shm
