@@ -62,6 +62,9 @@ $(O)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(BROKER_CFLAGS) $(TEST_CFLAGS) -c $< -o $@
 
+# Unit tests reach the internal headers of the modules they test.
+$(O)/obj/tests/%.o: CPPFLAGS += -Ibroker -Iworker
+
 $(O)/pic/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(BROKER_CFLAGS) -fPIC -c $< -o $@

@@ -11,6 +11,10 @@ CHILDREN+=("$pid")
 mbctl ping >/dev/null || fail "daemon not answering right after start"
 [ "$(mbctl --json stats | json_int pid)" = "$pid" ] || fail "pid file wrong"
 kill -TERM "$pid"
-wait_until 10 sh -c "! kill -0 $pid" || fail "daemon did not stop"
+# Not our child: once it exits it is a zombie until init reaps it.
+daemon_gone() {
+	! kill -0 "$pid" 2>/dev/null || grep -q '^State:.*Z' "/proc/$pid/status"
+}
+wait_until 10 daemon_gone || fail "daemon did not stop"
 [ ! -e "$T/broker.pid" ] || fail "pid file left"
 assert_no_shm

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_options.c - mbrokerd's command line: defaults, every option, and a
+ * clear message (with exit status 2 from main) for every bad value.
+ */
+#include <signal.h>
+#include <stdlib.h>
+
+#include "unit.h"
+
+#include "mbrokerd.h"
+
+static char out_buf[8192], err_buf[8192];
+static struct config cfg;
+
+static enum options_result
+parse(int argc, const char **argv)
+{
+	FILE *out = fmemopen(out_buf, sizeof out_buf, "w");
+	FILE *err = fmemopen(err_buf, sizeof err_buf, "w");
+	enum options_result r;
+
+	memset(out_buf, 0, sizeof out_buf);
+	memset(err_buf, 0, sizeof err_buf);
+	options_free(&cfg);
+	r = options_parse(argc, (char **)(uintptr_t)argv, &cfg, out, err);
+	fclose(out);
+	fclose(err);
+	return r;
+}
+
+#define PARSE(...)                                                            \
+	parse(sizeof((const char *[]){"mbrokerd", __VA_ARGS__}) /             \
+		      sizeof(const char *),                                   \
+	      (const char *[]){"mbrokerd", __VA_ARGS__})
+
+static void
+expect_usage(enum options_result r, const char *message)
+{
+	assert_int_equal(r, OPTIONS_USAGE);
+	if (strstr(err_buf, message) == NULL)
+		fail_msg("stderr '%s' lacks '%s'", err_buf, message);
+}
+
+static void
+test_options_defaults(void **state)
+{
+	const char *argv[] = {"mbrokerd"};
+	char want[128];
+
+	(void)state;
+	unsetenv("MBROKER_SOCKET");
+	unsetenv("XDG_RUNTIME_DIR");
+	assert_int_equal(parse(1, argv), OPTIONS_RUN);
+	snprintf(want, sizeof want, "/tmp/mbroker-%u/default.sock",
+		 (unsigned)getuid());
+	assert_string_equal(cfg.socket_path, want);
+	assert_string_equal(cfg.instance, "default");
+	assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+	assert_int_equal(cfg.unload_signal, SIGUSR1);
+	assert_int_equal(cfg.npreloads, 0);
+	assert_false(cfg.daemonize);
+	setenv("XDG_RUNTIME_DIR", "/run/user/7", 1);
+	assert_int_equal(parse(1, argv), OPTIONS_RUN);
+	assert_string_equal(cfg.socket_path, "/run/user/7/mbroker/default.sock");
+	setenv("MBROKER_SOCKET", "/srv/mb.sock", 1);
+	assert_int_equal(parse(1, argv), OPTIONS_RUN);
+	assert_string_equal(cfg.socket_path, "/srv/mb.sock");
+	assert_string_equal(cfg.pid_file, "/srv/mb.sock.pid");
+	unsetenv("MBROKER_SOCKET");
+	unsetenv("XDG_RUNTIME_DIR");
+}
+
+static void
+test_options_all(void **state)
+{
+	(void)state;
+	assert_int_equal(PARSE("--socket", "/s/b.sock", "--instance", "pool_1",
+			       "--model", "a=/m/a.bin", "--model",
+			       "whisper.large-v3=/m/w.safetensors",
+			       "--shutdown-timeout", "2.5", "--signal", "SIGUSR2",
+			       "--log-level", "debug", "--daemon", "--pid-file",
+			       "/run/b.pid"),
+			 OPTIONS_RUN);
+	assert_string_equal(cfg.socket_path, "/s/b.sock");
+	assert_string_equal(cfg.instance, "pool_1");
+	assert_int_equal(cfg.npreloads, 2);
+	assert_string_equal(cfg.preloads[1].name, "whisper.large-v3");
+	assert_string_equal(cfg.preloads[1].path, "/m/w.safetensors");
+	assert_int_equal(cfg.shutdown_timeout_ms, 2500);
+	assert_int_equal(cfg.unload_signal, SIGUSR2);
+	assert_int_equal(cfg.log_level, LOG_LEVEL_DEBUG);
+	assert_true(cfg.daemonize);
+	assert_string_equal(cfg.pid_file, "/run/b.pid");
+}
+
+static void
+test_options_bad_values(void **state)
+{
+	(void)state;
+	expect_usage(PARSE("--instance", "a.b"), "invalid instance name 'a.b'");
+	expect_usage(PARSE("--instance", ""), "invalid instance name");
+	expect_usage(PARSE("--model", "nopath"), "wants NAME=PATH");
+	expect_usage(PARSE("--model", "x="), "wants NAME=PATH");
+	expect_usage(PARSE("--model", "../x=/m"), "invalid model name '../x'");
+	expect_usage(PARSE("--model", "..=/m"), "invalid model name '..'");
+	expect_usage(PARSE("--shutdown-timeout", "-1"), "wants seconds >= 0");
+	expect_usage(PARSE("--shutdown-timeout", "ten"), "wants seconds >= 0");
+	expect_usage(PARSE("--shutdown-timeout", "nan"), "wants seconds >= 0");
+	expect_usage(PARSE("--signal", "KILL"), "unknown signal 'KILL'");
+	expect_usage(PARSE("--log-level", "loud"), "unknown log level 'loud'");
+	expect_usage(PARSE("--socket", "relative.sock"), "absolute path");
+	expect_usage(PARSE("--bogus"), "unknown or incomplete option '--bogus'");
+	expect_usage(PARSE("--socket"), "unknown or incomplete option");
+	expect_usage(PARSE("extra"), "unexpected argument 'extra'");
+}
+
+static void
+test_options_help_and_version(void **state)
+{
+	(void)state;
+	assert_int_equal(PARSE("--help"), OPTIONS_EXIT_OK);
+	assert_non_null(strstr(out_buf, "--shutdown-timeout SECS"));
+	assert_int_equal(PARSE("--version"), OPTIONS_EXIT_OK);
+	assert_non_null(strstr(out_buf, "mbrokerd " MB_VERSION_STRING));
+}
+
+static void
+test_options_seconds(void **state)
+{
+	(void)state;
+	assert_int_equal(options_seconds_ms("0"), 0);
+	assert_int_equal(options_seconds_ms("0.0015"), 2);
+	assert_int_equal(options_seconds_ms("10"), 10000);
+	assert_int_equal(options_seconds_ms("1e3"), 1000000);
+	assert_int_equal(options_seconds_ms("inf"), -1);
+	assert_int_equal(options_seconds_ms("3s"), -1);
+	assert_int_equal(options_seconds_ms(""), -1);
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	options_free(&cfg);
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_options_defaults),
+		cmocka_unit_test(test_options_all),
+		cmocka_unit_test(test_options_bad_values),
+		cmocka_unit_test(test_options_help_and_version),
+		cmocka_unit_test(test_options_seconds),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, teardown);
+}

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_safetensors.c - the safetensors parser against valid files and
+ * every malformed header it must refuse with a named reason.
+ */
+#include <stdlib.h>
+
+#include "unit.h"
+
+#include "mbroker.h"
+#include "safetensors.h"
+
+static unsigned char st_buf[1 << 16];
+static char st_err[256];
+
+/* Lays out header (padded to 8) then data_bytes of data; returns size. */
+static size_t
+st_build(const char *header, size_t data_bytes)
+{
+	size_t hlen = strlen(header);
+
+	for (int i = 0; i < 8; i++)
+		st_buf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+	memcpy(st_buf + 8, header, hlen);
+	memset(st_buf + 8 + hlen, 0x5a, data_bytes);
+	return 8 + hlen + data_bytes;
+}
+
+static int
+st_try(const char *header, size_t data_bytes)
+{
+	struct st_table *t = NULL;
+	size_t size = st_build(header, data_bytes);
+	int r = st_parse(st_buf, size, size, &t, st_err, sizeof st_err);
+
+	if (r == 0)
+		st_table_free(t);
+	else
+		assert_null(t);
+	return r;
+}
+
+static void
+expect_refused(const char *header, size_t data, const char *reason)
+{
+	assert_int_equal(st_try(header, data), MB_EFORMAT);
+	if (strstr(st_err, reason) == NULL)
+		fail_msg("'%s' lacks '%s'", st_err, reason);
+}
+
+static void
+test_st_parse_valid(void **state)
+{
+	const char *h = "{\"__metadata__\":{\"k\":\"v\"},"
+			"\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[8,20]},"
+			"\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+	size_t size = st_build(h, 20);
+	const struct st_tensor *t;
+	struct st_table *table;
+
+	(void)state;
+	assert_int_equal(st_parse(st_buf, size, size, &table, st_err,
+				  sizeof st_err), 0);
+	assert_int_equal(table->count, 2);
+	assert_string_equal(table->tensors[0].name, "a");
+	assert_string_equal(table->tensors[1].name, "b");
+	t = st_table_find(table, "b");
+	assert_non_null(t);
+	assert_string_equal(t->dtype, "F16");
+	assert_int_equal(t->ndim, 2);
+	assert_int_equal(t->shape[1], 3);
+	assert_int_equal(t->offset, 8 + strlen(h) + 8);
+	assert_int_equal(t->nbytes, 12);
+	assert_null(st_table_find(table, "c"));
+	st_table_free(table);
+}
+
+static void
+test_st_parse_empty_tensors_may_share_offsets(void **state)
+{
+	(void)state;
+	assert_int_equal(st_try("{\"a\":{\"dtype\":\"F32\",\"shape\":[0],"
+				"\"data_offsets\":[0,0]},\"b\":{\"dtype\":\"U8\","
+				"\"shape\":[],\"data_offsets\":[0,1]}}", 1), 0);
+}
+
+static void
+test_st_parse_too_short(void **state)
+{
+	struct st_table *t;
+
+	(void)state;
+	assert_int_equal(st_parse(st_buf, 4, 4, &t, st_err, sizeof st_err),
+			 MB_EFORMAT);
+	assert_non_null(strstr(st_err, "too short"));
+}
+
+static void
+test_st_parse_header_over_limit(void **state)
+{
+	uint64_t hlen = (uint64_t)ST_HEADER_MAX + 1;
+	size_t total;
+
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		st_buf[i] = (unsigned char)(hlen >> (8 * i));
+	assert_int_equal(st_header_size(st_buf, 8, 1ull << 40, &total, st_err,
+					sizeof st_err), MB_EFORMAT);
+	assert_non_null(strstr(st_err, "exceeds the limit"));
+}
+
+static void
+test_st_parse_header_past_end(void **state)
+{
+	size_t size = st_build("{}", 0);
+
+	(void)state;
+	assert_int_equal(st_parse(st_buf, size, size - 1, &(struct st_table *){0},
+				  st_err, sizeof st_err), MB_EFORMAT);
+	assert_non_null(strstr(st_err, "runs past the end"));
+}
+
+static void
+test_st_parse_malformed(void **state)
+{
+	(void)state;
+	expect_refused("{\"a\":", 0, "not valid JSON");
+	expect_refused("[1,2,3]", 0, "not a JSON object");
+	expect_refused("{\"a\":1,\"a\":2}", 0, "not valid JSON");
+	expect_refused("{\"a\":\"x\"}", 0, "not an object");
+	expect_refused("{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+		       "missing dtype");
+	expect_refused("{\"a\":{\"dtype\":\"F33\",\"shape\":[1],"
+		       "\"data_offsets\":[0,4]}}", 4, "unknown dtype 'F33'");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":3,"
+		       "\"data_offsets\":[0,4]}}", 4, "shape is not an array");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],"
+		       "\"data_offsets\":[0,4]}}", 4, "dimension 0 is not");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],"
+		       "\"data_offsets\":[0,4]}}", 4, "dimension 0 is not");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],"
+		       "\"data_offsets\":[0,4]}}", 4, "9 dimensions");
+	expect_refused("{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,"
+		       "4294967296,16],\"data_offsets\":[0,4]}}", 4, "overflows");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4,
+		       "data_offsets is not");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+		       "\"data_offsets\":[0,-4]}}", 4, "data_offsets is not");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+		       "\"data_offsets\":[4,0]}}", 4, "outside the data");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+		       "\"data_offsets\":[0,8]}}", 4, "outside the data");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+		       "\"data_offsets\":[0,4]}}", 8, "need 8");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+		       "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
+		       "\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "overlap");
+	expect_refused("{\"__metadata__\":[1]}", 0, "__metadata__ is not");
+	expect_refused("{\"__metadata__\":{\"k\":1}}", 0, "is not a string");
+	expect_refused("{\"\":{\"dtype\":\"F32\",\"shape\":[1],"
+		       "\"data_offsets\":[0,4]}}", 4, "name is empty");
+}
+
+static void
+test_st_parse_nul_in_header(void **state)
+{
+	size_t size = st_build("{\"a\":{}}  ", 0);
+
+	(void)state;
+	st_buf[9] = '\0';
+	assert_int_equal(st_parse(st_buf, size, size, &(struct st_table *){0},
+				  st_err, sizeof st_err), MB_EFORMAT);
+	assert_non_null(strstr(st_err, "NUL"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_st_parse_valid),
+		cmocka_unit_test(test_st_parse_empty_tensors_may_share_offsets),
+		cmocka_unit_test(test_st_parse_too_short),
+		cmocka_unit_test(test_st_parse_header_over_limit),
+		cmocka_unit_test(test_st_parse_header_past_end),
+		cmocka_unit_test(test_st_parse_malformed),
+		cmocka_unit_test(test_st_parse_nul_in_header),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_wire.c - message framing over SOCK_SEQPACKET: one JSON object per
+ * record, a descriptor travelling with its message, oversized records
+ * refused on both sides, and the decoder's refusals.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "unit.h"
+
+#include "wire.h"
+
+static int sv[2];
+
+static int
+setup(void **state)
+{
+	(void)state;
+	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	close(sv[0]);
+	close(sv[1]);
+	return 0;
+}
+
+static void
+test_wire_roundtrip(void **state)
+{
+	json_t *msg = json_pack("{s:s, s:i}", "op", "ping", "id", 7), *back;
+	char buf[WIRE_MAX_MESSAGE + 1], err[128];
+	ssize_t n;
+	int fd;
+
+	(void)state;
+	assert_int_equal(wire_send_json(sv[0], msg, -1, 0), 0);
+	assert_int_equal(wire_send(sv[0], "{\"id\":8}", 8, -1, 0), 0);
+	n = wire_recv(sv[1], buf, sizeof buf, &fd, 0);
+	assert_int_equal(fd, -1);
+	back = wire_decode(buf, (size_t)n, err, sizeof err);
+	assert_non_null(back);
+	assert_true(json_equal(msg, back));
+	/* Records never merge: the second comes on its own. */
+	n = wire_recv(sv[1], buf, sizeof buf, &fd, 0);
+	assert_int_equal(n, 8);
+	json_decref(back);
+	json_decref(msg);
+}
+
+static void
+test_wire_passes_descriptor(void **state)
+{
+	char buf[64];
+	int p[2], got;
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(wire_send(sv[0], "{}", 2, p[1], 0), 0);
+	close(p[1]);
+	assert_int_equal(wire_recv(sv[1], buf, sizeof buf, &got, 0), 2);
+	assert_true(got >= 0);
+	assert_true(fcntl(got, F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(write(got, "x", 1), 1);
+	assert_int_equal(read(p[0], buf, 1), 1);
+	assert_int_equal(buf[0], 'x');
+	close(got);
+	close(p[0]);
+}
+
+static void
+test_wire_oversize(void **state)
+{
+	static char big[WIRE_MAX_MESSAGE + 2];
+	char small[16];
+	int fd;
+
+	(void)state;
+	memset(big, ' ', sizeof big);
+	assert_int_equal(wire_send(sv[0], big, WIRE_MAX_MESSAGE + 1, -1, 0),
+			 -EMSGSIZE);
+	assert_int_equal(wire_send(sv[0], big, 100, -1, 0), 0);
+	assert_int_equal(wire_recv(sv[1], small, sizeof small, &fd, 0),
+			 -EMSGSIZE);
+	/* The rest of that record is gone; the next one reads whole. */
+	assert_int_equal(wire_send(sv[0], "{}", 2, -1, 0), 0);
+	assert_int_equal(wire_recv(sv[1], small, sizeof small, &fd, 0), 2);
+}
+
+static void
+test_wire_eof_and_eagain(void **state)
+{
+	char buf[16];
+	int fd;
+
+	(void)state;
+	assert_int_equal(wire_recv(sv[1], buf, sizeof buf, &fd, MSG_DONTWAIT),
+			 -EAGAIN);
+	close(sv[0]);
+	sv[0] = -1;
+	assert_int_equal(wire_recv(sv[1], buf, sizeof buf, &fd, 0), 0);
+	assert_int_equal(wire_send(sv[1], "{}", 2, -1, 0), -EPIPE);
+}
+
+static void
+expect_decode_error(const char *text, size_t len, const char *reason)
+{
+	char err[256];
+
+	assert_null(wire_decode(text, len, err, sizeof err));
+	if (strstr(err, reason) == NULL)
+		fail_msg("'%s' lacks '%s'", err, reason);
+}
+
+static void
+test_wire_decode_refusals(void **state)
+{
+	(void)state;
+	expect_decode_error("{\"op\":", 6, "invalid JSON");
+	expect_decode_error("not json", 8, "invalid JSON");
+	expect_decode_error("[1]", 3, "not a JSON object");
+	expect_decode_error("\"s\"", 3, "invalid JSON");
+	expect_decode_error("{\"a\":1,\"a\":2}", 13, "duplicate");
+	expect_decode_error("{\"a\":\"\0\"}", 9, "NUL byte");
+	expect_decode_error("{\"a\":\"\\u0000\"}", 14, "invalid JSON");
+	expect_decode_error("{\"a\":\"\xff\"}", 9, "invalid JSON");
+	expect_decode_error("", 0, "invalid JSON");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_wire_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wire_passes_descriptor, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_wire_oversize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wire_eof_and_eagain, setup,
+						teardown),
+		cmocka_unit_test(test_wire_decode_refusals),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
