@@ -87,6 +87,9 @@ ackwait_init(void (*wake)(void))
 	int r;
 
 	ackwait.wake = wake;
+	ackwait.stop = false;
+	ackwait.deadline_ms = -1;
+	atomic_store(&ackwait.wake_pending, false);
 	if (names_shm(ackwait.name, sizeof ackwait.name, broker.cfg.instance,
 		      "ack") < 0)
 		return -1;

@@ -8,6 +8,7 @@
 #define MB_TESTS_UNIT_H
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,9 +43,10 @@ unit_fd_count(void)
 	return n - 1; /* the directory's own descriptor */
 }
 
-/* Number of /dev/shm entries of instance (segments and semaphores). */
+/* Number of /dev/shm entries of instance (segments and semaphores);
+ * with remove, unlinks them too (a teardown after a failed test). */
 static inline int
-unit_shm_count(const char *instance)
+unit_shm_scan(const char *instance, int remove)
 {
 	char prefix[96], sem_prefix[100];
 	DIR *d = opendir("/dev/shm");
@@ -57,10 +59,19 @@ unit_shm_count(const char *instance)
 		return -1;
 	while ((e = readdir(d)) != NULL)
 		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 ||
-		    strncmp(e->d_name, sem_prefix, strlen(sem_prefix)) == 0)
+		    strncmp(e->d_name, sem_prefix, strlen(sem_prefix)) == 0) {
 			n++;
+			if (remove)
+				unlinkat(dirfd(d), e->d_name, 0);
+		}
 	closedir(d);
 	return n;
+}
+
+static inline int
+unit_shm_count(const char *instance)
+{
+	return unit_shm_scan(instance, 0);
 }
 
 #endif

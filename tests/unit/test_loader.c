@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_loader.c - loading a model into a segment, and every system call
+ * of that path failing on purpose: each failure gives the model ERROR with
+ * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
+ * loaded segment is read-only for whoever receives its descriptor.
+ * WRAP: shm_open ftruncate posix_fallocate mmap read
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "unit.h"
+
+#include "mbrokerd.h"
+
+enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
+	     FAULT_MMAP, FAULT_READ };
+static enum fault fault;
+static char dir[64], raw_path[128], st_path[128];
+static unsigned char raw_bytes[3 << 20];
+
+int __real_shm_open(const char *name, int flags, mode_t mode);
+int __wrap_shm_open(const char *name, int flags, mode_t mode);
+int __real_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len);
+int __real_posix_fallocate(int fd, off_t off, off_t len);
+int __wrap_posix_fallocate(int fd, off_t off, off_t len);
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+ssize_t __real_read(int fd, void *buf, size_t count);
+ssize_t __wrap_read(int fd, void *buf, size_t count);
+
+int
+__wrap_shm_open(const char *name, int flags, mode_t mode)
+{
+	if (fault == FAULT_SHM_OPEN) {
+		errno = EACCES;
+		return -1;
+	}
+	return __real_shm_open(name, flags, mode);
+}
+
+int
+__wrap_ftruncate(int fd, off_t len)
+{
+	if (fault == FAULT_FTRUNCATE) {
+		errno = EFBIG;
+		return -1;
+	}
+	return __real_ftruncate(fd, len);
+}
+
+int
+__wrap_posix_fallocate(int fd, off_t off, off_t len)
+{
+	if (fault == FAULT_FALLOCATE)
+		return ENOSPC;
+	return __real_posix_fallocate(fd, off, len);
+}
+
+void *
+__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	if (fault == FAULT_MMAP && (prot & PROT_WRITE)) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	return __real_mmap(addr, len, prot, flags, fd, off);
+}
+
+ssize_t
+__wrap_read(int fd, void *buf, size_t count)
+{
+	/* Only the loader reads in chunks this large. */
+	if (fault == FAULT_READ && count >= (1u << 20)) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_read(fd, buf, count);
+}
+
+/* Loads path as "m" and runs the loop until the load is over. */
+static struct model *
+load_sync(const char *path)
+{
+	struct model *m = registry_add("m");
+
+	assert_non_null(m);
+	m->provider = provider_for_path(path);
+	assert_int_equal(loader_start(m, path), 0);
+	assert_int_equal(m->state, MODEL_LOADING);
+	while (m->job != NULL)
+		event_base_loop(broker.base, EVLOOP_ONCE);
+	return m;
+}
+
+static void
+expect_failure(enum fault f, const char *reason)
+{
+	int fds = unit_fd_count();
+	struct model *m;
+
+	fault = f;
+	m = load_sync(raw_path);
+	fault = FAULT_NONE;
+	assert_int_equal(m->state, MODEL_ERROR);
+	if (strstr(m->error, reason) == NULL)
+		fail_msg("error '%s' lacks '%s'", m->error, reason);
+	assert_string_equal(m->segment, "");
+	assert_int_equal(m->ro_fd, -1);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(unit_fd_count(), fds);
+	registry_clear();
+}
+
+static void
+test_loader_raw_ready(void **state)
+{
+	char path[sizeof "/dev/shm" + NAMES_SHM_MAX];
+	struct model *m;
+	struct stat st;
+	void *p;
+
+	(void)state;
+	m = load_sync(raw_path);
+	assert_int_equal(m->state, MODEL_READY);
+	assert_int_equal(m->size, sizeof raw_bytes);
+	assert_int_equal(m->checksum, mb_checksum(raw_bytes, sizeof raw_bytes));
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 1);
+	snprintf(path, sizeof path, "/dev/shm%s", m->segment);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0400);
+	assert_int_equal(st.st_size, sizeof raw_bytes);
+	/* What a worker receives cannot be written through. */
+	assert_int_equal(fcntl(m->ro_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	assert_ptr_equal(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+			      m->ro_fd, 0), MAP_FAILED);
+	assert_int_equal(errno, EACCES);
+	p = mmap(NULL, sizeof raw_bytes, PROT_READ, MAP_SHARED, m->ro_fd, 0);
+	assert_ptr_not_equal(p, MAP_FAILED);
+	assert_memory_equal(p, raw_bytes, sizeof raw_bytes);
+	assert_int_equal(mprotect(p, 4096, PROT_READ | PROT_WRITE), -1);
+	assert_int_equal(errno, EACCES);
+	assert_int_equal(ftruncate(m->ro_fd, 0), -1);
+	munmap(p, sizeof raw_bytes);
+	registry_clear();
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+}
+
+static void
+test_loader_safetensors_ready(void **state)
+{
+	struct model *m;
+
+	(void)state;
+	m = load_sync(st_path);
+	assert_int_equal(m->state, MODEL_READY);
+	assert_int_equal(m->ntensors, 1);
+	assert_non_null(m->provider_state);
+	registry_clear();
+}
+
+static void
+test_loader_faults(void **state)
+{
+	(void)state;
+	expect_failure(FAULT_SHM_OPEN, "cannot create segment");
+	expect_failure(FAULT_FTRUNCATE, "cannot size segment");
+	expect_failure(FAULT_FALLOCATE, "cannot reserve");
+	expect_failure(FAULT_MMAP, "cannot map segment");
+	expect_failure(FAULT_READ, "Input/output error");
+}
+
+static void
+test_loader_no_space_is_named(void **state)
+{
+	struct model *m;
+
+	(void)state;
+	fault = FAULT_FALLOCATE;
+	m = load_sync(raw_path);
+	fault = FAULT_NONE;
+	assert_int_equal(m->state, MODEL_ERROR);
+	assert_non_null(strstr(m->error, "No space left"));
+	assert_non_null(strstr(m->error, "free"));
+	registry_clear();
+}
+
+static void
+write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static int
+group_setup(void **state)
+{
+	static const char header[] =
+		"{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
+	unsigned char st[8 + sizeof header - 1 + 16] = {0};
+
+	(void)state;
+	log_init(LOG_LEVEL_ERROR);
+	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
+	snprintf(broker.token, sizeof broker.token, "0000beef");
+	broker.base = event_base_new();
+	snprintf(dir, sizeof dir, "/tmp/mbroker-unit.XXXXXX");
+	if (broker.base == NULL || mkdtemp(dir) == NULL || loader_init() < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof raw_bytes; i++)
+		raw_bytes[i] = (unsigned char)(i * 2654435761u >> 24);
+	snprintf(raw_path, sizeof raw_path, "%s/raw.bin", dir);
+	write_file(raw_path, raw_bytes, sizeof raw_bytes);
+	st[0] = sizeof header - 1;
+	memcpy(st + 8, header, sizeof header - 1);
+	snprintf(st_path, sizeof st_path, "%s/m.safetensors", dir);
+	write_file(st_path, st, sizeof st);
+	return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+	(void)state;
+	unit_shm_scan(broker.cfg.instance, 1);
+	registry_clear();
+	loader_shutdown();
+	event_base_free(broker.base);
+	unlink(raw_path);
+	unlink(st_path);
+	rmdir(dir);
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_loader_raw_ready),
+		cmocka_unit_test(test_loader_safetensors_ready),
+		cmocka_unit_test(test_loader_faults),
+		cmocka_unit_test(test_loader_no_space_is_named),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

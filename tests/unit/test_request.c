@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_request.c - the control protocol as a client sees it: requests go
+ * through request_dispatch on a real connection and the replies are read
+ * from the other end of the socket pair.  Every bad request gets an error
+ * reply with its code and a message; the broker state is untouched.
+ */
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "unit.h"
+
+#include "mbrokerd.h"
+#include "wire.h"
+
+static int peer = -1;
+static struct conn *conn;
+
+static int
+setup(void **state)
+{
+	int sv[2];
+
+	(void)state;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		       0, sv) < 0 || conn_accept(sv[0]) < 0)
+		return -1;
+	peer = sv[1];
+	conn = TAILQ_FIRST(&broker.conns);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	conn_close_all();
+	close(peer);
+	return 0;
+}
+
+/* Dispatches text on the connection and returns the one reply. */
+static json_t *
+ask(const char *text)
+{
+	char buf[WIRE_MAX_MESSAGE + 1], err[256];
+	json_t *reply;
+	ssize_t n;
+	int fd;
+
+	request_dispatch(conn, text, strlen(text));
+	n = wire_recv(peer, buf, sizeof buf, &fd, MSG_DONTWAIT);
+	if (n <= 0)
+		fail_msg("no reply to %s", text);
+	assert_int_equal(fd, -1);
+	reply = wire_decode(buf, (size_t)n, err, sizeof err);
+	assert_non_null(reply);
+	assert_int_equal(wire_recv(peer, buf, sizeof buf, &fd, MSG_DONTWAIT),
+			 -EAGAIN);
+	return reply;
+}
+
+static void
+hello(void)
+{
+	json_t *r = ask("{\"id\":1,\"op\":\"hello\",\"version\":1}");
+
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+}
+
+/* Asks text and checks the reply is error code with message inside. */
+static void
+expect_error(const char *text, const char *code, const char *message)
+{
+	json_t *r = ask(text);
+	const json_t *err = json_object_get(r, "error");
+	const char *got_code = json_string_value(json_object_get(err, "code"));
+	const char *got_msg = json_string_value(json_object_get(err, "message"));
+
+	assert_true(json_is_false(json_object_get(r, "ok")));
+	if (got_code == NULL || strcmp(got_code, code) != 0 || got_msg == NULL ||
+	    strstr(got_msg, message) == NULL)
+		fail_msg("%s: got %s '%s', want %s '%s'", text, got_code,
+			 got_msg, code, message);
+	json_decref(r);
+}
+
+static void
+test_request_hello_required(void **state)
+{
+	(void)state;
+	expect_error("{\"id\":1,\"op\":\"ping\"}", "bad_request", "say hello first");
+	expect_error("{\"id\":2,\"op\":\"hello\",\"version\":2}",
+		     "version_mismatch", "protocol version 1, client 2");
+	expect_error("{\"id\":3,\"op\":\"hello\"}", "bad_request",
+		     "\"version\" must be an integer");
+	expect_error("{\"id\":4,\"op\":\"hello\",\"version\":1,\"role\":\"Admin!\"}",
+		     "bad_request", "role");
+	hello();
+	assert_true(conn->hello);
+}
+
+static void
+test_request_hello_reply(void **state)
+{
+	json_t *r;
+
+	(void)state;
+	r = ask("{\"id\":41,\"op\":\"hello\",\"version\":1,\"role\":\"worker\"}");
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 41);
+	assert_int_equal(json_integer_value(json_object_get(r, "version")), 1);
+	assert_string_equal(json_string_value(json_object_get(r, "instance")),
+			    broker.cfg.instance);
+	assert_non_null(json_object_get(r, "ack_semaphore"));
+	assert_string_equal(conn->role, "worker");
+	json_decref(r);
+}
+
+static void
+test_request_malformed(void **state)
+{
+	json_t *r;
+
+	(void)state;
+	hello();
+	expect_error("{\"op\":", "bad_request", "invalid JSON");
+	expect_error("[\"ping\"]", "bad_request", "not a JSON object");
+	expect_error("{\"op\":\"ping\"}", "bad_request", "\"id\" must be an integer");
+	expect_error("{\"id\":\"7\",\"op\":\"ping\"}", "bad_request",
+		     "\"id\" must be an integer");
+	expect_error("{\"id\":7}", "bad_request", "\"op\" must be a string");
+	expect_error("{\"id\":7,\"op\":\"fly\"}", "bad_request", "unknown op \"fly\"");
+	expect_error("{\"id\":7,\"op\":\"ping\",\"op\":\"list\"}", "bad_request",
+		     "duplicate");
+	r = ask("{\"id\":\"x\"}");
+	assert_true(json_is_null(json_object_get(r, "id")));
+	json_decref(r);
+	r = ask("{\"id\":99,\"op\":\"ping\"}");
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 99);
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+}
+
+static void
+test_request_load_validation(void **state)
+{
+	(void)state;
+	hello();
+	expect_error("{\"id\":1,\"op\":\"load\",\"path\":\"/m\"}", "bad_request",
+		     "\"name\" must be a string");
+	expect_error("{\"id\":1,\"op\":\"load\",\"name\":\"a/b\",\"path\":\"/m\"}",
+		     "bad_name", "invalid model name");
+	expect_error("{\"id\":1,\"op\":\"load\",\"name\":\"..\",\"path\":\"/m\"}",
+		     "bad_name", "invalid model name");
+	expect_error("{\"id\":1,\"op\":\"load\",\"name\":\"a\",\"path\":\"m.bin\"}",
+		     "bad_request", "absolute path");
+	expect_error("{\"id\":1,\"op\":\"load\",\"name\":\"a\",\"path\":\"/m\","
+		     "\"format\":\"gguf\"}", "bad_request", "\"format\" must be");
+	expect_error("{\"id\":1,\"op\":\"load\",\"name\":\"a\",\"path\":\"/m\","
+		     "\"wait\":1}", "bad_request", "\"wait\" must be");
+	assert_int_equal(registry_count(), 0);
+}
+
+static void
+test_request_unknown_models(void **state)
+{
+	(void)state;
+	hello();
+	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"nope\"}",
+		     "unknown_model", "no model called nope");
+	expect_error("{\"id\":1,\"op\":\"unload\",\"name\":\"nope\"}",
+		     "unknown_model", "no model called nope");
+	expect_error("{\"id\":1,\"op\":\"unload\",\"name\":\"nope\",\"timeout\":-1}",
+		     "bad_request", "\"timeout\" must be seconds");
+	expect_error("{\"id\":1,\"op\":\"detach\",\"attachment\":\"1\"}",
+		     "bad_request", "\"attachment\" must be an integer");
+	expect_error("{\"id\":1,\"op\":\"detach\",\"attachment\":5}",
+		     "not_attached", "no attachment 5");
+}
+
+static void
+test_request_queries(void **state)
+{
+	json_t *r;
+
+	(void)state;
+	hello();
+	r = ask("{\"id\":2,\"op\":\"list\"}");
+	assert_int_equal(json_array_size(json_object_get(r, "models")), 0);
+	json_decref(r);
+	r = ask("{\"id\":3,\"op\":\"stats\"}");
+	assert_int_equal(json_integer_value(json_object_get(r, "connections")), 1);
+	assert_int_equal(json_integer_value(json_object_get(r, "pid")), getpid());
+	assert_non_null(json_object_get(r, "shmem_kb"));
+	json_decref(r);
+	r = ask("{\"id\":4,\"op\":\"workers\"}");
+	assert_int_equal(json_array_size(json_object_get(r, "workers")), 0);
+	json_decref(r);
+	r = ask("{\"id\":5,\"op\":\"ack\"}");
+	assert_int_equal(json_integer_value(json_object_get(r, "released")), 0);
+	json_decref(r);
+}
+
+static int
+group_setup(void **state)
+{
+	(void)state;
+	log_init(LOG_LEVEL_ERROR);
+	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
+	broker.cfg.shutdown_timeout_ms = 1000;
+	broker.base = event_base_new();
+	return broker.base != NULL ? 0 : -1;
+}
+
+static int
+group_teardown(void **state)
+{
+	(void)state;
+	event_base_free(broker.base);
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_request_hello_required, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_hello_reply, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_malformed, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_load_validation, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_unknown_models, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_queries, setup,
+						teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
