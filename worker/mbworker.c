@@ -233,7 +233,7 @@ main(int argc, char **argv)
 	}
 	asked = mbworker_now_ms();
 	if (o.no_ack) {
-		printf("mbworker[%ld]: unload requested after %ld passes; not "
+		printf("mbworker[%ld]: unload requested after %ld pass(es); not "
 		       "acknowledging (--no-ack)\n", (long)getpid(), passes);
 		for (;;)
 			pause();
@@ -241,8 +241,9 @@ main(int argc, char **argv)
 	if (o.ack_delay_ms > 0)
 		poll(NULL, 0, (int)o.ack_delay_ms);
 	mb_ack(client);
-	printf("mbworker[%ld]: unload requested after %ld passes; acknowledged "
-	       "in %.1f ms\n", (long)getpid(), passes, mbworker_now_ms() - asked);
+	printf("mbworker[%ld]: unload requested after %ld pass(es); acknowledged "
+	       "(unmap and ack took %.1f ms)\n", (long)getpid(), passes,
+	       mbworker_now_ms() - asked);
 	mb_close(client);
 	return 0;
 }
