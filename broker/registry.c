@@ -128,6 +128,8 @@ registry_model_json(const struct model *m)
 	if (o == NULL)
 		return NULL;
 	json_object_set_new(o, "path", json_string(m->path));
+	json_object_set_new(o, "pids", json_array());
+	attach_pids(m, json_object_get(o, "pids"));
 	if (m->state == MODEL_LOADING)
 		json_object_set_new(o, "bytes_done",
 				    json_integer((json_int_t)loader_progress(m)));

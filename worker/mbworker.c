@@ -24,6 +24,9 @@
 #define MBWORKER_STRIDE (1u << 20)
 
 static volatile sig_atomic_t mbworker_unload;
+static volatile sig_atomic_t mbworker_acked_in_handler;
+/* With --ack-in-handler, the signal handler acknowledges by itself. */
+static struct mb_client *mbworker_handler_client;
 
 struct mbworker_options {
 	const char *socket;
@@ -32,17 +35,22 @@ struct mbworker_options {
 	bool no_ack;
 	long passes;
 	long interval_ms;
+	bool ack_in_handler;
+	const char *tensor;
 };
 
 static const char mbworker_usage[] =
 	"usage: mbworker [--socket PATH] --model NAME [--passes N]\n"
-	"                [--interval MS] [--ack-delay MS] [--no-ack]\n"
+	"                [--interval MS] [--tensor NAME] [--ack-delay MS]\n"
+	"                [--ack-in-handler] [--no-ack]\n"
 	"\n"
 	"Attaches NAME, verifies its checksum, reads every weight in a loop\n"
 	"(every --interval ms; 0: back to back) until the broker unloads it\n"
 	"or --passes passes are done, then acknowledges and exits 0.\n"
-	"  --ack-delay MS  wait MS before acknowledging an unload\n"
-	"  --no-ack        never acknowledge (for timeout tests)\n"
+	"  --tensor NAME     print that tensor's dtype, shape and first bytes\n"
+	"  --ack-delay MS    wait MS before acknowledging an unload\n"
+	"  --ack-in-handler  acknowledge inside the signal handler itself\n"
+	"  --no-ack          never acknowledge (for timeout tests)\n"
 	"Exit status: 0 done, 1 broker error, 2 usage, 3 checksum mismatch.\n";
 
 static void
@@ -50,6 +58,10 @@ mbworker_on_signal(int sig)
 {
 	(void)sig;
 	mbworker_unload = 1;
+	if (mbworker_handler_client != NULL && !mbworker_acked_in_handler) {
+		mb_ack(mbworker_handler_client);
+		mbworker_acked_in_handler = 1;
+	}
 }
 
 static double
@@ -87,6 +99,8 @@ mbworker_parse(int argc, char **argv, struct mbworker_options *o)
 		{"no-ack", no_argument, NULL, 'n'},
 		{"passes", required_argument, NULL, 'p'},
 		{"interval", required_argument, NULL, 'i'},
+		{"tensor", required_argument, NULL, 't'},
+		{"ack-in-handler", no_argument, NULL, 'a'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -100,6 +114,8 @@ mbworker_parse(int argc, char **argv, struct mbworker_options *o)
 		case 'n': o->no_ack = true; break;
 		case 'p': o->passes = mbworker_number(optarg, "--passes"); break;
 		case 'i': o->interval_ms = mbworker_number(optarg, "--interval"); break;
+		case 't': o->tensor = optarg; break;
+		case 'a': o->ack_in_handler = true; break;
 		case 'h': fputs(mbworker_usage, stdout); exit(0);
 		default: fputs(mbworker_usage, stderr); exit(2);
 		}
@@ -131,6 +147,30 @@ mbworker_pass(const unsigned char *data, size_t size)
 			sum += data[i];
 	}
 	return sum;
+}
+
+/* Prints one tensor as read through the mapping; 0 or -1. */
+static int
+mbworker_print_tensor(const struct mb_attachment *att, const char *name)
+{
+	const unsigned char *p;
+	struct mb_tensor t;
+
+	if (mb_tensor_find(att, name, &t) < 0) {
+		fprintf(stderr, "mbworker: no tensor %s\n", name);
+		return -1;
+	}
+	printf("tensor %s %s [", t.name, t.dtype);
+	for (int d = 0; d < t.ndim; d++)
+		printf("%s%" PRId64, d ? "," : "", t.shape[d]);
+	printf("] %zu bytes at offset %zu, first bytes", t.nbytes,
+	       (size_t)((const unsigned char *)t.data -
+			(const unsigned char *)mb_attachment_data(att)));
+	p = t.data;
+	for (size_t i = 0; i < 8 && i < t.nbytes; i++)
+		printf(" %02x", p[i]);
+	putchar('\n');
+	return 0;
 }
 
 /* Reads pending events; returns 1 when ours is being taken away. */
@@ -206,6 +246,12 @@ main(int argc, char **argv)
 	       "%zu tensors, checksum ok (%.1f ms)\n", (long)getpid(), o.model,
 	       mb_attachment_generation(att), mb_attachment_size(att),
 	       mb_tensor_count(att), mbworker_now_ms() - t0);
+	if (o.tensor != NULL && mbworker_print_tensor(att, o.tensor) < 0) {
+		mb_close(client);
+		return 1;
+	}
+	if (o.ack_in_handler)
+		mbworker_handler_client = client;
 	while (!mbworker_unload && why == 0 &&
 	       (o.passes < 0 || passes < o.passes)) {
 		volatile uint64_t sink = mbworker_pass(mb_attachment_data(att),
@@ -240,10 +286,17 @@ main(int argc, char **argv)
 	}
 	if (o.ack_delay_ms > 0)
 		poll(NULL, 0, (int)o.ack_delay_ms);
-	mb_ack(client);
-	printf("mbworker[%ld]: unload requested after %ld pass(es); acknowledged "
-	       "(unmap and ack took %.1f ms)\n", (long)getpid(), passes,
-	       mbworker_now_ms() - asked);
+	mbworker_handler_client = NULL;
+	if (mbworker_acked_in_handler) {
+		printf("mbworker[%ld]: unload requested after %ld pass(es); "
+		       "acknowledged in the signal handler\n", (long)getpid(),
+		       passes);
+	} else {
+		mb_ack(client);
+		printf("mbworker[%ld]: unload requested after %ld pass(es); "
+		       "acknowledged (unmap and ack took %.1f ms)\n",
+		       (long)getpid(), passes, mbworker_now_ms() - asked);
+	}
 	mb_close(client);
 	return 0;
 }

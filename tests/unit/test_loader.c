@@ -3,11 +3,14 @@
  * test_loader.c - loading a model into a segment, and every system call
  * of that path failing on purpose: each failure gives the model ERROR with
  * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
- * loaded segment is read-only for whoever receives its descriptor.
+ * loaded segment is read-only for whoever receives its descriptor.  While
+ * a load runs, its progress is visible and a cancel ends it early.
  * WRAP: shm_open ftruncate posix_fallocate mmap read
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,9 +20,12 @@
 #include "mbrokerd.h"
 
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
-	     FAULT_MMAP, FAULT_READ };
+	     FAULT_MMAP, FAULT_READ, FAULT_PAUSE };
 static enum fault fault;
-static char dir[64], raw_path[128], st_path[128];
+static char dir[64], raw_path[128], st_path[128], big_path[128];
+/* FAULT_PAUSE: the second chunk read waits for a byte on this pipe. */
+static int pause_pipe[2] = {-1, -1};
+static atomic_int chunk_reads;
 static unsigned char raw_bytes[3 << 20];
 
 int __real_shm_open(const char *name, int flags, mode_t mode);
@@ -74,11 +80,17 @@ __wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 ssize_t
 __wrap_read(int fd, void *buf, size_t count)
 {
+	char go;
+
 	/* Only the loader reads in chunks this large. */
 	if (fault == FAULT_READ && count >= (1u << 20)) {
 		errno = EIO;
 		return -1;
 	}
+	if (fault == FAULT_PAUSE && count >= (1u << 20) &&
+	    atomic_fetch_add(&chunk_reads, 1) == 1 &&
+	    __real_read(pause_pipe[0], &go, 1) != 1)
+		return -1;
 	return __real_read(fd, buf, count);
 }
 
@@ -190,6 +202,43 @@ test_loader_no_space_is_named(void **state)
 }
 
 static void
+test_loader_progress_and_cancel(void **state)
+{
+	int64_t deadline = clock_monotonic_ms() + 10000;
+	int fds = unit_fd_count();
+	struct model *m;
+	json_t *o;
+
+	(void)state;
+	fault = FAULT_PAUSE;
+	atomic_store(&chunk_reads, 0);
+	m = registry_add("big");
+	m->provider = &provider_raw;
+	assert_int_equal(loader_start(m, big_path), 0);
+	while (loader_progress(m) < (8u << 20) &&
+	       clock_monotonic_ms() < deadline)
+		poll(NULL, 0, 1);
+	/* The first 8 MiB chunk is in; the loader waits on the second. */
+	assert_int_equal(loader_progress(m), 8u << 20);
+	o = registry_model_json(m);
+	assert_string_equal(json_string_value(json_object_get(o, "state")),
+			    "LOADING");
+	assert_int_equal(json_integer_value(json_object_get(o, "bytes_done")),
+			 8u << 20);
+	json_decref(o);
+	loader_cancel(m);
+	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
+	while (m->job != NULL)
+		event_base_loop(broker.base, EVLOOP_ONCE);
+	fault = FAULT_NONE;
+	assert_int_equal(m->state, MODEL_ERROR);
+	assert_non_null(strstr(m->error, "load cancelled after"));
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(unit_fd_count(), fds);
+	registry_clear();
+}
+
+static void
 write_file(const char *path, const void *data, size_t len)
 {
 	FILE *f = fopen(path, "wb");
@@ -222,7 +271,9 @@ group_setup(void **state)
 	memcpy(st + 8, header, sizeof header - 1);
 	snprintf(st_path, sizeof st_path, "%s/m.safetensors", dir);
 	write_file(st_path, st, sizeof st);
-	return 0;
+	snprintf(big_path, sizeof big_path, "%s/big.bin", dir);
+	write_file(big_path, "x", 1);
+	return truncate(big_path, 20u << 20) < 0 ? -1 : pipe(pause_pipe);
 }
 
 static int
@@ -235,6 +286,9 @@ group_teardown(void **state)
 	event_base_free(broker.base);
 	unlink(raw_path);
 	unlink(st_path);
+	unlink(big_path);
+	close(pause_pipe[0]);
+	close(pause_pipe[1]);
 	rmdir(dir);
 	return 0;
 }
@@ -247,6 +301,7 @@ main(void)
 		cmocka_unit_test(test_loader_safetensors_ready),
 		cmocka_unit_test(test_loader_faults),
 		cmocka_unit_test(test_loader_no_space_is_named),
+		cmocka_unit_test(test_loader_progress_and_cancel),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
