@@ -141,4 +141,7 @@ uninstall:
 clean:
 	rm -rf build
 
+# Keep every object: test objects are intermediate files to make.
+.SECONDARY:
+
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
