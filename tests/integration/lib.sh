@@ -169,6 +169,15 @@ assert_between() {
 		fail "$4: $1 not within [$2, $3]"
 }
 
+# shutdown_clean: `mbctl shutdown` succeeds, the broker exits 0 and
+# nothing of the instance is left in /dev/shm.
+shutdown_clean() {
+	mbctl shutdown >/dev/null || fail "mbctl shutdown failed"
+	wait_broker_exit 10
+	[ "$BROKER_STATUS" -eq 0 ] || fail "broker exited $BROKER_STATUS, not 0"
+	assert_no_shm
+}
+
 worker_exited_with() {
 	local pid=$1 want=$2 status=0
 	wait_until 20 sh -c "! kill -0 $pid" || fail "worker $pid still runs"

@@ -26,7 +26,4 @@ assert_log "removed stale socket $SOCK"
 assert_log "model\.m\..* left by a dead broker"
 instance_shm | grep -q "\.model\." && fail "stale segment survived a restart"
 mbctl list | grep -q "^m " && fail "the dead broker's model is listed"
-mbctl shutdown >/dev/null || fail "shutdown failed"
-wait_broker_exit 10
-[ "$BROKER_STATUS" -eq 0 ] || fail "broker exited $BROKER_STATUS"
-assert_no_shm
+shutdown_clean

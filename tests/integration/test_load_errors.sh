@@ -32,7 +32,4 @@ expect_refusal "no model called nothing-here" unload nothing-here
 [ "$(instance_shm | grep -c '\.model\.')" -eq 1 ] ||
 	fail "failed loads left segments: $(instance_shm)"
 mbctl ping >/dev/null || fail "broker stopped answering"
-mbctl shutdown >/dev/null || fail "shutdown failed"
-wait_broker_exit 10
-[ "$BROKER_STATUS" -eq 0 ] || fail "broker exited $BROKER_STATUS"
-assert_no_shm
+shutdown_clean

@@ -56,7 +56,4 @@ mbctl unload b >/dev/null || fail "unload of the ERROR model failed"
 load b "$T/b.bin"
 state_is b READY || fail "reload of b failed"
 
-mbctl shutdown >/dev/null || fail "shutdown failed"
-wait_broker_exit 10
-[ "$BROKER_STATUS" -eq 0 ] || fail "broker exited $BROKER_STATUS"
-assert_no_shm
+shutdown_clean
