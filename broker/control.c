@@ -84,6 +84,18 @@ control_mkdir(const char *path)
 		log_warnx("%s is not a directory", dir);
 		return -1;
 	}
+	/* Whoever can write the directory can replace the socket. */
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		log_error("socket directory %s belongs to uid %ld; refusing to "
+			  "listen there", dir, (long)st.st_uid);
+		return -1;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+		log_error("socket directory %s is writable by others (mode "
+			  "%04o); refusing to listen there", dir,
+			  (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
 	return 0;
 }
 

@@ -39,6 +39,22 @@ instance_current(int fd)
 	       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
 }
 
+/* A lock file someone else created is never used. */
+static bool
+instance_ours(int fd, const char *name)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid()) {
+		log_error("instance %s: " INSTANCE_SHM_DIR "%s is not ours "
+			  "(uid %ld); not touching it", name, instance.name,
+			  (long)st.st_uid);
+		return false;
+	}
+	return true;
+}
+
 static void
 instance_report_holder(int fd, const char *name)
 {
@@ -65,6 +81,10 @@ instance_lock(const char *name)
 			log_warn("instance %s: cannot open lock %s%s", name,
 				 instance.name, errno == EACCES ?
 				 " (held by another user?)" : "");
+			return -1;
+		}
+		if (!instance_ours(fd, name)) {
+			close(fd);
 			return -1;
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

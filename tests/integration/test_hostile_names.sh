@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: MIT
+# Names that are not ours are never used or removed: a lock file another
+# user created, a file squatting on the socket path, a socket directory
+# others can write, and a stranger's file under the instance's prefix at
+# start-up.  Each start is refused with exit 2 and a message saying why,
+# or goes on leaving the stranger's file alone.
+. "$(dirname "$0")/lib.sh"
+
+expect_refused() {
+	local message=$1 status=0
+	shift
+	"$BIN/mbrokerd" --instance "$INSTANCE" "$@" 2>"$T/refused.log" ||
+		status=$?
+	[ $status -eq 2 ] || fail "mbrokerd $* exited $status, not 2"
+	grep -q "$message" "$T/refused.log" ||
+		fail "no '$message': $(cat "$T/refused.log")"
+}
+
+mkdir -m 0777 "$T/open"
+expect_refused "socket directory $T/open is writable by others (mode 0777)" \
+	--socket "$T/open/b.sock"
+: >"$T/not-a-socket"
+expect_refused "$T/not-a-socket exists and is not a socket" \
+	--socket "$T/not-a-socket"
+[ -f "$T/not-a-socket" ] || fail "the squatting file was removed"
+assert_no_shm
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "skipping the foreign-owner cases: they need root to chown" >&2
+	exit 0
+fi
+lock="/dev/shm/mbroker.$INSTANCE.lock"
+: >"$lock"
+chown 65534 "$lock"
+expect_refused "$lock is not ours (uid 65534)" --socket "$SOCK"
+[ -e "$lock" ] || fail "the foreign lock was removed"
+rm -f "$lock"
+
+stranger="/dev/shm/mbroker.$INSTANCE.model.x.1-deadbeef"
+: >"$stranger"
+chown 65534 "$stranger"
+start_broker
+assert_log "$stranger is not ours; left alone"
+[ -e "$stranger" ] || fail "the stranger's file was removed"
+mbctl shutdown >/dev/null || fail "shutdown failed"
+wait_broker_exit 10
+[ "$BROKER_STATUS" -eq 0 ] || fail "broker exited $BROKER_STATUS"
+[ "$(instance_shm)" = "$(basename "$stranger")" ] ||
+	fail "expected only the stranger's file: $(instance_shm)"
