@@ -4,7 +4,8 @@
  * of what a dead broker left, control socket, preloads), signals, the
  * optional detach for init scripts, and the final teardown that removes
  * every name the broker created.  SIGTERM and SIGINT start the orderly
- * shutdown (shutdown.c); a second SIGINT stops waiting for workers.
+ * shutdown (shutdown.c); a SIGINT during a shutdown stops waiting for
+ * workers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +24,12 @@ static struct event *mbrokerd_signals[4];
 static void
 mbrokerd_signal(evutil_socket_t sig, short what, void *arg)
 {
-	static int interrupts;
-
 	(void)what;
 	(void)arg;
 	switch (sig) {
 	case SIGINT:
-		if (++interrupts > 1) {
+		/* An interrupt during any shutdown: stop waiting. */
+		if (broker.shutting_down) {
 			shutdown_force();
 			return;
 		}
