@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_libmbroker.c - the public API as a worker author meets it, against
+ * a real mbrokerd started for the test ($BUILD/mbrokerd): connecting,
+ * refusals with their codes and messages, the bytes and tensors of an
+ * attachment, a mapping that cannot be made writable, events, repeated
+ * acks, and a broker that dies under an attached worker.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "unit.h"
+
+#include "mbroker.h"
+
+static char dir[64], sock[128], model[128], instance[32];
+static pid_t broker = -1;
+
+static const char header[] =
+	"{\"b.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[48,64]},"
+	"\"a.weight\":{\"dtype\":\"BF16\",\"shape\":[4,6],\"data_offsets\":[0,48]}}";
+/* The model: header length, header, 64 bytes of data. */
+static unsigned char file[8 + sizeof header - 1 + 64];
+
+static int
+connect_retry(struct mb_client **c)
+{
+	for (int i = 0; i < 500; i++) {
+		if (mb_connect(sock, c) == 0)
+			return 0;
+		poll(NULL, 0, 10);
+	}
+	return -1;
+}
+
+static void
+start_broker(void)
+{
+	char bin[256], arg[160];
+	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+
+	snprintf(bin, sizeof bin, "%s/mbrokerd", build);
+	snprintf(arg, sizeof arg, "m=%s", model);
+	broker = fork();
+	if (broker == 0) {
+		execl(bin, "mbrokerd", "--socket", sock, "--instance", instance,
+		      "--model", arg, "--log-level", "error", (char *)NULL);
+		_exit(127);
+	}
+}
+
+/* Attaches "m", waiting for its load to end. */
+static int
+attach_ready(struct mb_client *c, struct mb_attachment **att)
+{
+	int r = MB_ENOTREADY;
+
+	for (int i = 0; i < 500 && r == MB_ENOTREADY; i++)
+		if ((r = mb_attach(c, "m", att)) == MB_ENOTREADY)
+			poll(NULL, 0, 10);
+	return r;
+}
+
+static void
+test_lib_connect_refused(void **state)
+{
+	struct mb_client *c = (struct mb_client *)1;
+	char path[192];
+
+	(void)state;
+	snprintf(path, sizeof path, "%s/nobody.sock", dir);
+	assert_int_equal(mb_connect(path, &c), -ENOENT);
+	assert_null(c);
+	mb_close(NULL);
+}
+
+static void
+test_lib_attach_and_tensors(void **state)
+{
+	struct mb_attachment *att;
+	struct mb_client *c;
+	struct mb_tensor t;
+
+	(void)state;
+	assert_int_equal(connect_retry(&c), 0);
+	assert_int_equal(mb_attach(c, "nope", &att), MB_ENOMODEL);
+	assert_non_null(strstr(mb_last_error(c), "no model called nope"));
+	assert_int_equal(attach_ready(c, &att), 0);
+	assert_string_equal(mb_attachment_name(att), "m");
+	assert_string_equal(mb_attachment_format(att), "safetensors");
+	assert_int_equal(mb_attachment_size(att), sizeof file);
+	assert_memory_equal(mb_attachment_data(att), file, sizeof file);
+	assert_int_equal(mb_attachment_checksum(att), mb_checksum(file, sizeof file));
+	assert_int_equal(mb_tensor_count(att), 2);
+	assert_int_equal(mb_tensor_at(att, 0, &t), 0);
+	assert_string_equal(t.name, "a.weight");
+	assert_string_equal(t.dtype, "BF16");
+	assert_int_equal(t.ndim, 2);
+	assert_int_equal(t.shape[1], 6);
+	assert_int_equal(mb_tensor_find(att, "b.bias", &t), 0);
+	assert_int_equal(t.nbytes, 16);
+	assert_ptr_equal(t.data, (const unsigned char *)mb_attachment_data(att) +
+					 8 + sizeof header - 1 + 48);
+	assert_int_equal(mb_tensor_find(att, "c", &t), MB_ENOTENSOR);
+	assert_int_equal(mb_tensor_at(att, 2, &t), MB_ENOTENSOR);
+	/* No way to write the weights through the mapping. */
+	assert_int_equal(mprotect((void *)(uintptr_t)mb_attachment_data(att),
+				  4096, PROT_READ | PROT_WRITE), -1);
+	assert_int_equal(errno, EACCES);
+	assert_int_equal(mb_detach(att), 0);
+	mb_close(c);
+}
+
+static void
+test_lib_request_and_ack(void **state)
+{
+	struct mb_attachment *a1, *a2;
+	struct mb_client *c;
+	char *reply;
+
+	(void)state;
+	assert_int_equal(connect_retry(&c), 0);
+	assert_int_equal(attach_ready(c, &a1), 0);
+	assert_int_equal(mb_attach(c, "m", &a2), 0);
+	assert_int_equal(mb_request(c, "{\"op\":\"stats\"}", &reply), 0);
+	assert_non_null(strstr(reply, "\"workers\":1"));
+	free(reply);
+	assert_int_equal(mb_request(c, "{\"op\":\"fly\"}", &reply), MB_EBADREQ);
+	assert_non_null(strstr(reply, "unknown op"));
+	free(reply);
+	assert_int_equal(mb_request(c, "[]", &reply), MB_EBADREQ);
+	assert_null(reply);
+	/* Acks may repeat; handles stay until detached or closed. */
+	assert_int_equal(mb_ack(c), 0);
+	assert_int_equal(mb_ack(c), 0);
+	assert_int_equal(mb_detach(a1), 0);
+	assert_int_equal(mb_request(c, "{\"op\":\"workers\"}", &reply), 0);
+	assert_non_null(strstr(reply, "\"workers\":[{"));
+	assert_non_null(strstr(reply, "\"attachments\":[]"));
+	free(reply);
+	mb_close(c);
+}
+
+/* Waits up to 10 s for the next event of c. */
+static int
+next_event(struct mb_client *c, struct mb_event *ev)
+{
+	struct pollfd p = {.fd = mb_event_fd(c), .events = POLLIN};
+
+	for (int i = 0; i < 1000; i++) {
+		int r = mb_next_event(c, ev);
+
+		if (r != 0)
+			return r;
+		poll(&p, 1, 10);
+	}
+	return 0;
+}
+
+static void
+test_lib_unload_event_then_broker_lost(void **state)
+{
+	struct mb_client *worker, *admin;
+	struct mb_attachment *att;
+	struct mb_event ev;
+	char *reply;
+	int status;
+
+	(void)state;
+	signal(SIGUSR1, SIG_IGN);
+	assert_int_equal(connect_retry(&worker), 0);
+	assert_int_equal(connect_retry(&admin), 0);
+	assert_int_equal(attach_ready(worker, &att), 0);
+	assert_int_equal(mb_next_event(worker, &ev), 0);
+	/* An unload that this worker will not answer in time. */
+	assert_int_equal(mb_request(admin, "{\"op\":\"unload\",\"name\":\"m\","
+				    "\"timeout\":0.2}", &reply), MB_ETIMEOUT);
+	assert_non_null(strstr(reply, "\"pids\":["));
+	free(reply);
+	assert_int_equal(next_event(worker, &ev), 1);
+	assert_int_equal(ev.type, MB_EVENT_UNLOAD);
+	assert_string_equal(ev.model, "m");
+	assert_int_equal(ev.timeout_ms, 200);
+	/* The broker dies: the mapping stays valid, the loss is reported. */
+	kill(broker, SIGKILL);
+	waitpid(broker, &status, 0);
+	broker = -1;
+	assert_int_equal(next_event(worker, &ev), 1);
+	assert_int_equal(ev.type, MB_EVENT_BROKER_LOST);
+	assert_int_equal(mb_next_event(worker, &ev), 0);
+	assert_memory_equal(mb_attachment_data(att), file, sizeof file);
+	assert_int_equal(mb_attach(worker, "m", &att), MB_ELOST);
+	mb_close(worker);
+	mb_close(admin);
+}
+
+static int
+group_setup(void **state)
+{
+	FILE *f;
+
+	(void)state;
+	snprintf(dir, sizeof dir, "/tmp/mbroker-lib.XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	unit_instance(instance, sizeof instance);
+	snprintf(sock, sizeof sock, "%s/b.sock", dir);
+	snprintf(model, sizeof model, "%s/m.safetensors", dir);
+	file[0] = sizeof header - 1;
+	memcpy(file + 8, header, sizeof header - 1);
+	for (size_t i = 8 + sizeof header - 1; i < sizeof file; i++)
+		file[i] = (unsigned char)i;
+	if ((f = fopen(model, "wb")) == NULL ||
+	    fwrite(file, 1, sizeof file, f) != sizeof file || fclose(f) != 0)
+		return -1;
+	start_broker();
+	return broker > 0 ? 0 : -1;
+}
+
+static int
+group_teardown(void **state)
+{
+	(void)state;
+	if (broker > 0) {
+		kill(broker, SIGKILL);
+		waitpid(broker, NULL, 0);
+	}
+	unit_shm_scan(instance, 1);
+	unlink(model);
+	unlink(sock);
+	rmdir(dir);
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lib_connect_refused),
+		cmocka_unit_test(test_lib_attach_and_tensors),
+		cmocka_unit_test(test_lib_request_and_ack),
+		cmocka_unit_test(test_lib_unload_event_then_broker_lost),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
