@@ -266,11 +266,17 @@ conn_accept(int fd)
 int
 conn_signal(struct conn *c, int sig)
 {
-	if (c->pidfd < 0)
+	if (c->pidfd >= 0) {
+		if (pidfd_send_signal(c->pidfd, sig, NULL, 0) == 0)
+			return 0;
+		if (errno != ENOSYS)
+			return -errno;
+	}
+	/* No pidfd support (kernels before 5.3, valgrind): the pid the
+	 * kernel gave at connect, which a recycled pid could receive. */
+	if (c->pid <= 0)
 		return -ESRCH;
-	if (pidfd_send_signal(c->pidfd, sig, NULL, 0) < 0)
-		return -errno;
-	return 0;
+	return kill(c->pid, sig) < 0 ? -errno : 0;
 }
 
 void
