@@ -97,7 +97,7 @@ $(O)/tests/%: $(O)/obj/tests/unit/%.o $(O)/libbroker.a $(O)/libmbroker.a
 test: all $(UNIT_BIN)
 	tests/run.sh $(O)
 
-unit: $(UNIT_BIN)
+unit: all $(UNIT_BIN)
 	tests/run.sh --unit $(O)
 
 integration: all
