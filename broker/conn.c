@@ -27,7 +27,7 @@
 /* Messages read from one client per wake-up, so one cannot starve others. */
 #define CONN_READ_BURST 64
 
-static char conn_buf[WIRE_MAX_MESSAGE + 1];
+static char conn_buf[WIRE_MAX_REQUEST + 1];
 
 struct conn *
 conn_find(uint64_t id)
@@ -41,16 +41,22 @@ conn_find(uint64_t id)
 }
 
 static void
+conn_outmsg_free(struct outmsg *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	free(m->data);
+	free(m);
+}
+
+static void
 conn_free(struct conn *c)
 {
 	struct outmsg *m;
 
 	while ((m = TAILQ_FIRST(&c->outq)) != NULL) {
 		TAILQ_REMOVE(&c->outq, m, entry);
-		if (m->fd >= 0)
-			close(m->fd);
-		free(m->data);
-		free(m);
+		conn_outmsg_free(m);
 	}
 	if (c->ev_read != NULL)
 		event_free(c->ev_read);
@@ -104,7 +110,7 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (int i = 0; i < CONN_READ_BURST && !c->lost; i++) {
 		int passed;
-		ssize_t n = wire_recv(fd, conn_buf, WIRE_MAX_MESSAGE, &passed,
+		ssize_t n = wire_recv(fd, conn_buf, WIRE_MAX_REQUEST, &passed,
 				      MSG_DONTWAIT);
 
 		if (passed >= 0)
@@ -117,10 +123,10 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 		}
 		if (n == -EMSGSIZE) {
 			log_warnx("pid %ld sent a message over %d bytes",
-				  (long)c->pid, WIRE_MAX_MESSAGE);
+				  (long)c->pid, WIRE_MAX_REQUEST);
 			reply_error(c, NULL, MB_EBADREQ, NULL,
 				    "message larger than %d bytes",
-				    WIRE_MAX_MESSAGE);
+				    WIRE_MAX_REQUEST);
 			continue;
 		}
 		if (n < 0) {
@@ -146,10 +152,7 @@ conn_drain(struct conn *c)
 			return r;
 		TAILQ_REMOVE(&c->outq, m, entry);
 		c->nqueued--;
-		if (m->fd >= 0)
-			close(m->fd);
-		free(m->data);
-		free(m);
+		conn_outmsg_free(m);
 	}
 	return 0;
 }
@@ -166,42 +169,51 @@ conn_write(evutil_socket_t fd, short what, void *arg)
 		conn_lost(c, strerror(-r));
 }
 
-void
+int
 conn_send(struct conn *c, const json_t *msg, int pass_fd)
 {
 	struct outmsg *m;
 	int r;
 
 	if (c->lost)
-		return;
+		return -EPIPE;
 	if ((m = calloc(1, sizeof *m)) == NULL ||
 	    (m->data = wire_encode(msg, &m->len)) == NULL) {
 		free(m);
 		conn_lost(c, "out of memory");
-		return;
+		return -EPIPE;
 	}
 	m->fd = -1;
+	if (m->len > WIRE_MAX_REPLY) {
+		log_warnx("pid %ld: a %zu-byte message is over the %d-byte "
+			  "limit; not sent", (long)c->pid, m->len,
+			  WIRE_MAX_REPLY);
+		conn_outmsg_free(m);
+		return -EMSGSIZE;
+	}
 	if (TAILQ_EMPTY(&c->outq)) {
 		r = wire_send(c->fd, m->data, m->len, pass_fd, MSG_DONTWAIT);
 		if (r != -EAGAIN) {
-			free(m->data);
-			free(m);
-			if (r < 0)
-				conn_lost(c, strerror(-r));
-			return;
+			conn_outmsg_free(m);
+			if (r == 0)
+				return 0;
+			conn_lost(c, strerror(-r));
+			return -EPIPE;
 		}
 	}
 	if (c->nqueued >= CONN_MAX_QUEUED ||
 	    (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0)) {
-		free(m->data);
-		free(m);
+		conn_outmsg_free(m);
 		conn_lost(c, "client does not read its replies");
-		return;
+		return -EPIPE;
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);
 	c->nqueued++;
-	if (event_add(c->ev_write, NULL) < 0)
+	if (event_add(c->ev_write, NULL) < 0) {
 		conn_lost(c, "cannot wait for the socket");
+		return -EPIPE;
+	}
+	return 0;
 }
 
 /* Fills in who is on the other end of c. */

@@ -238,8 +238,10 @@ TAILQ_HEAD(conn_list, conn);
 /* Takes over an accepted descriptor.  0, or -1 (fd closed). */
 int conn_accept(int fd);
 struct conn *conn_find(uint64_t id);
-/* Sends msg (and pass_fd, not taken) to c, queueing when c is slow. */
-void conn_send(struct conn *c, const json_t *msg, int pass_fd);
+/* Sends msg (and pass_fd, not taken) to c, queueing when c is slow.
+ * Returns 0, -EMSGSIZE when msg is over WIRE_MAX_REPLY (nothing sent, c
+ * kept), or -EPIPE when c is lost. */
+int conn_send(struct conn *c, const json_t *msg, int pass_fd);
 /* Drops c: its attachments are released and it is freed after the
  * current callback. */
 void conn_lost(struct conn *c, const char *why);
@@ -278,6 +280,10 @@ void request_dispatch(struct conn *c, const char *buf, size_t len);
 void reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd);
 void reply_error(struct conn *c, json_t *id, int code, json_t *extra,
 		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Replies with the items (taken) of a list under key, from the request's
+ * "offset" on, as many as fit in one message; "total" counts them all and
+ * "next" is the offset of the next page when there is one. */
+void reply_paged(struct request *req, const char *key, json_t *items);
 /* A required string field, or NULL after an error reply. */
 const char *request_string(struct request *req, const char *key);
 /* An optional timeout in seconds, in ms; def when absent, -1 after an

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * req_query.c - the read-only requests: list (every model and its state),
- * stats (counters and memory) and workers (who holds what).
+ * stats (counters and memory) and workers (who holds what).  The two lists
+ * come in pages when they do not fit in one message.
  */
 #include <string.h>
 #include <unistd.h>
@@ -16,7 +17,7 @@ req_list(struct request *req)
 
 	TAILQ_FOREACH(m, &broker.models, entry)
 		json_array_append_new(models, registry_model_json(m));
-	reply_ok(req->conn, req->id, json_pack("{s:o}", "models", models), -1);
+	reply_paged(req, "models", models);
 }
 
 static void
@@ -82,8 +83,7 @@ req_workers(struct request *req)
 	TAILQ_FOREACH(c, &broker.conns, entry)
 		if (c->nattachments > 0 || strcmp(c->role, "worker") == 0)
 			json_array_append_new(workers, req_worker_json(c));
-	reply_ok(req->conn, req->id, json_pack("{s:o}", "workers", workers),
-		 -1);
+	reply_paged(req, "workers", workers);
 }
 
 const struct request_entry req_query_entries[] = {

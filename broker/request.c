@@ -6,8 +6,10 @@
  * {"code": "..", "message": ".."}}.  Bad input always gets an error reply,
  * never a dead broker.  The handlers live in req_*.c, one table each.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "errors.h"
@@ -41,8 +43,45 @@ reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd)
 		return;
 	json_object_set(o, "id", id != NULL ? id : json_null());
 	json_object_set_new(o, "ok", json_true());
-	conn_send(c, o, pass_fd);
+	if (conn_send(c, o, pass_fd) == -EMSGSIZE)
+		reply_error(c, id, MB_EINTERNAL, NULL, "the reply is over the "
+			    "%d-byte message limit", WIRE_MAX_REPLY);
 	json_decref(o);
+}
+
+void
+reply_paged(struct request *req, const char *key, json_t *items)
+{
+	const json_t *from = json_object_get(req->msg, "offset");
+	size_t total = json_array_size(items), used = 256, i = 0;
+	json_t *page, *body;
+
+	if (from != NULL && (!json_is_integer(from) ||
+			     json_integer_value(from) < 0)) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"offset\" must be an integer >= 0");
+		json_decref(items);
+		return;
+	}
+	if (from != NULL)
+		i = (size_t)json_integer_value(from);
+	page = json_array();
+	for (; i < total; i++) {
+		json_t *item = json_array_get(items, i);
+		char *text = json_dumps(item, JSON_COMPACT);
+		size_t len = text != NULL ? strlen(text) + 1 : 0;
+
+		free(text);
+		if (used + len > WIRE_MAX_REPLY - 1024 && json_array_size(page) > 0)
+			break;
+		used += len;
+		json_array_append(page, item);
+	}
+	body = json_pack("{s:o, s:I}", key, page, "total", (json_int_t)total);
+	if (i < total)
+		json_object_set_new(body, "next", json_integer((json_int_t)i));
+	json_decref(items);
+	reply_ok(req->conn, req->id, body, -1);
 }
 
 void

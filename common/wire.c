@@ -26,7 +26,7 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t n;
 
-	if (len > WIRE_MAX_MESSAGE)
+	if (len > WIRE_MAX_REPLY)
 		return -EMSGSIZE;
 	if (pass_fd >= 0) {
 		struct cmsghdr *cmsg;

@@ -12,12 +12,16 @@
 
 #include <jansson.h>
 
-/* Largest message either side sends or accepts, in bytes. */
-#define WIRE_MAX_MESSAGE 65536
+/* Largest request the broker accepts from a client, in bytes. */
+#define WIRE_MAX_REQUEST 65536
+/* Largest message the broker sends (a reply or an event), in bytes; it
+ * stays under the default socket send buffer (net.core.wmem_default). */
+#define WIRE_MAX_REPLY (160 * 1024)
 
 /*
- * Sends one record of len bytes; pass_fd (unless -1) travels with it.
- * flags are added to MSG_NOSIGNAL.  Returns 0 or -errno.
+ * Sends one record of len bytes (at most WIRE_MAX_REPLY); pass_fd (unless
+ * -1) travels with it.  flags are added to MSG_NOSIGNAL.  Returns 0,
+ * -EMSGSIZE or -errno.
  */
 int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
 

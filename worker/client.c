@@ -82,7 +82,7 @@ client_read(struct mb_client *c, int flags, int *fd, int *err)
 	json_t *msg;
 	ssize_t n;
 
-	n = wire_recv(c->fd, c->buf, WIRE_MAX_MESSAGE, fd, flags);
+	n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, flags);
 	if (n == -EAGAIN) {
 		*err = -EAGAIN;
 		return NULL;

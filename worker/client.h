@@ -42,7 +42,7 @@ struct mb_client {
 	struct client_slot slots[MB_MAX_ATTACHMENTS];
 	struct mb_attachment *atts[MB_MAX_ATTACHMENTS];
 	struct client_event *events, *events_tail;
-	char buf[WIRE_MAX_MESSAGE + 1];
+	char buf[WIRE_MAX_REPLY + 1];
 };
 
 /*

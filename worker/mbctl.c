@@ -123,43 +123,61 @@ mbctl_print_model(const json_t *mod)
 	       (long long)mbctl_int(mod, "attached"), detail);
 }
 
+static void
+mbctl_print_worker(const json_t *w)
+{
+	const json_t *a;
+	size_t j;
+
+	printf("%-8lld %-6lld %-8s", (long long)mbctl_int(w, "pid"),
+	       (long long)mbctl_int(w, "uid"), mbctl_str(w, "role"));
+	json_array_foreach(json_object_get(w, "attachments"), j, a)
+		printf(" %s(gen %lld)", mbctl_str(a, "model"),
+		       (long long)mbctl_int(a, "generation"));
+	putchar('\n');
+}
+
+/* Fetches every page of the list op (whose items are under key) and
+ * prints each item; returns the exit status. */
+static int
+mbctl_paged(struct mbctl *m, const char *op, const char *key,
+	    void (*print)(const json_t *))
+{
+	json_int_t offset = 0;
+	json_t *reply, *item;
+	bool more;
+	size_t i;
+	int r;
+
+	do {
+		reply = NULL;
+		r = mbctl_call(m, json_pack("{s:s, s:I}", "op", op, "offset",
+					    offset), &reply);
+		if (r == 0 && !m->json)
+			json_array_foreach(json_object_get(reply, key), i, item)
+				print(item);
+		more = json_is_integer(json_object_get(reply, "next"));
+		offset = json_integer_value(json_object_get(reply, "next"));
+		json_decref(reply);
+	} while (r == 0 && more && offset > 0);
+	return r;
+}
+
 static int
 mbctl_list(struct mbctl *m)
 {
-	json_t *reply = NULL, *mod;
-	size_t i;
-	int r = mbctl_call(m, json_pack("{s:s}", "op", "list"), &reply);
-
-	if (r == 0 && !m->json) {
+	if (!m->json)
 		printf("%-24s %-10s %-12s %10s %4s %8s  %s\n", "NAME", "STATE",
 		       "FORMAT", "SIZE", "GEN", "ATTACHED", "DETAIL");
-		json_array_foreach(json_object_get(reply, "models"), i, mod)
-			mbctl_print_model(mod);
-	}
-	json_decref(reply);
-	return r;
+	return mbctl_paged(m, "list", "models", mbctl_print_model);
 }
 
 static int
 mbctl_workers(struct mbctl *m)
 {
-	json_t *reply = NULL, *w, *a;
-	size_t i, j;
-	int r = mbctl_call(m, json_pack("{s:s}", "op", "workers"), &reply);
-
-	if (r == 0 && !m->json) {
+	if (!m->json)
 		printf("%-8s %-6s %-8s %s\n", "PID", "UID", "ROLE", "ATTACHED");
-		json_array_foreach(json_object_get(reply, "workers"), i, w) {
-			printf("%-8lld %-6lld %-8s", (long long)mbctl_int(w, "pid"),
-			       (long long)mbctl_int(w, "uid"), mbctl_str(w, "role"));
-			json_array_foreach(json_object_get(w, "attachments"), j, a)
-				printf(" %s(gen %lld)", mbctl_str(a, "model"),
-				       (long long)mbctl_int(a, "generation"));
-			putchar('\n');
-		}
-	}
-	json_decref(reply);
-	return r;
+	return mbctl_paged(m, "workers", "workers", mbctl_print_worker);
 }
 
 static int

@@ -43,7 +43,7 @@ teardown(void **state)
 static json_t *
 ask(const char *text)
 {
-	char buf[WIRE_MAX_MESSAGE + 1], err[256];
+	char buf[WIRE_MAX_REPLY + 1], err[256];
 	json_t *reply;
 	ssize_t n;
 	int fd;
@@ -202,6 +202,52 @@ test_request_queries(void **state)
 	json_decref(r);
 }
 
+static void
+test_request_list_pages(void **state)
+{
+	char name[16], seen[BROKER_MAX_MODELS] = {0};
+	json_int_t offset = 0;
+	int pages = 0, models = 0;
+	json_t *r, *m;
+	size_t i;
+
+	(void)state;
+	hello();
+	for (int k = 0; k < BROKER_MAX_MODELS; k++) {
+		struct model *added;
+
+		snprintf(name, sizeof name, "m%d", k);
+		added = registry_add(name);
+		assert_non_null(added);
+		memset(added->path, 'p', 2000);
+	}
+	do {
+		char req[64];
+
+		snprintf(req, sizeof req, "{\"id\":1,\"op\":\"list\",\"offset\":%lld}",
+			 (long long)offset);
+		r = ask(req);
+		assert_true(json_is_true(json_object_get(r, "ok")));
+		assert_int_equal(json_integer_value(json_object_get(r, "total")),
+				 BROKER_MAX_MODELS);
+		json_array_foreach(json_object_get(r, "models"), i, m) {
+			int k = atoi(json_string_value(json_object_get(m, "name")) + 1);
+
+			assert_false(seen[k]);
+			seen[k] = 1;
+			models++;
+		}
+		offset = json_integer_value(json_object_get(r, "next"));
+		pages++;
+		json_decref(r);
+	} while (offset > 0);
+	assert_int_equal(models, BROKER_MAX_MODELS);
+	assert_true(pages > 1);
+	expect_error("{\"id\":1,\"op\":\"list\",\"offset\":-1}", "bad_request",
+		     "\"offset\" must be");
+	registry_clear();
+}
+
 static int
 group_setup(void **state)
 {
@@ -236,6 +282,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_request_unknown_models, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_queries, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_list_pages, setup,
 						teardown),
 	};
 

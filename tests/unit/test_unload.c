@@ -126,7 +126,7 @@ test_unload_hook_failure_goes_on(void **state)
 static void
 test_unload_timeout_names_holder(void **state)
 {
-	char buf[WIRE_MAX_MESSAGE], pid[32];
+	char buf[WIRE_MAX_REPLY], pid[32];
 	struct model *m = ready_model(&provider_raw);
 	struct conn *c;
 	int sv[2], fd;

@@ -35,7 +35,7 @@ static void
 test_wire_roundtrip(void **state)
 {
 	json_t *msg = json_pack("{s:s, s:i}", "op", "ping", "id", 7), *back;
-	char buf[WIRE_MAX_MESSAGE + 1], err[128];
+	char buf[WIRE_MAX_REPLY + 1], err[128];
 	ssize_t n;
 	int fd;
 
@@ -77,13 +77,13 @@ test_wire_passes_descriptor(void **state)
 static void
 test_wire_oversize(void **state)
 {
-	static char big[WIRE_MAX_MESSAGE + 2];
+	static char big[WIRE_MAX_REPLY + 2];
 	char small[16];
 	int fd;
 
 	(void)state;
 	memset(big, ' ', sizeof big);
-	assert_int_equal(wire_send(sv[0], big, WIRE_MAX_MESSAGE + 1, -1, 0),
+	assert_int_equal(wire_send(sv[0], big, WIRE_MAX_REPLY + 1, -1, 0),
 			 -EMSGSIZE);
 	assert_int_equal(wire_send(sv[0], big, 100, -1, 0), 0);
 	assert_int_equal(wire_recv(sv[1], small, sizeof small, &fd, 0),
