@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define MIRROR_MAGIC "MBREG001"
-#define MIRROR_SIZE (1u << 20)
+#define MIRROR_SIZE (2u << 20)
 
 struct mirror_header {
 	char magic[8];

@@ -213,7 +213,8 @@ MB_EXPORT int mb_ack(struct mb_client *client);
  * its reply, which *reply receives as a malloc'd JSON string (free() it)
  * whether the broker said ok or not.  Returns 0 when the reply says ok,
  * the reply's error code otherwise (mb_last_error has its message), or a
- * transport error (then *reply is NULL).  For admin tools such as mbctl.
+ * transport error (then *reply is NULL); MB_ELIMIT for a request over
+ * 65536 bytes, which is not sent.  For admin tools such as mbctl.
  */
 MB_EXPORT int mb_request(struct mb_client *client, const char *request_json,
 			 char **reply);

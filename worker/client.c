@@ -120,6 +120,8 @@ int
 client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 {
 	int64_t id = ++c->next_id;
+	char *text;
+	size_t len;
 	int r;
 
 	if (reply != NULL)
@@ -130,7 +132,20 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 	if (c->lost)
 		return MB_ELOST;
 	json_object_set_new(req, "id", json_integer(id));
-	if ((r = wire_send_json(c->fd, req, -1, 0)) < 0) {
+	text = wire_encode(req, &len);
+	if (text == NULL)
+		return -ENOMEM;
+	if (len > WIRE_MAX_REQUEST) {
+		/* The broker could not tell whose it was: never send it. */
+		free(text);
+		snprintf(c->last_error, sizeof c->last_error,
+			 "request of %zu bytes is over the %d-byte limit", len,
+			 WIRE_MAX_REQUEST);
+		return MB_ELIMIT;
+	}
+	r = wire_send(c->fd, text, len, -1, 0);
+	free(text);
+	if (r < 0) {
 		if (r == -EPIPE || r == -ECONNRESET) {
 			client_mark_lost(c);
 			return MB_ELOST;

@@ -118,9 +118,10 @@ test_lib_attach_and_tensors(void **state)
 static void
 test_lib_request_and_ack(void **state)
 {
+	static const char pad_head[] = "{\"op\":\"ping\",\"pad\":\"";
 	struct mb_attachment *a1, *a2;
 	struct mb_client *c;
-	char *reply;
+	char *reply, *big;
 
 	(void)state;
 	assert_int_equal(connect_retry(&c), 0);
@@ -134,6 +135,15 @@ test_lib_request_and_ack(void **state)
 	free(reply);
 	assert_int_equal(mb_request(c, "[]", &reply), MB_EBADREQ);
 	assert_null(reply);
+	big = malloc(70000);
+	memset(big, ' ', 70000);
+	memcpy(big, pad_head, sizeof pad_head - 1);
+	memcpy(big + 69990, "\"}", 3);
+	assert_int_equal(mb_request(c, big, &reply), MB_ELIMIT);
+	assert_non_null(strstr(mb_last_error(c), "over the 65536-byte limit"));
+	assert_int_equal(mb_request(c, "{\"op\":\"ping\"}", &reply), 0);
+	free(reply);
+	free(big);
 	/* Acks may repeat; handles stay until detached or closed. */
 	assert_int_equal(mb_ack(c), 0);
 	assert_int_equal(mb_ack(c), 0);
