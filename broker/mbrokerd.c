@@ -81,7 +81,7 @@ mbrokerd_token(void)
 static int
 mbrokerd_daemonize(void)
 {
-	int pipefd[2], status;
+	int pipefd[2], status, null;
 	char ok;
 	pid_t pid;
 
@@ -100,8 +100,7 @@ mbrokerd_daemonize(void)
 	close(pipefd[0]);
 	if (setsid() < 0)
 		log_warn("setsid");
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null >= 0) {
+	if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
 		close(null);
@@ -122,7 +121,9 @@ mbrokerd_pid_file(void)
 	fclose(f);
 }
 
-static void
+/* Starts loading the --model preloads; a model that cannot be read ends
+ * in ERROR, as if loaded on request.  0, or -1 when one cannot start. */
+static int
 mbrokerd_preload(void)
 {
 	for (size_t i = 0; i < broker.cfg.npreloads; i++) {
@@ -139,12 +140,19 @@ mbrokerd_preload(void)
 			log_warn("--model %s: %s", p->name, p->path);
 			snprintf(path, sizeof path, "%s", p->path);
 		}
-		if ((m = registry_add(p->name)) == NULL)
-			fatalx("registry full");
+		if ((m = registry_add(p->name)) == NULL) {
+			log_error("--model %s: registry full (%d models)",
+				  p->name, BROKER_MAX_MODELS);
+			return -1;
+		}
 		m->provider = provider_for_path(path);
-		if (loader_start(m, path) < 0)
-			fatalx("cannot start loading %s", p->name);
+		if (loader_start(m, path) < 0) {
+			log_error("--model %s: cannot start its load", p->name);
+			registry_remove(m);
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /* Removes every name and frees everything; returns the exit status. */
@@ -209,7 +217,11 @@ main(int argc, char **argv)
 		 "shutdown timeout %.1f s)", MB_VERSION_STRING,
 		 broker.cfg.socket_path, broker.cfg.instance,
 		 MB_PROTOCOL_VERSION, broker.cfg.shutdown_timeout_ms / 1000.0);
-	mbrokerd_preload();
+	if (mbrokerd_preload() < 0) {
+		/* Loads may be running: end them the orderly way. */
+		broker.exit_code = 2;
+		shutdown_begin(0, NULL, NULL, "after a failed start");
+	}
 	if (ready >= 0) {
 		if (write(ready, "", 1) != 1)
 			log_warn("cannot tell the parent we are ready");

@@ -121,6 +121,11 @@ options_model(struct config *cfg, const char *arg, FILE *err)
 		fprintf(err, "mbrokerd: model path too long\n");
 		return -1;
 	}
+	if (cfg->npreloads >= BROKER_MAX_MODELS) {
+		fprintf(err, "mbrokerd: at most %d --model options\n",
+			BROKER_MAX_MODELS);
+		return -1;
+	}
 	p = realloc(cfg->preloads, (cfg->npreloads + 1) * sizeof *p);
 	if (p == NULL) {
 		fprintf(err, "mbrokerd: out of memory\n");
