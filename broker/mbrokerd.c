@@ -221,8 +221,7 @@ main(int argc, char **argv)
 		/* Loads may be running: end them the orderly way. */
 		broker.exit_code = 2;
 		shutdown_begin(0, NULL, NULL, "after a failed start");
-	}
-	if (ready >= 0) {
+	} else if (ready >= 0) {
 		if (write(ready, "", 1) != 1)
 			log_warn("cannot tell the parent we are ready");
 		close(ready);
