@@ -46,12 +46,13 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
 SONAME := libmbroker.so.0
 DEPS_OK := $(O)/.deps-ok
 
-PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker $(O)/mkmodel
+PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
+TEST_TOOLS := $(O)/mkmodel $(O)/mbfault
 LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
 
 .PHONY: all test unit integration demo asan tsan valgrind format clean \
 	install uninstall deps
-all: $(PROGRAMS) $(LIBRARIES)
+all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS)
 
 deps: $(DEPS_OK)
 $(DEPS_OK): scripts/install-deps.sh
@@ -87,6 +88,9 @@ $(O)/mbctl $(O)/mbworker: $(O)/%: $(O)/obj/worker/%.o $(O)/libmbroker.a
 
 $(O)/mkmodel: $(O)/obj/tests/tools/mkmodel.o
 	$(CC) $(LDFLAGS) -o $@ $^
+
+$(O)/mbfault: $(O)/obj/tests/tools/mbfault.o $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
 # Unit tests name the calls they make fail in a line "WRAP: f g ...".
 wraps = $(foreach f,$(shell sed -n 's/^.*WRAP: //p' $(1)),-Wl,--wrap=$(f))

@@ -80,3 +80,23 @@ attach_pids(const struct model *m, json_t *array)
 		}
 	}
 }
+
+unsigned
+attach_orphans(const struct model *m)
+{
+	unsigned n = 0;
+	struct conn *c;
+	struct attachment *a;
+
+	TAILQ_FOREACH(c, &broker.conns, entry) {
+		if (!c->pid_exited)
+			continue;
+		TAILQ_FOREACH(a, &c->attachments, entry) {
+			if (a->model == m) {
+				n++;
+				break;
+			}
+		}
+	}
+	return n;
+}

@@ -62,6 +62,8 @@ conn_free(struct conn *c)
 		event_free(c->ev_read);
 	if (c->ev_write != NULL)
 		event_free(c->ev_write);
+	if (c->ev_pid != NULL)
+		event_free(c->ev_pid);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->pidfd >= 0)
@@ -96,6 +98,8 @@ conn_lost(struct conn *c, const char *why)
 	broker.nconns--;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
+	if (c->ev_pid != NULL)
+		event_del(c->ev_pid);
 	if (event_base_once(broker.base, -1, EV_TIMEOUT, conn_free_later, c,
 			    NULL) < 0)
 		log_warnx("conn %llu: cannot schedule its release",
@@ -216,6 +220,23 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 	return 0;
 }
 
+/*
+ * The process that connected has exited.  Its connection usually closes
+ * with it; if it stays open, a process it forked holds it, and the lease
+ * goes on until that one closes it too (docs/reliability.md).
+ */
+static void
+conn_pid_exit(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->pid_exited = true;
+	log_debug("pid %ld (conn %llu) exited", (long)c->pid,
+		  (unsigned long long)c->id);
+}
+
 /* Fills in who is on the other end of c. */
 static void
 conn_identify(struct conn *c)
@@ -263,8 +284,12 @@ conn_accept(int fd)
 	c->ev_read = event_new(broker.base, fd, EV_READ | EV_PERSIST, conn_read,
 			       c);
 	c->ev_write = event_new(broker.base, fd, EV_WRITE, conn_write, c);
+	if (c->pidfd >= 0)
+		c->ev_pid = event_new(broker.base, c->pidfd, EV_READ,
+				      conn_pid_exit, c);
 	if (c->ev_read == NULL || c->ev_write == NULL ||
-	    event_add(c->ev_read, NULL) < 0) {
+	    event_add(c->ev_read, NULL) < 0 ||
+	    (c->ev_pid != NULL && event_add(c->ev_pid, NULL) < 0)) {
 		conn_free(c);
 		return -1;
 	}

@@ -57,6 +57,7 @@ struct config {
 	struct preload *preloads;
 	size_t npreloads;
 	int64_t shutdown_timeout_ms;
+	int64_t kill_after_ms; /* -1: never */
 	enum log_level log_level;
 	bool daemonize;
 	char pid_file[PATH_MAX];
@@ -135,6 +136,8 @@ struct model {
 	int64_t unload_started_ms;
 	int64_t unload_deadline_ms;
 	int64_t shmem_before_kb;
+	int64_t kill_at_ms; /* --kill-after: when holders get SIGKILL; -1 */
+	json_t *killed_pids;
 	bool unload_for_shutdown;
 	struct pending_list unload_waiters;
 };
@@ -221,7 +224,9 @@ struct conn {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
+	struct event *ev_pid;
 	pid_t pid;
+	bool pid_exited; /* the connection outlived its process (a fork) */
 	uid_t uid;
 	gid_t gid;
 	int pidfd;
@@ -258,6 +263,8 @@ void attach_release_all(struct conn *c);
 struct attachment *attach_find(struct conn *c, uint64_t id);
 /* Appends the pids attached to m to array (new integers). */
 void attach_pids(const struct model *m, json_t *array);
+/* How many connections holding m outlived their process. */
+unsigned attach_orphans(const struct model *m);
 
 /* control.c */
 /* Listens on path (stale socket replaced, 0600).  0, or -1 logged. */

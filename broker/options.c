@@ -29,6 +29,9 @@ static const char options_usage[] =
 	"                           *.safetensors is safetensors, else raw)\n"
 	"  --shutdown-timeout SECS  how long shutdown waits for workers\n"
 	"                           (default 10.0)\n"
+	"  --kill-after SECS        SIGKILL the workers that still hold a\n"
+	"                           model SECS after its unload began\n"
+	"                           (default: never)\n"
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -46,6 +49,7 @@ enum {
 	OPT_INSTANCE,
 	OPT_MODEL,
 	OPT_SHUTDOWN_TIMEOUT,
+	OPT_KILL_AFTER,
 	OPT_SIGNAL,
 	OPT_LOG_LEVEL,
 	OPT_DAEMON,
@@ -59,6 +63,7 @@ static const struct option options_long[] = {
 	{"instance", required_argument, NULL, OPT_INSTANCE},
 	{"model", required_argument, NULL, OPT_MODEL},
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"signal", required_argument, NULL, OPT_SIGNAL},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"daemon", no_argument, NULL, OPT_DAEMON},
@@ -193,6 +198,7 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 	memset(cfg, 0, sizeof *cfg);
 	strcpy(cfg->instance, "default");
 	cfg->shutdown_timeout_ms = 10000;
+	cfg->kill_after_ms = -1;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->unload_signal = SIGUSR1;
 	optind = 0;
@@ -224,6 +230,14 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				fprintf(err, "mbrokerd: --shutdown-timeout "
 					"wants seconds >= 0, got '%s'\n",
 					optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_KILL_AFTER:
+			if ((cfg->kill_after_ms = options_seconds_ms(optarg)) <
+			    0) {
+				fprintf(err, "mbrokerd: --kill-after wants "
+					"seconds >= 0, got '%s'\n", optarg);
 				return OPTIONS_USAGE;
 			}
 			break;

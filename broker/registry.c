@@ -161,6 +161,7 @@ registry_clear(void)
 			m->provider->unload(m->provider_state);
 		if (m->ro_fd >= 0)
 			close(m->ro_fd);
+		json_decref(m->killed_pids);
 		TAILQ_REMOVE(&broker.models, m, entry);
 		broker.nmodels--;
 		free(m);

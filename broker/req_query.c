@@ -68,10 +68,11 @@ req_worker_json(const struct conn *c)
 						(json_int_t)a->id, "model",
 						a->model->name, "generation",
 						(json_int_t)a->model->generation));
-	return json_pack("{s:I, s:I, s:I, s:I, s:s, s:o}", "pid",
-			 (json_int_t)c->pid, "uid", (json_int_t)c->uid, "gid",
-			 (json_int_t)c->gid, "conn", (json_int_t)c->id, "role",
-			 c->role, "attachments", atts);
+	return json_pack("{s:I, s:b, s:I, s:I, s:I, s:s, s:o}", "pid",
+			 (json_int_t)c->pid, "exited", c->pid_exited, "uid",
+			 (json_int_t)c->uid, "gid", (json_int_t)c->gid, "conn",
+			 (json_int_t)c->id, "role", c->role, "attachments",
+			 atts);
 }
 
 static void

@@ -4,12 +4,14 @@
  * of them: the model goes UNLOADING (no new attaches; a running load is
  * cancelled), every attached worker gets an event and a signal, then the
  * broker waits until each has acked, detached or died, or the deadline
- * passes; then the provider's unload hook runs (a failure is logged and the
- * rest goes on), the segment is unlinked and its descriptor closed, memory
+ * passes (with --kill-after, holders still there by then get SIGKILL
+ * through their pidfd); then the provider's unload hook runs (a failure is
+ * logged and the rest goes on), the segment is unlinked and its descriptor closed, memory
  * before and after is reported, and the model leaves the registry
  * (UNINITIALIZED) or stays in ERROR naming the pids that held on.
  */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,6 +71,10 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	}
 	m->unload_started_ms = now;
 	m->unload_deadline_ms = now + timeout_ms;
+	m->kill_at_ms = -1;
+	if (broker.cfg.kill_after_ms >= 0)
+		m->kill_at_ms = now + (broker.cfg.kill_after_ms < timeout_ms ?
+				       broker.cfg.kill_after_ms : timeout_ms);
 	m->shmem_before_kb = meminfo_shmem_kb();
 	registry_set_state(m, MODEL_UNLOADING);
 	log_info("model %s: unloading from %s, %u worker(s) attached, timeout "
@@ -80,6 +86,35 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	else if (!for_shutdown)
 		unload_notify(m, timeout_ms);
 	unload_schedule();
+}
+
+/* --kill-after: SIGKILL to every process that still holds m, through the
+ * pidfd of its connection (never a pid a client named). */
+static void
+unload_kill(struct model *m)
+{
+	struct conn *c;
+	struct attachment *a;
+
+	m->kill_at_ms = -1;
+	if (m->killed_pids == NULL)
+		m->killed_pids = json_array();
+	TAILQ_FOREACH(c, &broker.conns, entry) {
+		TAILQ_FOREACH(a, &c->attachments, entry)
+			if (a->model == m)
+				break;
+		if (a == NULL || c->pid_exited)
+			continue;
+		if (conn_signal(c, SIGKILL) < 0) {
+			log_warn("model %s: cannot kill pid %ld", m->name,
+				 (long)c->pid);
+			continue;
+		}
+		log_warnx("model %s: killed pid %ld, which still held it %.1f s "
+			  "after the unload began (--kill-after)", m->name,
+			  (long)c->pid, broker.cfg.kill_after_ms / 1000.0);
+		json_array_append_new(m->killed_pids, json_integer(c->pid));
+	}
 }
 
 /* Frees what m holds: provider state, segment name and descriptor. */
@@ -126,6 +161,10 @@ unload_finish(struct model *m, bool timed_out)
 			   (json_int_t)m->shmem_before_kb, "shmem_after_kb",
 			   (json_int_t)after, "waited_ms", (json_int_t)waited,
 			   "segments_unlinked", (int)evicted);
+	if (m->killed_pids != NULL) {
+		json_object_set_new(report, "killed", m->killed_pids);
+		m->killed_pids = NULL;
+	}
 	if (m->unload_for_shutdown) {
 		broker.shutdown_models++;
 		broker.shutdown_freed_bytes += freed;
@@ -133,11 +172,14 @@ unload_finish(struct model *m, bool timed_out)
 	}
 	if (timed_out) {
 		char *list = json_dumps(pids, JSON_COMPACT);
+		unsigned orphans = attach_orphans(m);
 
 		broker.unload_timeouts++;
 		snprintf(m->error, sizeof m->error,
-			 "unload timed out after %.1f s; still attached: pids %s",
-			 waited / 1000.0, list != NULL ? list : "?");
+			 "unload timed out after %.1f s; still attached: pids %s%s",
+			 waited / 1000.0, list != NULL ? list : "?",
+			 orphans > 0 ? " (some exited; their connection is held "
+				       "by a process they forked)" : "");
 		free(list);
 		registry_set_state(m, MODEL_ERROR);
 		log_error("model %s: %s; %u segment(s) unlinked anyway, their "
@@ -177,12 +219,20 @@ unload_evaluate(evutil_socket_t fd, short what, void *arg)
 		tmp = TAILQ_NEXT(m, entry);
 		if (m->state != MODEL_UNLOADING || m->job != NULL)
 			continue;
+		if (m->nattached > 0 && m->kill_at_ms >= 0 &&
+		    now >= m->kill_at_ms)
+			unload_kill(m);
 		if (m->nattached == 0)
 			unload_finish(m, false);
 		else if (now >= m->unload_deadline_ms)
 			unload_finish(m, true);
-		else if (next < 0 || m->unload_deadline_ms < next)
-			next = m->unload_deadline_ms;
+		else {
+			int64_t due = m->kill_at_ms >= 0 ? m->kill_at_ms
+							 : m->unload_deadline_ms;
+
+			if (next < 0 || due < next)
+				next = due;
+		}
 	}
 	ackwait_arm(next);
 	shutdown_check();
