@@ -3,8 +3,8 @@
  * loader.c - copies a model file into a new segment on a thread of its own,
  * so a long load never blocks the control loop.  The thread reads straight
  * into the mapping of a segment whose pages were reserved first, hashes
- * each chunk while it is hot in cache, notices a file that changes under
- * it, and stops early when cancelled.  Its result is applied to the model
+ * each chunk while it is hot in cache, keeps under --load-rate, notices a
+ * file that changes under it, and stops early when cancelled.  Its result is applied to the model
  * back on the main loop (loader_done); until then the thread touches only
  * its own job.
  */
@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -27,6 +28,8 @@
 /* Bytes read per call: large enough for full speed, small enough that a
  * cancel is noticed within milliseconds. */
 #define LOADER_CHUNK (8u << 20)
+/* Under --load-rate: how often the pace is checked, at most. */
+#define LOADER_PACE_MS 50
 
 struct load_job {
 	struct model *model; /* main thread only */
@@ -35,7 +38,9 @@ struct load_job {
 	const struct provider *provider;
 	char segment[NAMES_SHM_MAX];
 	atomic_uint_fast64_t done;
+	atomic_uint_fast64_t total; /* the file's size, once known */
 	atomic_bool cancel;
+	uint64_t rate; /* bytes per second, 0: unlimited */
 	/* Results, read by the main thread after the thread posted. */
 	int result;
 	char error[PATH_MAX + 512];
@@ -48,12 +53,30 @@ struct load_job {
 
 static struct wakeup *loader_wakeup;
 
+/* Under --load-rate, waits (cancellably) until off bytes are due. */
+static void
+loader_pace(struct load_job *job, uint64_t off, int64_t started_ms)
+{
+	int64_t due = started_ms + (int64_t)(off * 1000 / job->rate);
+	int64_t now;
+
+	while (!atomic_load(&job->cancel) &&
+	       (now = clock_monotonic_ms()) < due) {
+		int64_t ms = due - now < LOADER_PACE_MS ? due - now
+							: LOADER_PACE_MS;
+		struct timespec ts = {0, (long)ms * 1000000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* Copies src into the mapping, hashing as it goes; 0 or MB_E*. */
 static int
 loader_copy(struct load_job *job, int src, unsigned char *map)
 {
 	XXH3_state_t *xs = XXH3_createState();
-	uint64_t off = 0;
+	int64_t started = clock_monotonic_ms();
+	uint64_t off = 0, chunk = LOADER_CHUNK;
 	unsigned char extra;
 	ssize_t n;
 	int r = 0;
@@ -62,9 +85,12 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 		XXH3_freeState(xs);
 		return -ENOMEM;
 	}
+	/* Throttled, read what LOADER_PACE_MS allows at a time. */
+	if (job->rate > 0 && job->rate / (1000 / LOADER_PACE_MS) < chunk)
+		chunk = job->rate / (1000 / LOADER_PACE_MS) + 1;
 	while (off < job->size) {
-		size_t want = job->size - off < LOADER_CHUNK ?
-				      (size_t)(job->size - off) : LOADER_CHUNK;
+		size_t want = job->size - off < chunk ? (size_t)(job->size - off)
+						      : (size_t)chunk;
 
 		if (atomic_load(&job->cancel)) {
 			snprintf(job->error, sizeof job->error,
@@ -86,6 +112,8 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 		XXH3_64bits_update(xs, map + off, (size_t)n);
 		off += (uint64_t)n;
 		atomic_store(&job->done, off);
+		if (job->rate > 0)
+			loader_pace(job, off, started);
 	}
 	if (read(src, &extra, 1) > 0) {
 		snprintf(job->error, sizeof job->error,
@@ -154,6 +182,7 @@ loader_load(struct load_job *job)
 	if ((src = loader_open(job, &st)) < 0)
 		return src;
 	job->size = (uint64_t)st.st_size;
+	atomic_store(&job->total, job->size);
 	r = job->provider->probe(src, job->size, job->error,
 				 sizeof job->error);
 	if (r < 0)
@@ -195,8 +224,10 @@ out:
 	if (rw >= 0)
 		close(rw);
 	close(src);
-	if (r < 0 && rw >= 0)
+	if (r < 0 && rw >= 0) {
 		segment_unlink(job->segment);
+		segment_unreserve(job->size);
+	}
 	return r;
 }
 
@@ -279,6 +310,7 @@ loader_start(struct model *m, const char *path)
 		return -ENOMEM;
 	job->model = m;
 	job->provider = m->provider;
+	job->rate = broker.cfg.load_rate;
 	job->ro_fd = -1;
 	snprintf(job->path, sizeof job->path, "%s", path);
 	snprintf(m->path, sizeof m->path, "%s", path);
@@ -320,6 +352,12 @@ uint64_t
 loader_progress(const struct model *m)
 {
 	return m->job != NULL ? atomic_load(&m->job->done) : m->size;
+}
+
+uint64_t
+loader_total(const struct model *m)
+{
+	return m->job != NULL ? atomic_load(&m->job->total) : m->size;
 }
 
 int

@@ -58,6 +58,8 @@ struct config {
 	size_t npreloads;
 	int64_t shutdown_timeout_ms;
 	int64_t kill_after_ms; /* -1: never */
+	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
+	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
 	enum log_level log_level;
 	bool daemonize;
 	char pid_file[PATH_MAX];
@@ -70,6 +72,8 @@ enum options_result options_parse(int argc, char **argv, struct config *cfg,
 void options_free(struct config *cfg);
 /* Parses seconds ("10", "0.5") into milliseconds; -1 when invalid. */
 int64_t options_seconds_ms(const char *text);
+/* Parses a byte count ("1073741824", "512M", "4GiB"); -1 when invalid. */
+int64_t options_bytes(const char *text);
 
 /* clock.c */
 int64_t clock_monotonic_ms(void);
@@ -171,9 +175,14 @@ void pending_reply_error(struct pending_list *list, int code, json_t *extra,
 /* segment.c */
 /* Fills name with the shm name of the gen-th load of model. */
 int segment_name(char *buf, size_t len, const char *model, uint64_t gen);
-/* Creates the segment (O_EXCL, 0600) with size bytes reserved; returns a
- * read-write descriptor or MB_E* / -errno with a reason in err. */
+/* Creates the segment (O_EXCL, 0600) with size bytes reserved, within the
+ * --max-shm-bytes budget and /dev/shm's free space; returns a read-write
+ * descriptor or MB_E* / -errno with a reason in err.  Thread-safe. */
 int segment_create(const char *name, uint64_t size, char *err, size_t errlen);
+/* Gives size bytes back to the budget once their segment is unlinked. */
+void segment_unreserve(uint64_t size);
+/* Bytes of the budget held by segments now. */
+uint64_t segment_bytes_held(void);
 /* Makes the filled segment read-only for everyone (mode 0400) and returns
  * a new read-only descriptor of it, or -errno. */
 int segment_seal(int rw_fd);
@@ -189,6 +198,8 @@ int loader_start(struct model *m, const char *path);
 void loader_cancel(struct model *m);
 /* Bytes copied so far by m's running load. */
 uint64_t loader_progress(const struct model *m);
+/* The size of the file m's running load copies (0 until known). */
+uint64_t loader_total(const struct model *m);
 /* Sets up the completion channel.  0 or -1. */
 int loader_init(void);
 void loader_shutdown(void);

@@ -32,6 +32,11 @@ static const char options_usage[] =
 	"  --kill-after SECS        SIGKILL the workers that still hold a\n"
 	"                           model SECS after its unload began\n"
 	"                           (default: never)\n"
+	"  --max-shm-bytes N        most bytes of models held at once\n"
+	"                           (suffixes K, M, G; default: no budget\n"
+	"                           beyond /dev/shm's free space)\n"
+	"  --load-rate N            most bytes per second a load copies\n"
+	"                           (suffixes K, M, G; default: no limit)\n"
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -50,6 +55,8 @@ enum {
 	OPT_MODEL,
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_KILL_AFTER,
+	OPT_MAX_SHM_BYTES,
+	OPT_LOAD_RATE,
 	OPT_SIGNAL,
 	OPT_LOG_LEVEL,
 	OPT_DAEMON,
@@ -64,6 +71,8 @@ static const struct option options_long[] = {
 	{"model", required_argument, NULL, OPT_MODEL},
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
+	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
+	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
 	{"signal", required_argument, NULL, OPT_SIGNAL},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"daemon", no_argument, NULL, OPT_DAEMON},
@@ -85,6 +94,34 @@ options_seconds_ms(const char *text)
 	    v < 0 || v > 86400.0 * 365)
 		return -1;
 	return (int64_t)(v * 1000.0 + 0.5);
+}
+
+int64_t
+options_bytes(const char *text)
+{
+	static const char *const units[] = {"", "K", "M", "G", "T"};
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	if (text[0] < '0' || text[0] > '9')
+		return -1;
+	v = strtoull(text, &end, 10);
+	if (errno != 0)
+		return -1;
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		size_t n = strlen(units[i]);
+
+		if (strncmp(end, units[i], n) != 0 ||
+		    (strcmp(end + n, "") != 0 && strcmp(end + n, "B") != 0 &&
+		     (i == 0 || strcmp(end + n, "iB") != 0)))
+			continue;
+		for (size_t k = 0; k < i; k++)
+			if (__builtin_mul_overflow(v, 1024ull, &v))
+				return -1;
+		return v > INT64_MAX ? -1 : (int64_t)v;
+	}
+	return -1;
 }
 
 static int
@@ -241,6 +278,24 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			}
 			break;
+		case OPT_MAX_SHM_BYTES:
+		case OPT_LOAD_RATE: {
+			int64_t v = options_bytes(optarg);
+
+			if (v <= 0) {
+				fprintf(err, "mbrokerd: %s wants a byte count "
+					"> 0 (suffixes K, M, G), got '%s'\n",
+					c == OPT_LOAD_RATE ? "--load-rate"
+							   : "--max-shm-bytes",
+					optarg);
+				return OPTIONS_USAGE;
+			}
+			if (c == OPT_LOAD_RATE)
+				cfg->load_rate = (uint64_t)v;
+			else
+				cfg->max_shm_bytes = (uint64_t)v;
+			break;
+		}
 		case OPT_SIGNAL:
 			if ((cfg->unload_signal = options_signal(optarg)) < 0) {
 				fprintf(err, "mbrokerd: unknown signal '%s' "

@@ -123,8 +123,8 @@ registry_model_json(const struct model *m)
 	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i}", "name", m->name,
 		      "format", m->provider != NULL ? m->provider->name : "",
 		      "state", registry_state_name(m->state), "generation",
-		      (json_int_t)m->generation, "size", (json_int_t)m->size,
-		      "attached", (int)m->nattached);
+		      (json_int_t)m->generation, "size",
+		      (json_int_t)loader_total(m), "attached", (int)m->nattached);
 	if (o == NULL)
 		return NULL;
 	json_object_set_new(o, "path", json_string(m->path));
@@ -156,6 +156,7 @@ registry_clear(void)
 			log_warnx("model %s: unlinking %s at exit", m->name,
 				  m->segment);
 			segment_unlink(m->segment);
+			segment_unreserve(m->size);
 		}
 		if (m->provider != NULL && m->provider_state != NULL)
 			m->provider->unload(m->provider_state);

@@ -3,11 +3,13 @@
  * segment.c - the shared-memory segments that hold model bytes: created
  * with O_EXCL and mode 0600 under an unpredictable name, their pages
  * reserved up front so a full /dev/shm is a load error instead of a SIGBUS
- * in a worker, sealed read-only once filled, and unlinked at unload.
+ * in a worker, counted against the --max-shm-bytes budget, sealed
+ * read-only once filled, and unlinked at unload.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,6 +20,41 @@
 #include "mbrokerd.h"
 
 #define SEGMENT_DIR "/dev/shm"
+
+/* Bytes held by this broker's segments, against --max-shm-bytes. */
+static atomic_uint_fast64_t segment_held;
+
+/* Takes size bytes of the budget; 0 or MB_ENOSPACE with the reason. */
+static int
+segment_reserve(uint64_t size, char *err, size_t errlen)
+{
+	uint64_t budget = broker.cfg.max_shm_bytes;
+	uint_fast64_t held = atomic_load(&segment_held);
+
+	do {
+		if (budget > 0 && (held > budget || size > budget - held)) {
+			snprintf(err, errlen, "model needs %" PRIu64 " bytes, "
+				 "the --max-shm-bytes budget of %" PRIu64 " has %"
+				 PRIu64 " free", size, budget,
+				 held > budget ? 0 : budget - (uint64_t)held);
+			return MB_ENOSPACE;
+		}
+	} while (!atomic_compare_exchange_weak(&segment_held, &held,
+					       held + size));
+	return 0;
+}
+
+void
+segment_unreserve(uint64_t size)
+{
+	atomic_fetch_sub(&segment_held, size);
+}
+
+uint64_t
+segment_bytes_held(void)
+{
+	return atomic_load(&segment_held);
+}
 
 int
 segment_name(char *buf, size_t len, const char *model, uint64_t gen)
@@ -50,12 +87,15 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 			 SEGMENT_DIR " has %" PRId64 " free", size, avail);
 		return MB_ENOSPACE;
 	}
+	if ((r = segment_reserve(size, err, errlen)) < 0)
+		return r;
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot create segment %s: %s%s", name,
 			 strerror(errno), errno == EEXIST ?
 			 " (a name that is not ours; left untouched)" : "");
+		segment_unreserve(size);
 		return r;
 	}
 	if (ftruncate(fd, (off_t)size) < 0) {
@@ -76,6 +116,7 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 fail:
 	close(fd);
 	shm_unlink(name);
+	segment_unreserve(size);
 	return r;
 }
 

@@ -134,6 +134,7 @@ unload_release(struct model *m)
 				 m->name, m->segment);
 		else
 			evicted++;
+		segment_unreserve(m->size);
 		m->segment[0] = '\0';
 	}
 	if (m->ro_fd >= 0) {

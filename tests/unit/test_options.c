@@ -58,6 +58,9 @@ test_options_defaults(void **state)
 	assert_string_equal(cfg.instance, "default");
 	assert_int_equal(cfg.shutdown_timeout_ms, 10000);
 	assert_int_equal(cfg.unload_signal, SIGUSR1);
+	assert_int_equal(cfg.kill_after_ms, -1);
+	assert_int_equal(cfg.max_shm_bytes, 0);
+	assert_int_equal(cfg.load_rate, 0);
 	assert_int_equal(cfg.npreloads, 0);
 	assert_false(cfg.daemonize);
 	setenv("XDG_RUNTIME_DIR", "/run/user/7", 1);
@@ -80,7 +83,8 @@ test_options_all(void **state)
 			       "whisper.large-v3=/m/w.safetensors",
 			       "--shutdown-timeout", "2.5", "--signal", "SIGUSR2",
 			       "--log-level", "debug", "--daemon", "--pid-file",
-			       "/run/b.pid"),
+			       "/run/b.pid", "--kill-after", "0.5",
+			       "--max-shm-bytes", "4G", "--load-rate", "512MiB"),
 			 OPTIONS_RUN);
 	assert_string_equal(cfg.socket_path, "/s/b.sock");
 	assert_string_equal(cfg.instance, "pool_1");
@@ -92,6 +96,9 @@ test_options_all(void **state)
 	assert_int_equal(cfg.log_level, LOG_LEVEL_DEBUG);
 	assert_true(cfg.daemonize);
 	assert_string_equal(cfg.pid_file, "/run/b.pid");
+	assert_int_equal(cfg.kill_after_ms, 500);
+	assert_int_equal(cfg.max_shm_bytes, 4ull << 30);
+	assert_int_equal(cfg.load_rate, 512ull << 20);
 }
 
 static void
@@ -113,6 +120,9 @@ test_options_bad_values(void **state)
 	expect_usage(PARSE("--bogus"), "unknown or incomplete option '--bogus'");
 	expect_usage(PARSE("--socket"), "unknown or incomplete option");
 	expect_usage(PARSE("extra"), "unexpected argument 'extra'");
+	expect_usage(PARSE("--kill-after", "soon"), "--kill-after wants seconds");
+	expect_usage(PARSE("--max-shm-bytes", "0"), "wants a byte count > 0");
+	expect_usage(PARSE("--load-rate", "fast"), "--load-rate wants a byte count");
 }
 
 static void
@@ -138,6 +148,25 @@ test_options_seconds(void **state)
 	assert_int_equal(options_seconds_ms(""), -1);
 }
 
+static void
+test_options_bytes(void **state)
+{
+	(void)state;
+	assert_int_equal(options_bytes("0"), 0);
+	assert_int_equal(options_bytes("1234"), 1234);
+	assert_int_equal(options_bytes("1234B"), 1234);
+	assert_int_equal(options_bytes("2K"), 2048);
+	assert_int_equal(options_bytes("3MiB"), 3 << 20);
+	assert_int_equal(options_bytes("5GB"), 5ll << 30);
+	assert_int_equal(options_bytes("1T"), 1ll << 40);
+	assert_int_equal(options_bytes("1iB"), -1);
+	assert_int_equal(options_bytes("-1"), -1);
+	assert_int_equal(options_bytes("12Q"), -1);
+	assert_int_equal(options_bytes("M"), -1);
+	assert_int_equal(options_bytes("99999999999999999999"), -1);
+	assert_int_equal(options_bytes("9999999999T"), -1);
+}
+
 static int
 teardown(void **state)
 {
@@ -155,6 +184,7 @@ main(void)
 		cmocka_unit_test(test_options_bad_values),
 		cmocka_unit_test(test_options_help_and_version),
 		cmocka_unit_test(test_options_seconds),
+		cmocka_unit_test(test_options_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, teardown);
