@@ -57,7 +57,7 @@ struct config {
 	struct preload *preloads;
 	size_t npreloads;
 	int64_t shutdown_timeout_ms;
-	int64_t kill_after_ms; /* -1: never */
+	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
 	enum log_level log_level;

@@ -235,7 +235,6 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 	memset(cfg, 0, sizeof *cfg);
 	strcpy(cfg->instance, "default");
 	cfg->shutdown_timeout_ms = 10000;
-	cfg->kill_after_ms = -1;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->unload_signal = SIGUSR1;
 	optind = 0;
@@ -271,10 +270,10 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			}
 			break;
 		case OPT_KILL_AFTER:
-			if ((cfg->kill_after_ms = options_seconds_ms(optarg)) <
+			if ((cfg->kill_after_ms = options_seconds_ms(optarg)) <=
 			    0) {
 				fprintf(err, "mbrokerd: --kill-after wants "
-					"seconds >= 0, got '%s'\n", optarg);
+					"seconds > 0, got '%s'\n", optarg);
 				return OPTIONS_USAGE;
 			}
 			break;

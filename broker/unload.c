@@ -72,7 +72,7 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	m->unload_started_ms = now;
 	m->unload_deadline_ms = now + timeout_ms;
 	m->kill_at_ms = -1;
-	if (broker.cfg.kill_after_ms >= 0)
+	if (broker.cfg.kill_after_ms > 0)
 		m->kill_at_ms = now + (broker.cfg.kill_after_ms < timeout_ms ?
 				       broker.cfg.kill_after_ms : timeout_ms);
 	m->shmem_before_kb = meminfo_shmem_kb();

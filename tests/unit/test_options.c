@@ -58,7 +58,7 @@ test_options_defaults(void **state)
 	assert_string_equal(cfg.instance, "default");
 	assert_int_equal(cfg.shutdown_timeout_ms, 10000);
 	assert_int_equal(cfg.unload_signal, SIGUSR1);
-	assert_int_equal(cfg.kill_after_ms, -1);
+	assert_int_equal(cfg.kill_after_ms, 0);
 	assert_int_equal(cfg.max_shm_bytes, 0);
 	assert_int_equal(cfg.load_rate, 0);
 	assert_int_equal(cfg.npreloads, 0);
@@ -121,6 +121,7 @@ test_options_bad_values(void **state)
 	expect_usage(PARSE("--socket"), "unknown or incomplete option");
 	expect_usage(PARSE("extra"), "unexpected argument 'extra'");
 	expect_usage(PARSE("--kill-after", "soon"), "--kill-after wants seconds");
+	expect_usage(PARSE("--kill-after", "0"), "--kill-after wants seconds > 0");
 	expect_usage(PARSE("--max-shm-bytes", "0"), "wants a byte count > 0");
 	expect_usage(PARSE("--load-rate", "fast"), "--load-rate wants a byte count");
 }
