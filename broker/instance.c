@@ -1,135 +1,115 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * instance.c - one broker per instance.  The lock is an flock on
- * /dev/shm/mbroker.<instance>.lock, which the kernel drops when its holder
- * dies, so whoever holds it may remove what a dead broker of the same
- * instance left behind; a live broker's names are never touched.  The lock
- * file holds the owner's pid for the "already running" message.
+ * instance.c - one broker per instance.  The lock is an abstract Unix
+ * socket, "@mbroker.<instance>.lock": binding it is atomic, the kernel
+ * releases it when its holder dies, and no rm of /dev/shm or logind
+ * RemoveIPC can take it away, so whoever holds it may remove what a dead
+ * broker of the same instance left behind, and a live broker's names are
+ * never touched.  Whoever finds it taken learns the holder's pid from
+ * SO_PEERCRED.  Abstract sockets belong to a network namespace: brokers of
+ * one instance must share one (docs/design.md).
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "mbrokerd.h"
 
 #define INSTANCE_SHM_DIR "/dev/shm"
 
-static struct {
-	int fd;
-	char name[NAMES_SHM_MAX];
-} instance = {.fd = -1};
+static int instance_fd = -1;
 
-/* Whether fd is still the file at the lock's name (not unlinked since). */
-static bool
-instance_current(int fd)
+/* The lock's address; returns its length for bind and connect. */
+static socklen_t
+instance_address(struct sockaddr_un *sun, const char *name)
 {
-	char path[sizeof INSTANCE_SHM_DIR + NAMES_SHM_MAX];
-	struct stat a, b;
+	int n;
 
-	snprintf(path, sizeof path, INSTANCE_SHM_DIR "%s", instance.name);
-	return fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
-	       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	n = snprintf(sun->sun_path + 1, sizeof sun->sun_path - 1,
+		     "mbroker.%s.lock", name);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+			   (size_t)n);
 }
 
-/* A lock file someone else created is never used. */
-static bool
-instance_ours(int fd, const char *name)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    st.st_uid != geteuid()) {
-		log_error("instance %s: " INSTANCE_SHM_DIR "%s is not ours "
-			  "(uid %ld); not touching it", name, instance.name,
-			  (long)st.st_uid);
-		return false;
-	}
-	return true;
-}
-
+/* Says who holds the lock, as far as it can tell. */
 static void
-instance_report_holder(int fd, const char *name)
+instance_report_holder(const struct sockaddr_un *sun, socklen_t len,
+		       const char *name)
 {
-	char buf[32] = "";
-	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-	long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct ucred cred = {0};
+	socklen_t clen = sizeof cred;
 
-	if (pid > 0)
-		log_error("instance %s: already running (pid %ld)", name, pid);
-	else
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)sun, len) == 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 &&
+	    cred.pid > 0) {
+		if (cred.uid == geteuid())
+			log_error("instance %s: already running (pid %ld)",
+				  name, (long)cred.pid);
+		else
+			log_error("instance %s: already running (pid %ld), "
+				  "held by uid %ld", name, (long)cred.pid,
+				  (long)cred.uid);
+	} else {
 		log_error("instance %s: already running", name);
+	}
+	if (fd >= 0)
+		close(fd);
 }
 
 int
 instance_lock(const char *name)
 {
-	int fd = -1;
+	struct sockaddr_un sun;
+	socklen_t len = instance_address(&sun, name);
 
-	if (names_shm(instance.name, sizeof instance.name, name, "lock") < 0)
-		return -1;
-	for (int tries = 0; tries < 10; tries++) {
-		fd = shm_open(instance.name, O_RDWR | O_CREAT, 0600);
-		if (fd < 0) {
-			log_warn("instance %s: cannot open lock %s%s", name,
-				 instance.name, errno == EACCES ?
-				 " (held by another user?)" : "");
-			return -1;
-		}
-		if (!instance_ours(fd, name)) {
-			close(fd);
-			return -1;
-		}
-		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			if (errno == EWOULDBLOCK)
-				instance_report_holder(fd, name);
-			else
-				log_warn("instance %s: flock", name);
-			close(fd);
-			return errno == EWOULDBLOCK ? 2 : -1;
-		}
-		if (instance_current(fd))
-			break;
-		/* Its last owner unlinked it as we opened it: again. */
-		close(fd);
-		fd = -1;
-	}
-	if (fd < 0) {
-		log_error("instance %s: lock keeps changing", name);
+	instance_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (instance_fd < 0) {
+		log_warn("instance %s: socket", name);
 		return -1;
 	}
-	instance.fd = fd;
+	if (bind(instance_fd, (struct sockaddr *)&sun, len) < 0) {
+		int saved = errno;
+
+		close(instance_fd);
+		instance_fd = -1;
+		if (saved == EADDRINUSE) {
+			instance_report_holder(&sun, len, name);
+			return 2;
+		}
+		errno = saved;
+		log_warn("instance %s: cannot take the lock", name);
+		return -1;
+	}
 	return 0;
 }
 
 void
 instance_record_pid(void)
 {
-	char pid[32];
-	int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-
-	if (ftruncate(instance.fd, 0) < 0 ||
-	    pwrite(instance.fd, pid, (size_t)len, 0) != len)
-		log_warn("cannot record our pid in %s", instance.name);
+	/* SO_PEERCRED reports the process that called listen(). */
+	if (listen(instance_fd, 1) < 0)
+		log_warn("the instance lock cannot tell our pid");
 }
 
-/* Whether a /dev/shm entry belongs to this instance (not its lock). */
+/* Whether a /dev/shm entry belongs to this instance. */
 static bool
 instance_owns(const char *entry, const char *prefix)
 {
-	size_t plen = strlen(prefix);
-
 	if (strncmp(entry, "sem.", 4) == 0)
 		entry += 4;
-	return strncmp(entry, prefix, plen) == 0 &&
-	       strcmp(entry + plen, "lock") != 0;
+	return strncmp(entry, prefix, strlen(prefix)) == 0;
 }
 
 void
@@ -175,10 +155,7 @@ instance_clean_stale(const char *name)
 void
 instance_unlock(void)
 {
-	if (instance.fd < 0)
-		return;
-	/* Unlink while still holding it; a newcomer checks the inode. */
-	shm_unlink(instance.name);
-	close(instance.fd);
-	instance.fd = -1;
+	if (instance_fd >= 0)
+		close(instance_fd);
+	instance_fd = -1;
 }

@@ -341,7 +341,7 @@ void shutdown_check(void);
 int instance_lock(const char *instance);
 /* Removes what a dead broker of this instance left in /dev/shm. */
 void instance_clean_stale(const char *instance);
-/* Writes this process's pid into the lock, for "already running". */
+/* Lets the lock name this process as its holder (after --daemon). */
 void instance_record_pid(void);
 void instance_unlock(void);
 

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
-# Names that are not ours are never used or removed: a lock file another
-# user created, a file squatting on the socket path, a socket directory
-# others can write, and a stranger's file under the instance's prefix at
-# start-up.  Each start is refused with exit 2 and a message saying why,
+# Names that are not ours are never used or removed: the instance's lock
+# held by another user, a file squatting on the socket path, a socket
+# directory others can write, and a stranger's file under the instance's
+# prefix at start-up.  Each start is refused with exit 2 and a message saying why,
 # or goes on leaving the stranger's file alone.
 . "$(dirname "$0")/lib.sh"
 
@@ -29,12 +29,15 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "skipping the foreign-owner cases: they need root to chown" >&2
 	exit 0
 fi
-lock="/dev/shm/mbroker.$INSTANCE.lock"
-: >"$lock"
-chown 65534 "$lock"
-expect_refused "$lock is not ours (uid 65534)" --socket "$SOCK"
-[ -e "$lock" ] || fail "the foreign lock was removed"
-rm -f "$lock"
+setpriv --reuid 65534 --regid 65534 --clear-groups \
+	"$BIN/mbfault" squat "$INSTANCE" >"$T/squat.log" 2>&1 &
+squatter=$!
+CHILDREN+=("$squatter")
+wait_until 10 grep -q squatting "$T/squat.log" || fail "no squatter"
+expect_refused "already running (pid $squatter), held by uid 65534" \
+	--socket "$SOCK"
+kill "$squatter"
+wait "$squatter" || true
 
 stranger="/dev/shm/mbroker.$INSTANCE.model.x.1-deadbeef"
 : >"$stranger"

@@ -11,6 +11,7 @@
  *   mbfault fork SOCKET MODEL
  *   mbfault hold SOCKET COUNT
  *   mbfault churn SOCKET MODEL WORKERS SECONDS
+ *   mbfault squat INSTANCE
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stddef.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -178,6 +180,29 @@ mbfault_hold(const char *path, int count)
 	return 0;
 }
 
+/* Holds an instance's lock name (as a stranger would) until SIGTERM. */
+static int
+mbfault_squat(const char *instance)
+{
+	struct sigaction sa = {.sa_handler = mbfault_on_signal};
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1,
+			 "mbroker.%s.lock", instance);
+
+	sigaction(SIGTERM, &sa, NULL);
+	if (fd < 0 ||
+	    bind(fd, (struct sockaddr *)&sun,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+			     (size_t)n)) < 0 || listen(fd, 1) < 0)
+		mbfault_die("squat", -errno);
+	printf("squatting %ld\n", (long)getpid());
+	fflush(stdout);
+	while (!mbfault_signalled)
+		pause();
+	return 0;
+}
+
 static uint64_t
 mbfault_now_ms(void)
 {
@@ -263,11 +288,14 @@ main(int argc, char **argv)
 		return mbfault_fork(argv[2], argv[3]);
 	if (strcmp(cmd, "hold") == 0 && argc == 4)
 		return mbfault_hold(argv[2], atoi(argv[3]));
+	if (strcmp(cmd, "squat") == 0 && argc == 3)
+		return mbfault_squat(argv[2]);
 	if (strcmp(cmd, "churn") == 0 && argc == 6)
 		return mbfault_churn(argv[2], argv[3], atoi(argv[4]),
 				     atoi(argv[5]));
 	fprintf(stderr, "usage: mbfault connect-exit SOCKET | attach-exit "
 		"SOCKET MODEL | post SEMAPHORE COUNT | fork SOCKET MODEL | "
-		"hold SOCKET COUNT | churn SOCKET MODEL WORKERS SECONDS\n");
+		"hold SOCKET COUNT | churn SOCKET MODEL WORKERS SECONDS | "
+		"squat INSTANCE\n");
 	return 2;
 }
