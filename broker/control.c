@@ -25,6 +25,7 @@ static struct {
 	struct event *ev_backoff;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	ino_t ino;
+	unsigned pauses; /* back-offs in the current shortage */
 } control = {.fd = -1};
 
 static void
@@ -36,6 +37,10 @@ control_accept(evutil_socket_t fd, short what, void *arg)
 		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c >= 0) {
+			if (control.pauses > 0)
+				log_info("accepting again after %u pause(s)",
+					 control.pauses);
+			control.pauses = 0;
 			conn_accept(c);
 			continue;
 		}
@@ -45,7 +50,13 @@ control_accept(evutil_socket_t fd, short what, void *arg)
 		    errno == ENOMEM) {
 			struct timeval tv = {0, CONTROL_BACKOFF_MS * 1000};
 
-			log_warn("accept: pausing for %d ms", CONTROL_BACKOFF_MS);
+			if (control.pauses++ == 0)
+				log_warn("accept: pausing accepts %d ms at a time "
+					 "until descriptors free up",
+					 CONTROL_BACKOFF_MS);
+			else
+				log_debug("accept: still short (pause %u)",
+					  control.pauses);
 			event_del(control.ev_accept);
 			evtimer_add(control.ev_backoff, &tv);
 		} else if (errno != EAGAIN) {

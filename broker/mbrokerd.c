@@ -41,7 +41,7 @@ mbrokerd_signal(evutil_socket_t sig, short what, void *arg)
 			       "on SIGTERM");
 		break;
 	default:
-		log_info("signal %d ignored", (int)sig);
+		log_debug("signal %d ignored", (int)sig);
 		break;
 	}
 }
