@@ -21,6 +21,9 @@
 #include "mbrokerd.h"
 #include "wakeup.h"
 
+/* How often the waiter looks when the semaphore itself fails. */
+#define ACKWAIT_FALLBACK_MS 10
+
 static struct {
 	sem_t *sem;
 	char name[NAMES_SHM_MAX];
@@ -48,6 +51,26 @@ ackwait_woken(void *ptr)
 	ackwait.wake();
 }
 
+/*
+ * sem_clockwait failed for another reason than the deadline: the deadline
+ * must hold all the same, so sleep a short step on the monotonic clock and
+ * let the main loop look (it decides from its own records anyway).
+ * Returns the deadline once it has passed, else -1.
+ */
+static int64_t
+ackwait_fallback(int64_t deadline)
+{
+	static bool warned;
+	struct timespec step = {0, ACKWAIT_FALLBACK_MS * 1000000};
+
+	if (!warned)
+		log_warn("sem_clockwait on %s; polling every %d ms instead",
+			 ackwait.name, ACKWAIT_FALLBACK_MS);
+	warned = true;
+	clock_nanosleep(CLOCK_MONOTONIC, 0, &step, NULL);
+	return clock_monotonic_ms() >= deadline ? deadline : -1;
+}
+
 static void *
 ackwait_thread(void *arg)
 {
@@ -72,6 +95,8 @@ ackwait_thread(void *arg)
 		while (r < 0 && errno == EINTR);
 		if (r < 0 && errno == ETIMEDOUT)
 			expired = deadline;
+		else if (r < 0)
+			expired = ackwait_fallback(deadline);
 		if (!atomic_exchange(&ackwait.wake_pending, true))
 			wakeup_post(ackwait.wakeup, NULL);
 		pthread_mutex_lock(&ackwait.lock);

@@ -99,7 +99,7 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 		return r;
 	}
 	if (ftruncate(fd, (off_t)size) < 0) {
-		r = -errno;
+		r = errno == ENOSPC ? MB_ENOSPACE : -errno;
 		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
 			 " bytes: %s", name, size, strerror(errno));
 		goto fail;

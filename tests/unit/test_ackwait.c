@@ -4,23 +4,53 @@
  * loop at once, an armed deadline wakes it when it passes (not before), a
  * nearer deadline replaces a farther one, and the semaphore is unlinked at
  * the end.  If the semaphore cannot be created, nothing is left behind.
- * WRAP: sem_open
+ * A wall clock stepped by an hour moves no deadline, and a failing
+ * sem_clockwait still ends the wait at its deadline.
+ * WRAP: sem_open sem_clockwait clock_gettime
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <semaphore.h>
 #include <stdarg.h>
+#include <semaphore.h>
 #include <time.h>
 
 #include "unit.h"
 
 #include "mbrokerd.h"
 
-static bool fail_sem_open;
+static bool fail_sem_open, fail_clockwait, step_wall_clock;
 static int wakes;
 
 sem_t *__real_sem_open(const char *name, int flags, ...);
 sem_t *__wrap_sem_open(const char *name, int flags, ...);
+int __real_sem_clockwait(sem_t *sem, clockid_t clock,
+			 const struct timespec *abstime);
+int __wrap_sem_clockwait(sem_t *sem, clockid_t clock,
+			 const struct timespec *abstime);
+int __real_clock_gettime(clockid_t clock, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t clock, struct timespec *ts);
+
+int
+__wrap_sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime)
+{
+	if (fail_clockwait) {
+		errno = EINVAL;
+		return -1;
+	}
+	return __real_sem_clockwait(sem, clock, abstime);
+}
+
+/* The wall clock jumps an hour ahead; the monotonic clock does not. */
+int
+__wrap_clock_gettime(clockid_t clock, struct timespec *ts)
+{
+	int r = __real_clock_gettime(clock, ts);
+
+	if (r == 0 && step_wall_clock && clock == CLOCK_REALTIME)
+		ts->tv_sec += 3600;
+	return r;
+}
 
 sem_t *
 __wrap_sem_open(const char *name, int flags, ...)
@@ -125,6 +155,43 @@ test_ackwait_nearer_deadline(void **state)
 	ackwait_shutdown();
 }
 
+static void
+test_ackwait_wall_clock_step(void **state)
+{
+	int64_t elapsed;
+
+	(void)state;
+	assert_int_equal(ackwait_init(on_wake), 0);
+	step_wall_clock = true;
+	ackwait_arm(clock_monotonic_ms() + 200);
+	elapsed = run_until_wake();
+	step_wall_clock = false;
+	assert_in_range(elapsed, 195, 3000);
+	ackwait_shutdown();
+}
+
+static void
+test_ackwait_failing_semaphore_keeps_deadline(void **state)
+{
+	int64_t t0 = clock_monotonic_ms(), deadline = t0 + 200;
+	int rounds = 0;
+
+	(void)state;
+	assert_int_equal(ackwait_init(on_wake), 0);
+	fail_clockwait = true;
+	ackwait_arm(deadline);
+	/* It polls meanwhile, every 10 ms rather than in a hot loop; a
+	 * wake-up must still come once the deadline has passed. */
+	while (clock_monotonic_ms() < deadline) {
+		run_until_wake();
+		rounds++;
+	}
+	assert_in_range(clock_monotonic_ms() - t0, 195, 3000);
+	assert_in_range(rounds, 1, 60);
+	fail_clockwait = false;
+	ackwait_shutdown();
+}
+
 static int
 group_setup(void **state)
 {
@@ -152,6 +219,8 @@ main(void)
 		cmocka_unit_test(test_ackwait_deadline),
 		cmocka_unit_test(test_ackwait_post_wakes),
 		cmocka_unit_test(test_ackwait_nearer_deadline),
+		cmocka_unit_test(test_ackwait_wall_clock_step),
+		cmocka_unit_test(test_ackwait_failing_semaphore_keeps_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -20,8 +20,10 @@
 #include "mbrokerd.h"
 
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
-	     FAULT_MMAP, FAULT_READ, FAULT_PAUSE };
+	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE };
 static enum fault fault;
+/* FAULT_READ and FAULT_SHORT_READ hit the fault_nth-th chunk read. */
+static int fault_nth = 1;
 static char dir[64], raw_path[128], st_path[128], big_path[128];
 /* FAULT_PAUSE: the second chunk read waits for a byte on this pipe. */
 static int pause_pipe[2] = {-1, -1};
@@ -53,7 +55,7 @@ int
 __wrap_ftruncate(int fd, off_t len)
 {
 	if (fault == FAULT_FTRUNCATE) {
-		errno = EFBIG;
+		errno = ENOSPC;
 		return -1;
 	}
 	return __real_ftruncate(fd, len);
@@ -83,9 +85,11 @@ __wrap_read(int fd, void *buf, size_t count)
 	char go;
 
 	/* Only the loader reads in chunks this large. */
-	if (fault == FAULT_READ && count >= (1u << 20)) {
+	if ((fault == FAULT_READ || fault == FAULT_SHORT_READ) &&
+	    count >= (1u << 20) && atomic_fetch_add(&chunk_reads, 1) + 1 ==
+					   fault_nth) {
 		errno = EIO;
-		return -1;
+		return fault == FAULT_READ ? -1 : 0;
 	}
 	if (fault == FAULT_PAUSE && count >= (1u << 20) &&
 	    atomic_fetch_add(&chunk_reads, 1) == 1 &&
@@ -110,13 +114,15 @@ load_sync(const char *path)
 }
 
 static void
-expect_failure(enum fault f, const char *reason)
+expect_failure_of(const char *path, enum fault f, int nth, const char *reason)
 {
 	int fds = unit_fd_count();
 	struct model *m;
 
 	fault = f;
-	m = load_sync(raw_path);
+	fault_nth = nth;
+	atomic_store(&chunk_reads, 0);
+	m = load_sync(path);
 	fault = FAULT_NONE;
 	assert_int_equal(m->state, MODEL_ERROR);
 	if (strstr(m->error, reason) == NULL)
@@ -125,7 +131,14 @@ expect_failure(enum fault f, const char *reason)
 	assert_int_equal(m->ro_fd, -1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
 	assert_int_equal(unit_fd_count(), fds);
+	assert_int_equal(segment_bytes_held(), 0);
 	registry_clear();
+}
+
+static void
+expect_failure(enum fault f, const char *reason)
+{
+	expect_failure_of(raw_path, f, 1, reason);
 }
 
 static void
@@ -184,6 +197,12 @@ test_loader_faults(void **state)
 	expect_failure(FAULT_FALLOCATE, "cannot reserve");
 	expect_failure(FAULT_MMAP, "cannot map segment");
 	expect_failure(FAULT_READ, "Input/output error");
+	expect_failure(FAULT_SHORT_READ, "file shrank");
+	/* The 20 MiB file is read in 3 chunks: fail each in turn. */
+	for (int nth = 1; nth <= 3; nth++) {
+		expect_failure_of(big_path, FAULT_READ, nth, "Input/output error");
+		expect_failure_of(big_path, FAULT_SHORT_READ, nth, "file shrank");
+	}
 }
 
 static void
@@ -198,6 +217,11 @@ test_loader_no_space_is_named(void **state)
 	assert_int_equal(m->state, MODEL_ERROR);
 	assert_non_null(strstr(m->error, "No space left"));
 	assert_non_null(strstr(m->error, "free"));
+	registry_clear();
+	fault = FAULT_FTRUNCATE;
+	m = load_sync(raw_path);
+	fault = FAULT_NONE;
+	assert_non_null(strstr(m->error, "No space left"));
 	registry_clear();
 }
 

@@ -3,7 +3,9 @@
  * test_request.c - the control protocol as a client sees it: requests go
  * through request_dispatch on a real connection and the replies are read
  * from the other end of the socket pair.  Every bad request gets an error
- * reply with its code and a message; the broker state is untouched.
+ * reply with its code and a message; the broker state is untouched.  A
+ * reply that cannot be sent loses that client only.
+ * WRAP: sendmsg
  */
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -15,6 +17,20 @@
 
 static int peer = -1;
 static struct conn *conn;
+static int fail_sendmsg; /* fail the Nth sendmsg from now; 0: never */
+
+ssize_t __real_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+ssize_t
+__wrap_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	if (fail_sendmsg > 0 && --fail_sendmsg == 0) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	return __real_sendmsg(fd, msg, flags);
+}
 
 static int
 setup(void **state)
@@ -248,6 +264,38 @@ test_request_list_pages(void **state)
 	registry_clear();
 }
 
+static void
+test_request_send_failure_loses_one_client(void **state)
+{
+	static const char ping[] = "{\"id\":5,\"op\":\"ping\"}";
+	struct conn *other;
+	struct model *m = registry_add("held");
+	int sv[2];
+
+	(void)state;
+	hello();
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
+					     SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(conn_accept(sv[0]), 0);
+	other = TAILQ_LAST(&broker.conns, conn_list);
+	m->state = MODEL_READY;
+	assert_non_null(attach_add(conn, m));
+	assert_int_equal(broker.nconns, 2);
+	fail_sendmsg = 1;
+	request_dispatch(conn, ping, strlen(ping));
+	/* That client is gone and its attachment released; the other stays. */
+	assert_int_equal(broker.nconns, 1);
+	assert_ptr_equal(TAILQ_FIRST(&broker.conns), other);
+	assert_int_equal(m->nattached, 0);
+	conn = other;
+	close(peer);
+	peer = sv[1];
+	hello();
+	m->state = MODEL_UNINITIALIZED;
+	registry_remove(m);
+	event_base_loop(broker.base, EVLOOP_NONBLOCK);
+}
+
 static int
 group_setup(void **state)
 {
@@ -285,6 +333,9 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_list_pages, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_request_send_failure_loses_one_client, setup,
+			teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
