@@ -50,8 +50,8 @@ PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
 TEST_TOOLS := $(O)/mkmodel $(O)/mbfault
 LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
 
-.PHONY: all test unit integration demo asan tsan valgrind format clean \
-	install uninstall deps
+.PHONY: all test unit integration demo soak asan tsan valgrind format \
+	clean install uninstall deps
 all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS)
 
 deps: $(DEPS_OK)
@@ -109,6 +109,10 @@ integration: all
 
 demo: all
 	scripts/demo.sh $(O)
+
+# About two minutes; `make test` runs a 10-second smoke of it.
+soak: all
+	scripts/soak.sh $(O)
 
 asan:
 	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test
