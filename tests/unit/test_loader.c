@@ -5,7 +5,7 @@
  * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
  * loaded segment is read-only for whoever receives its descriptor.  While
  * a load runs, its progress is visible and a cancel ends it early.
- * WRAP: shm_open ftruncate posix_fallocate mmap read
+ * WRAP: shm_open ftruncate posix_fallocate mmap read statvfs
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,13 +14,15 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "unit.h"
 
 #include "mbrokerd.h"
 
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
-	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE };
+	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE,
+	     FAULT_SHM_FULL };
 static enum fault fault;
 /* FAULT_READ and FAULT_SHORT_READ hit the fault_nth-th chunk read. */
 static int fault_nth = 1;
@@ -40,6 +42,21 @@ void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 ssize_t __real_read(int fd, void *buf, size_t count);
 ssize_t __wrap_read(int fd, void *buf, size_t count);
+int __real_statvfs(const char *path, struct statvfs *sv);
+int __wrap_statvfs(const char *path, struct statvfs *sv);
+
+/* FAULT_SHM_FULL: /dev/shm has 1 MiB left. */
+int
+__wrap_statvfs(const char *path, struct statvfs *sv)
+{
+	int r = __real_statvfs(path, sv);
+
+	if (r == 0 && fault == FAULT_SHM_FULL) {
+		sv->f_frsize = 4096;
+		sv->f_bavail = 256;
+	}
+	return r;
+}
 
 int
 __wrap_shm_open(const char *name, int flags, mode_t mode)
@@ -198,6 +215,8 @@ test_loader_faults(void **state)
 	expect_failure(FAULT_MMAP, "cannot map segment");
 	expect_failure(FAULT_READ, "Input/output error");
 	expect_failure(FAULT_SHORT_READ, "file shrank");
+	expect_failure(FAULT_SHM_FULL, "model needs 3145728 bytes, /dev/shm "
+				       "has 1048576 free");
 	/* The 20 MiB file is read in 3 chunks: fail each in turn. */
 	for (int nth = 1; nth <= 3; nth++) {
 		expect_failure_of(big_path, FAULT_READ, nth, "Input/output error");
