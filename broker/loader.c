@@ -32,7 +32,7 @@
 #define LOADER_PACE_MS 50
 
 struct load_job {
-	struct model *model; /* main thread only */
+	struct model *model; /* main thread only; NULL once abandoned */
 	pthread_t thread;
 	char path[PATH_MAX];
 	const struct provider *provider;
@@ -52,6 +52,8 @@ struct load_job {
 };
 
 static struct wakeup *loader_wakeup;
+/* Abandoned jobs whose thread has not finished yet. */
+static unsigned loader_abandoned;
 
 /* Under --load-rate, waits (cancellably) until off bytes are due. */
 static void
@@ -255,6 +257,22 @@ loader_reply(struct model *m, int result, const char *error)
 				    json_pack("{s:s}", "model", m->name), error);
 }
 
+/* Cleans up after an abandoned job whose thread finally returned. */
+static void
+loader_done_abandoned(struct load_job *job)
+{
+	loader_abandoned--;
+	if (job->result == 0) {
+		segment_unlink(job->segment);
+		segment_unreserve(job->size);
+		close(job->ro_fd);
+		if (job->provider->unload(job->state) < 0)
+			log_warnx("%s: provider cleanup failed", job->path);
+	}
+	log_info("abandoned load of %s finished; cleaned up", job->path);
+	free(job);
+}
+
 /* Applies a finished job to its model, on the main loop. */
 static void
 loader_done(void *ptr)
@@ -263,6 +281,10 @@ loader_done(void *ptr)
 	struct model *m = job->model;
 
 	pthread_join(job->thread, NULL);
+	if (m == NULL) {
+		loader_done_abandoned(job);
+		return;
+	}
 	m->job = NULL;
 	m->load_ms = clock_monotonic_ms() - m->load_started_ms;
 	if (job->result == 0) {
@@ -348,6 +370,26 @@ loader_cancel(struct model *m)
 		atomic_store(&m->job->cancel, true);
 }
 
+void
+loader_abandon(struct model *m)
+{
+	struct load_job *job = m->job;
+
+	if (job == NULL)
+		return;
+	atomic_store(&job->cancel, true);
+	job->model = NULL;
+	m->job = NULL;
+	m->load_abandoned = true;
+	loader_abandoned++;
+	/* The thread still owns the descriptor and the reservation; the
+	 * name goes now, so nothing is left if the broker exits first. */
+	segment_unlink(job->segment);
+	m->segment[0] = '\0';
+	log_warnx("model %s: the load of %s did not stop in time (blocked in "
+		  "a read?); abandoned", m->name, job->path);
+}
+
 uint64_t
 loader_progress(const struct model *m)
 {
@@ -370,6 +412,9 @@ loader_init(void)
 void
 loader_shutdown(void)
 {
-	wakeup_free(loader_wakeup);
+	/* An abandoned thread may still post: leave it its channel, as the
+	 * process is about to exit anyway. */
+	if (loader_abandoned == 0)
+		wakeup_free(loader_wakeup);
 	loader_wakeup = NULL;
 }

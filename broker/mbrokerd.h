@@ -133,6 +133,7 @@ struct model {
 	char error[PATH_MAX + 512];
 	unsigned nattached;
 	struct load_job *job; /* while the loader thread runs */
+	bool load_abandoned;  /* its load did not stop by the deadline */
 	int64_t load_started_ms;
 	int64_t load_ms;
 	struct pending_list load_waiters;
@@ -196,6 +197,9 @@ int64_t segment_space_free(void);
 int loader_start(struct model *m, const char *path);
 /* Asks m's running load to stop early (it still reports completion). */
 void loader_cancel(struct model *m);
+/* Gives up on m's running load: its name is unlinked now and its thread
+ * cleans up alone when it returns; m no longer has a job. */
+void loader_abandon(struct model *m);
 /* Bytes copied so far by m's running load. */
 uint64_t loader_progress(const struct model *m);
 /* The size of the file m's running load copies (0 until known). */
@@ -372,6 +376,7 @@ struct broker {
 	int64_t shutdown_shmem_before_kb;
 	uint64_t shutdown_freed_bytes;
 	unsigned shutdown_models;
+	unsigned shutdown_timeouts;
 	json_t *shutdown_stuck_pids;
 	struct pending_list shutdown_waiters;
 	int exit_code;

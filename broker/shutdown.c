@@ -94,14 +94,19 @@ shutdown_check(void)
 			   "shmem_before_kb",
 			   (json_int_t)broker.shutdown_shmem_before_kb,
 			   "shmem_after_kb", (json_int_t)after);
-	if (json_array_size(broker.shutdown_stuck_pids) > 0) {
+	if (broker.shutdown_timeouts > 0) {
 		char *pids = json_dumps(broker.shutdown_stuck_pids, JSON_COMPACT);
 		char message[512];
 
 		broker.exit_code = 1;
 		snprintf(message, sizeof message, "shutdown timed out after "
-			 "%" PRId64 " ms; pids %s did not release; every name "
-			 "was unlinked anyway", elapsed, pids ? pids : "?");
+			 "%" PRId64 " ms; %s%s%s; every name was unlinked anyway",
+			 elapsed, json_array_size(broker.shutdown_stuck_pids) > 0
+			 ? "pids " : "a load did not stop",
+			 json_array_size(broker.shutdown_stuck_pids) > 0 && pids
+			 ? pids : "",
+			 json_array_size(broker.shutdown_stuck_pids) > 0
+			 ? " did not release" : "");
 		free(pids);
 		log_error("%s; Shmem %" PRId64 " kB -> %" PRId64 " kB", message,
 			  broker.shutdown_shmem_before_kb, after);

@@ -169,23 +169,32 @@ unload_finish(struct model *m, bool timed_out)
 	if (m->unload_for_shutdown) {
 		broker.shutdown_models++;
 		broker.shutdown_freed_bytes += freed;
+		broker.shutdown_timeouts += timed_out;
 		json_array_extend(broker.shutdown_stuck_pids, pids);
 	}
+	m->load_abandoned = false;
 	if (timed_out) {
 		char *list = json_dumps(pids, JSON_COMPACT);
 		unsigned orphans = attach_orphans(m);
 
 		broker.unload_timeouts++;
-		snprintf(m->error, sizeof m->error,
-			 "unload timed out after %.1f s; still attached: pids %s%s",
-			 waited / 1000.0, list != NULL ? list : "?",
-			 orphans > 0 ? " (some exited; their connection is held "
-				       "by a process they forked)" : "");
+		if (m->nattached == 0)
+			snprintf(m->error, sizeof m->error, "unload timed out "
+				 "after %.1f s: its load did not stop",
+				 waited / 1000.0);
+		else
+			snprintf(m->error, sizeof m->error,
+				 "unload timed out after %.1f s; still attached: "
+				 "pids %s%s", waited / 1000.0,
+				 list != NULL ? list : "?",
+				 orphans > 0 ? " (some exited; their connection "
+					       "is held by a process they "
+					       "forked)" : "");
 		free(list);
 		registry_set_state(m, MODEL_ERROR);
-		log_error("model %s: %s; %u segment(s) unlinked anyway, their "
-			  "memory returns when those workers unmap", m->name,
-			  m->error, evicted);
+		log_error("model %s: %s; %u segment(s) unlinked anyway%s",
+			  m->name, m->error, evicted, m->nattached > 0 ?
+			  ", their memory returns when those workers unmap" : "");
 		json_object_set_new(report, "pids", pids);
 		json_object_set_new(report, "state", json_string("ERROR"));
 		pending_reply_error(&m->unload_waiters, MB_ETIMEOUT, report,
@@ -218,12 +227,19 @@ unload_evaluate(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	for (m = TAILQ_FIRST(&broker.models); m != NULL; m = tmp) {
 		tmp = TAILQ_NEXT(m, entry);
-		if (m->state != MODEL_UNLOADING || m->job != NULL)
+		if (m->state != MODEL_UNLOADING)
 			continue;
+		if (m->job != NULL && now >= m->unload_deadline_ms)
+			loader_abandon(m);
+		if (m->job != NULL) {
+			if (next < 0 || m->unload_deadline_ms < next)
+				next = m->unload_deadline_ms;
+			continue;
+		}
 		if (m->nattached > 0 && m->kill_at_ms >= 0 &&
 		    now >= m->kill_at_ms)
 			unload_kill(m);
-		if (m->nattached == 0)
+		if (m->nattached == 0 && !m->load_abandoned)
 			unload_finish(m, false);
 		else if (now >= m->unload_deadline_ms)
 			unload_finish(m, true);

@@ -4,7 +4,8 @@
  * of that path failing on purpose: each failure gives the model ERROR with
  * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
  * loaded segment is read-only for whoever receives its descriptor.  While
- * a load runs, its progress is visible and a cancel ends it early.
+ * a load runs, its progress is visible and a cancel ends it early; a load
+ * blocked in a read is abandoned at its unload's deadline.
  * WRAP: shm_open ftruncate posix_fallocate mmap read statvfs
  */
 #include <errno.h>
@@ -30,6 +31,8 @@ static char dir[64], raw_path[128], st_path[128], big_path[128];
 /* FAULT_PAUSE: the second chunk read waits for a byte on this pipe. */
 static int pause_pipe[2] = {-1, -1};
 static atomic_int chunk_reads;
+/* Names the fixture itself holds (the ack semaphore). */
+static int base_names;
 static unsigned char raw_bytes[3 << 20];
 
 int __real_shm_open(const char *name, int flags, mode_t mode);
@@ -146,7 +149,7 @@ expect_failure_of(const char *path, enum fault f, int nth, const char *reason)
 		fail_msg("error '%s' lacks '%s'", m->error, reason);
 	assert_string_equal(m->segment, "");
 	assert_int_equal(m->ro_fd, -1);
-	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	assert_int_equal(unit_fd_count(), fds);
 	assert_int_equal(segment_bytes_held(), 0);
 	registry_clear();
@@ -171,7 +174,7 @@ test_loader_raw_ready(void **state)
 	assert_int_equal(m->state, MODEL_READY);
 	assert_int_equal(m->size, sizeof raw_bytes);
 	assert_int_equal(m->checksum, mb_checksum(raw_bytes, sizeof raw_bytes));
-	assert_int_equal(unit_shm_count(broker.cfg.instance), 1);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names + 1);
 	snprintf(path, sizeof path, "/dev/shm%s", m->segment);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0400);
@@ -189,7 +192,7 @@ test_loader_raw_ready(void **state)
 	assert_int_equal(ftruncate(m->ro_fd, 0), -1);
 	munmap(p, sizeof raw_bytes);
 	registry_clear();
-	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 }
 
 static void
@@ -276,8 +279,67 @@ test_loader_progress_and_cancel(void **state)
 	fault = FAULT_NONE;
 	assert_int_equal(m->state, MODEL_ERROR);
 	assert_non_null(strstr(m->error, "load cancelled after"));
-	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	assert_int_equal(unit_fd_count(), fds);
+	registry_clear();
+}
+
+/* Runs the loop until cond holds, at most 10 s. */
+static void
+run_until(bool (*cond)(void))
+{
+	int64_t deadline = clock_monotonic_ms() + 10000;
+
+	while (!cond() && clock_monotonic_ms() < deadline) {
+		event_base_loop(broker.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		poll(NULL, 0, 1);
+	}
+	assert_true(cond());
+}
+
+static bool
+stuck_in_error(void)
+{
+	struct model *m = registry_find("stuck");
+
+	return m != NULL && m->state == MODEL_ERROR;
+}
+
+static int fds_before_stuck;
+
+static bool
+abandoned_thread_cleaned_up(void)
+{
+	return segment_bytes_held() == 0 && unit_fd_count() == fds_before_stuck;
+}
+
+static void
+test_loader_abandoned_at_deadline(void **state)
+{
+	int64_t deadline = clock_monotonic_ms() + 10000, t0;
+	struct model *m;
+
+	(void)state;
+	fds_before_stuck = unit_fd_count();
+	fault = FAULT_PAUSE;
+	atomic_store(&chunk_reads, 0);
+	m = registry_add("stuck");
+	m->provider = &provider_raw;
+	assert_int_equal(loader_start(m, big_path), 0);
+	while (loader_progress(m) < (8u << 20) &&
+	       clock_monotonic_ms() < deadline)
+		poll(NULL, 0, 1);
+	/* The loader now sits in its second read, which does not return. */
+	t0 = clock_monotonic_ms();
+	unload_begin(m, 150, NULL, NULL, false);
+	run_until(stuck_in_error);
+	assert_in_range(clock_monotonic_ms() - t0, 140, 3000);
+	assert_non_null(strstr(m->error, "its load did not stop"));
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
+	/* When the read finally returns, the thread cleans up alone. */
+	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
+	run_until(abandoned_thread_cleaned_up);
+	fault = FAULT_NONE;
 	registry_clear();
 }
 
@@ -304,8 +366,10 @@ group_setup(void **state)
 	snprintf(broker.token, sizeof broker.token, "0000beef");
 	broker.base = event_base_new();
 	snprintf(dir, sizeof dir, "/tmp/mbroker-unit.XXXXXX");
-	if (broker.base == NULL || mkdtemp(dir) == NULL || loader_init() < 0)
+	if (broker.base == NULL || mkdtemp(dir) == NULL || loader_init() < 0 ||
+	    unload_init() < 0)
 		return -1;
+	base_names = unit_shm_count(broker.cfg.instance);
 	for (size_t i = 0; i < sizeof raw_bytes; i++)
 		raw_bytes[i] = (unsigned char)(i * 2654435761u >> 24);
 	snprintf(raw_path, sizeof raw_path, "%s/raw.bin", dir);
@@ -325,6 +389,7 @@ group_teardown(void **state)
 	(void)state;
 	unit_shm_scan(broker.cfg.instance, 1);
 	registry_clear();
+	unload_shutdown();
 	loader_shutdown();
 	event_base_free(broker.base);
 	unlink(raw_path);
@@ -345,6 +410,7 @@ main(void)
 		cmocka_unit_test(test_loader_faults),
 		cmocka_unit_test(test_loader_no_space_is_named),
 		cmocka_unit_test(test_loader_progress_and_cancel),
+		cmocka_unit_test(test_loader_abandoned_at_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
