@@ -99,7 +99,7 @@ $(O)/tests/%: $(O)/obj/tests/unit/%.o $(O)/libbroker.a $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) $(call wraps,tests/unit/$*.c) -o $@ $^ $(BROKER_LIBS) $(TEST_LIBS)
 
 test: all $(UNIT_BIN)
-	tests/run.sh $(O)
+	MB_SANITIZE=$(SANITIZE) tests/run.sh $(O)
 
 unit: all $(UNIT_BIN)
 	tests/run.sh --unit $(O)

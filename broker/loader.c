@@ -34,6 +34,7 @@
 struct load_job {
 	struct model *model; /* main thread only; NULL once abandoned */
 	pthread_t thread;
+	struct wakeup *finished; /* where the thread posts the job */
 	char path[PATH_MAX];
 	const struct provider *provider;
 	char segment[NAMES_SHM_MAX];
@@ -242,7 +243,7 @@ loader_thread(void *arg)
 	if (job->result < 0 && job->error[0] == '\0')
 		snprintf(job->error, sizeof job->error, "%s",
 			 mb_strerror(job->result));
-	wakeup_post(loader_wakeup, job);
+	wakeup_post(job->finished, job);
 	return NULL;
 }
 
@@ -331,6 +332,7 @@ loader_start(struct model *m, const char *path)
 	if (job == NULL)
 		return -ENOMEM;
 	job->model = m;
+	job->finished = loader_wakeup;
 	job->provider = m->provider;
 	job->rate = broker.cfg.load_rate;
 	job->ro_fd = -1;
@@ -394,6 +396,12 @@ uint64_t
 loader_progress(const struct model *m)
 {
 	return m->job != NULL ? atomic_load(&m->job->done) : m->size;
+}
+
+unsigned
+loader_abandoned_count(void)
+{
+	return loader_abandoned;
 }
 
 uint64_t

@@ -202,6 +202,8 @@ void loader_cancel(struct model *m);
 void loader_abandon(struct model *m);
 /* Bytes copied so far by m's running load. */
 uint64_t loader_progress(const struct model *m);
+/* Abandoned loads whose thread has not returned yet. */
+unsigned loader_abandoned_count(void);
 /* The size of the file m's running load copies (0 until known). */
 uint64_t loader_total(const struct model *m);
 /* Sets up the completion channel.  0 or -1. */

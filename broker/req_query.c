@@ -35,14 +35,15 @@ req_stats(struct request *req)
 		if (c->nattachments > 0)
 			workers++;
 	reply_ok(req->conn, req->id,
-		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:I, s:I, s:I,"
-			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I,"
+			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
 			   "pid", (json_int_t)getpid(), "instance",
 			   broker.cfg.instance, "version", MB_VERSION_STRING,
 			   "uptime_ms",
 			   (json_int_t)(clock_monotonic_ms() - broker.started_ms),
 			   "models", (int)registry_count(), "workers",
 			   (int)workers, "connections", (int)broker.nconns,
+			   "abandoned_loads", (int)loader_abandoned_count(),
 			   "bytes_shared", (json_int_t)shared, "bytes_reserved",
 			   (json_int_t)segment_bytes_held(), "max_shm_bytes",
 			   (json_int_t)broker.cfg.max_shm_bytes, "shmem_kb",

@@ -310,7 +310,8 @@ static int fds_before_stuck;
 static bool
 abandoned_thread_cleaned_up(void)
 {
-	return segment_bytes_held() == 0 && unit_fd_count() == fds_before_stuck;
+	return loader_abandoned_count() == 0 && segment_bytes_held() == 0 &&
+	       unit_fd_count() == fds_before_stuck;
 }
 
 static void
@@ -335,6 +336,7 @@ test_loader_abandoned_at_deadline(void **state)
 	run_until(stuck_in_error);
 	assert_in_range(clock_monotonic_ms() - t0, 140, 3000);
 	assert_non_null(strstr(m->error, "its load did not stop"));
+	assert_int_equal(loader_abandoned_count(), 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	/* When the read finally returns, the thread cleans up alone. */
 	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
