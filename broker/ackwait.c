@@ -108,6 +108,7 @@ ackwait_thread(void *arg)
 int
 ackwait_init(void (*wake)(void))
 {
+	char path[320]; /* "/dev/shm/sem." and the name, with room */
 	sigset_t all, old;
 	int r;
 
@@ -120,9 +121,14 @@ ackwait_init(void (*wake)(void))
 		return -1;
 	ackwait.sem = sem_open(ackwait.name, O_CREAT | O_EXCL, 0600, 0);
 	if (ackwait.sem == SEM_FAILED) {
-		log_warn("cannot create semaphore %s", ackwait.name);
+		log_warn("cannot create semaphore %s%s", ackwait.name,
+			 errno == EEXIST ? " (a name that is not ours; left "
+					   "untouched)" : "");
 		return -1;
 	}
+	/* Workers of the client group post it too. */
+	snprintf(path, sizeof path, "/dev/shm/sem.%s", ackwait.name + 1);
+	rights_share(path, -1, 0060);
 	if ((ackwait.wakeup = wakeup_new(ackwait_woken)) == NULL) {
 		log_warn("cannot create the ack wake-up pipe");
 		return -1;

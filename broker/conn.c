@@ -257,6 +257,7 @@ conn_identify(struct conn *c)
 	}
 	if (c->pidfd >= 0)
 		fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+	c->rights = rights_of_peer(c->fd, c->uid, c->gid);
 }
 
 int

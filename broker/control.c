@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control.c - the control socket: a SOCK_SEQPACKET Unix socket in a 0700
- * directory, created 0600 under a umask, a stale socket of a dead broker
- * replaced (a live one is never touched), and accept that backs off on
- * EMFILE instead of spinning.
+ * directory, created 0600 under a umask (0750 and 0660 for the client
+ * group, if any), a stale socket of a dead broker replaced (a live one is
+ * never touched), and accept that backs off on EMFILE instead of
+ * spinning.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -87,7 +88,10 @@ control_mkdir(const char *path)
 	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
 		return 0;
 	*slash = '\0';
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(dir, 0700) == 0) {
+		if (rights_share(dir, -1, 0050) < 0)
+			return -1;
+	} else if (errno != EEXIST) {
 		log_warn("cannot create socket directory %s", dir);
 		return -1;
 	}
@@ -171,8 +175,8 @@ control_listen(const char *path)
 		goto fail;
 	}
 	strcpy(control.path, path);
-	if (chmod(path, 0600) < 0 || stat(path, &st) < 0 ||
-	    listen(control.fd, 128) < 0) {
+	if (chmod(path, 0600) < 0 || rights_share(path, -1, 0060) < 0 ||
+	    stat(path, &st) < 0 || listen(control.fd, 128) < 0) {
 		log_warn("cannot listen on %s", path);
 		goto fail;
 	}

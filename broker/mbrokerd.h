@@ -60,6 +60,8 @@ struct config {
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
+	gid_t allow_gid;        /* may use models; 0: no such group */
+	gid_t admin_gid;        /* may also administer; 0: none */
 	enum log_level log_level;
 	bool daemonize;
 	char pid_file[PATH_MAX];
@@ -74,6 +76,8 @@ void options_free(struct config *cfg);
 int64_t options_seconds_ms(const char *text);
 /* Parses a byte count ("1073741824", "512M", "4GiB"); -1 when invalid. */
 int64_t options_bytes(const char *text);
+/* The group clients share the socket and mirror through, or 0. */
+gid_t options_socket_gid(const struct config *cfg);
 
 /* clock.c */
 int64_t clock_monotonic_ms(void);
@@ -247,6 +251,7 @@ struct conn {
 	uid_t uid;
 	gid_t gid;
 	int pidfd;
+	unsigned rights; /* RIGHT_* this peer has */
 	bool hello;
 	bool lost;
 	char role[16];
@@ -288,6 +293,20 @@ unsigned attach_orphans(const struct model *m);
 int control_listen(const char *path);
 void control_close(void);
 
+/* rights.c */
+/* What a peer may do; each request needs one. */
+enum right {
+	RIGHT_NONE = 0,       /* hello, ping */
+	RIGHT_USE = 1 << 0,   /* attach, detach, ack, list, stats, workers */
+	RIGHT_ADMIN = 1 << 1, /* load, unload, shutdown */
+};
+/* The rights of the peer on fd, from SO_PEERCRED and SO_PEERGROUPS. */
+unsigned rights_of_peer(int fd, uid_t uid, gid_t gid);
+const char *rights_name(unsigned right);
+/* Gives the client group access to a name the broker created (mode for
+ * the group: r or rw); 0, or -1 logged. */
+int rights_share(const char *path, int fd, mode_t group_mode);
+
 /* request.c */
 struct request {
 	struct conn *conn;
@@ -298,6 +317,7 @@ typedef void request_fn(struct request *req);
 struct request_entry {
 	const char *op;
 	request_fn *fn;
+	unsigned right; /* what the peer needs (enum right) */
 };
 void request_dispatch(struct conn *c, const char *buf, size_t len);
 /* Reply helpers; body and extra are taken (may be NULL). */

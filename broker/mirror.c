@@ -61,6 +61,7 @@ mirror_schedule(void)
 int
 mirror_init(void)
 {
+	char path[sizeof "/dev/shm" + NAMES_SHM_MAX];
 	int fd;
 
 	if (names_shm(mirror.name, sizeof mirror.name, broker.cfg.instance,
@@ -68,7 +69,9 @@ mirror_init(void)
 		return -1;
 	fd = shm_open(mirror.name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
-		log_warn("cannot create registry mirror %s", mirror.name);
+		log_warn("cannot create registry mirror %s%s", mirror.name,
+			 errno == EEXIST ? " (a name that is not ours; left "
+					   "untouched)" : "");
 		mirror.name[0] = '\0';
 		return -1;
 	}
@@ -80,6 +83,8 @@ mirror_init(void)
 		close(fd);
 		return -1;
 	}
+	snprintf(path, sizeof path, "/dev/shm%s", mirror.name);
+	rights_share(path, fd, 0040);
 	close(fd);
 	memcpy(mirror.map->magic, MIRROR_MAGIC, sizeof mirror.map->magic);
 	if ((mirror.ev = event_new(broker.base, -1, 0, mirror_write, NULL)) ==

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +38,10 @@ static const char options_usage[] =
 	"                           beyond /dev/shm's free space)\n"
 	"  --load-rate N            most bytes per second a load copies\n"
 	"                           (suffixes K, M, G; default: no limit)\n"
+	"  --allow-gid GROUP        members may use models (attach, list);\n"
+	"                           the socket is shared with that group\n"
+	"  --admin-gid GROUP        members may also load, unload and shut\n"
+	"                           down (by default only our own uid)\n"
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -45,7 +50,8 @@ static const char options_usage[] =
 	"  --help                   this text\n"
 	"  --version                the version\n"
 	"\n"
-	"The broker reads model files with its own permissions.\n"
+	"The broker reads model files with its own permissions; clients\n"
+	"may load any file it can read unless --model-dir restricts them.\n"
 	"Exit status: 0 clean shutdown, 1 shutdown timed out (workers named\n"
 	"in the log), 2 usage or startup failure.\n";
 
@@ -57,6 +63,8 @@ enum {
 	OPT_KILL_AFTER,
 	OPT_MAX_SHM_BYTES,
 	OPT_LOAD_RATE,
+	OPT_ALLOW_GID,
+	OPT_ADMIN_GID,
 	OPT_SIGNAL,
 	OPT_LOG_LEVEL,
 	OPT_DAEMON,
@@ -73,6 +81,8 @@ static const struct option options_long[] = {
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
+	{"allow-gid", required_argument, NULL, OPT_ALLOW_GID},
+	{"admin-gid", required_argument, NULL, OPT_ADMIN_GID},
 	{"signal", required_argument, NULL, OPT_SIGNAL},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"daemon", no_argument, NULL, OPT_DAEMON},
@@ -122,6 +132,29 @@ options_bytes(const char *text)
 		return v > INT64_MAX ? -1 : (int64_t)v;
 	}
 	return -1;
+}
+
+/* A group by number or name; 0 when invalid (gid 0 is never granted). */
+static gid_t
+options_group(const char *text)
+{
+	struct group grp, *found = NULL;
+	char buf[4096], *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (text[0] >= '0' && text[0] <= '9')
+		return errno == 0 && *end == '\0' && v < UINT32_MAX ? (gid_t)v : 0;
+	if (getgrnam_r(text, &grp, buf, sizeof buf, &found) != 0 || !found)
+		return 0;
+	return found->gr_gid;
+}
+
+gid_t
+options_socket_gid(const struct config *cfg)
+{
+	return cfg->allow_gid != 0 ? cfg->allow_gid : cfg->admin_gid;
 }
 
 static int
@@ -293,6 +326,23 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				cfg->load_rate = (uint64_t)v;
 			else
 				cfg->max_shm_bytes = (uint64_t)v;
+			break;
+		}
+		case OPT_ALLOW_GID:
+		case OPT_ADMIN_GID: {
+			gid_t gid = options_group(optarg);
+
+			if (gid == 0) {
+				fprintf(err, "mbrokerd: %s wants a group name "
+					"or number other than 0, got '%s'\n",
+					c == OPT_ALLOW_GID ? "--allow-gid"
+							   : "--admin-gid", optarg);
+				return OPTIONS_USAGE;
+			}
+			if (c == OPT_ALLOW_GID)
+				cfg->allow_gid = gid;
+			else
+				cfg->admin_gid = gid;
 			break;
 		}
 		case OPT_SIGNAL:

@@ -123,8 +123,8 @@ req_ack(struct request *req)
 }
 
 const struct request_entry req_attach_entries[] = {
-	{"attach", req_attach},
-	{"detach", req_detach},
-	{"ack", req_ack},
-	{NULL, NULL},
+	{"attach", req_attach, RIGHT_USE},
+	{"detach", req_detach, RIGHT_USE},
+	{"ack", req_ack, RIGHT_USE},
+	{NULL, NULL, RIGHT_NONE},
 };

@@ -138,7 +138,7 @@ req_unload(struct request *req)
 }
 
 const struct request_entry req_model_entries[] = {
-	{"load", req_load},
-	{"unload", req_unload},
-	{NULL, NULL},
+	{"load", req_load, RIGHT_ADMIN},
+	{"unload", req_unload, RIGHT_ADMIN},
+	{NULL, NULL, RIGHT_NONE},
 };

@@ -91,8 +91,8 @@ req_workers(struct request *req)
 }
 
 const struct request_entry req_query_entries[] = {
-	{"list", req_list},
-	{"stats", req_stats},
-	{"workers", req_workers},
-	{NULL, NULL},
+	{"list", req_list, RIGHT_USE},
+	{"stats", req_stats, RIGHT_USE},
+	{"workers", req_workers, RIGHT_USE},
+	{NULL, NULL, RIGHT_NONE},
 };

@@ -41,13 +41,15 @@ req_hello(struct request *req)
 		strcpy(req->conn->role, json_string_value(role));
 	req->conn->hello = true;
 	reply_ok(req->conn, req->id,
-		 json_pack("{s:i, s:s, s:s, s:I, s:s, s:i, s:b}", "version",
+		 json_pack("{s:i, s:s, s:s, s:I, s:s, s:i, s:b, s:s}", "version",
 			   MB_PROTOCOL_VERSION, "broker",
 			   "mbrokerd " MB_VERSION_STRING, "instance",
 			   broker.cfg.instance, "pid", (json_int_t)getpid(),
 			   "ack_semaphore", ackwait_name(), "signal",
 			   broker.cfg.unload_signal, "shutting_down",
-			   broker.shutting_down),
+			   broker.shutting_down, "rights",
+			   req->conn->rights & RIGHT_ADMIN ? "admin"
+			   : req->conn->rights & RIGHT_USE ? "use" : "none"),
 		 -1);
 }
 
@@ -58,7 +60,7 @@ req_ping(struct request *req)
 }
 
 const struct request_entry req_session_entries[] = {
-	{"hello", req_hello},
-	{"ping", req_ping},
-	{NULL, NULL},
+	{"hello", req_hello, RIGHT_NONE},
+	{"ping", req_ping, RIGHT_NONE},
+	{NULL, NULL, RIGHT_NONE},
 };

@@ -22,6 +22,6 @@ req_shutdown(struct request *req)
 }
 
 const struct request_entry req_shutdown_entries[] = {
-	{"shutdown", req_shutdown},
-	{NULL, NULL},
+	{"shutdown", req_shutdown, RIGHT_ADMIN},
+	{NULL, NULL, RIGHT_NONE},
 };

@@ -39,6 +39,16 @@ expect_refused "already running (pid $squatter), held by uid 65534" \
 kill "$squatter"
 wait "$squatter" || true
 
+# A symlink planted where the registry mirror goes: never followed, never
+# removed, and the start is refused saying so.
+ln -s "$T/target" "/dev/shm/mbroker.$INSTANCE.registry"
+echo keep >"$T/target"
+expect_refused "registry.* (a name that is not ours; left untouched)" \
+	--socket "$SOCK"
+[ -L "/dev/shm/mbroker.$INSTANCE.registry" ] || fail "the symlink was removed"
+[ "$(cat "$T/target")" = keep ] || fail "the symlink's target was touched"
+rm -f "/dev/shm/mbroker.$INSTANCE.registry"
+
 stranger="/dev/shm/mbroker.$INSTANCE.model.x.1-deadbeef"
 : >"$stranger"
 chown 65534 "$stranger"
