@@ -27,7 +27,7 @@
 /* Messages read from one client per wake-up, so one cannot starve others. */
 #define CONN_READ_BURST 64
 
-static char conn_buf[WIRE_MAX_REQUEST + 1];
+static char conn_buf[WIRE_MAX_REPLY + 1];
 
 struct conn *
 conn_find(uint64_t id)
@@ -64,6 +64,8 @@ conn_free(struct conn *c)
 		event_free(c->ev_write);
 	if (c->ev_pid != NULL)
 		event_free(c->ev_pid);
+	if (c->ev_idle != NULL)
+		event_free(c->ev_idle);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->pidfd >= 0)
@@ -100,6 +102,8 @@ conn_lost(struct conn *c, const char *why)
 	event_del(c->ev_write);
 	if (c->ev_pid != NULL)
 		event_del(c->ev_pid);
+	if (c->ev_idle != NULL)
+		event_del(c->ev_idle);
 	if (event_base_once(broker.base, -1, EV_TIMEOUT, conn_free_later, c,
 			    NULL) < 0)
 		log_warnx("conn %llu: cannot schedule its release",
@@ -114,8 +118,8 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (int i = 0; i < CONN_READ_BURST && !c->lost; i++) {
 		int passed;
-		ssize_t n = wire_recv(fd, conn_buf, WIRE_MAX_REQUEST, &passed,
-				      MSG_DONTWAIT);
+		ssize_t n = wire_recv(fd, conn_buf, broker.cfg.max_message,
+				      &passed, MSG_DONTWAIT);
 
 		if (passed >= 0)
 			close(passed); /* clients have no reason to pass one */
@@ -126,11 +130,10 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (n == -EMSGSIZE) {
-			log_warnx("pid %ld sent a message over %d bytes",
-				  (long)c->pid, WIRE_MAX_REQUEST);
+			conn_bad_request(c, "message over the size limit");
 			reply_error(c, NULL, MB_EBADREQ, NULL,
-				    "message larger than %d bytes",
-				    WIRE_MAX_REQUEST);
+				    "message larger than %zu bytes",
+				    broker.cfg.max_message);
 			continue;
 		}
 		if (n < 0) {
@@ -260,15 +263,69 @@ conn_identify(struct conn *c)
 	c->rights = rights_of_peer(c->fd, c->uid, c->gid);
 }
 
+/* Tells a client over the connection limit why, and closes it. */
+static void
+conn_refuse(int fd)
+{
+	static int64_t last_log;
+	static unsigned refused;
+	json_t *err = json_pack("{s:n, s:b, s:{s:s, s:s}}", "id", "ok", 0,
+				"error", "code", "limit", "message",
+				"too many connections");
+
+	if (err != NULL)
+		wire_send_json(fd, err, -1, MSG_DONTWAIT);
+	json_decref(err);
+	close(fd);
+	refused++;
+	if (clock_monotonic_ms() - last_log >= 1000) {
+		log_warnx("refused %u client(s): %u connections already (see "
+			  "--max-connections)", refused, broker.cfg.max_conns);
+		last_log = clock_monotonic_ms();
+		refused = 0;
+	}
+}
+
+void
+conn_bad_request(struct conn *c, const char *why)
+{
+	if (++c->bad_requests == 1 || c->bad_requests % 1000 == 0)
+		log_warnx("pid %ld (uid %ld): bad request #%u: %s",
+			  (long)c->pid, (long)c->uid, c->bad_requests, why);
+}
+
+/* A client that has not said hello in time is dropped. */
+static void
+conn_idle(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	reply_error(c, NULL, MB_EBADREQ, NULL, "no hello within %.1f s",
+		    broker.cfg.idle_timeout_ms / 1000.0);
+	log_warnx("pid %ld (uid %ld): no hello within %.1f s; closing",
+		  (long)c->pid, (long)c->uid,
+		  broker.cfg.idle_timeout_ms / 1000.0);
+	conn_lost(c, "no hello in time");
+}
+
+void
+conn_said_hello(struct conn *c)
+{
+	c->hello = true;
+	evtimer_del(c->ev_idle);
+}
+
 int
 conn_accept(int fd)
 {
+	struct timeval idle = {broker.cfg.idle_timeout_ms / 1000,
+			       broker.cfg.idle_timeout_ms % 1000 * 1000};
 	struct conn *c;
 
-	if (broker.nconns >= BROKER_MAX_CONNS) {
-		log_warnx("refusing a client: %d connections already",
-			  BROKER_MAX_CONNS);
-		close(fd);
+	if (broker.nconns >= broker.cfg.max_conns) {
+		conn_refuse(fd);
 		return -1;
 	}
 	if ((c = calloc(1, sizeof *c)) == NULL) {
@@ -288,7 +345,9 @@ conn_accept(int fd)
 	if (c->pidfd >= 0)
 		c->ev_pid = event_new(broker.base, c->pidfd, EV_READ,
 				      conn_pid_exit, c);
-	if (c->ev_read == NULL || c->ev_write == NULL ||
+	c->ev_idle = evtimer_new(broker.base, conn_idle, c);
+	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_idle == NULL ||
+	    evtimer_add(c->ev_idle, &idle) < 0 ||
 	    event_add(c->ev_read, NULL) < 0 ||
 	    (c->ev_pid != NULL && event_add(c->ev_pid, NULL) < 0)) {
 		conn_free(c);

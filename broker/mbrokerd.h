@@ -28,8 +28,6 @@
 
 /* Most models the registry holds at once. */
 #define BROKER_MAX_MODELS 256
-/* Most client connections at once. */
-#define BROKER_MAX_CONNS 1024
 /* Most messages queued for one slow client before it is dropped. */
 #define CONN_MAX_QUEUED 256
 
@@ -60,6 +58,9 @@ struct config {
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
+	size_t max_message;     /* largest request accepted, bytes */
+	unsigned max_conns;     /* most client connections at once */
+	int64_t idle_timeout_ms; /* to say hello after connecting */
 	gid_t allow_gid;        /* may use models; 0: no such group */
 	gid_t admin_gid;        /* may also administer; 0: none */
 	enum log_level log_level;
@@ -252,6 +253,8 @@ struct conn {
 	gid_t gid;
 	int pidfd;
 	unsigned rights; /* RIGHT_* this peer has */
+	struct event *ev_idle; /* closes it if no hello comes in time */
+	unsigned bad_requests;
 	bool hello;
 	bool lost;
 	char role[16];
@@ -275,6 +278,10 @@ void conn_lost(struct conn *c, const char *why);
 /* Sends what is queued for every client, waiting at most timeout_ms. */
 void conn_flush_all(int64_t timeout_ms);
 void conn_close_all(void);
+/* Counts a bad request of c and logs the first (and every 1000th). */
+void conn_bad_request(struct conn *c, const char *why);
+/* Marks c as past hello: its idle deadline is lifted. */
+void conn_said_hello(struct conn *c);
 /* Signals c's process (through its pidfd); 0 or -errno. */
 int conn_signal(struct conn *c, int sig);
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mbrokerd.h"
+#include "wire.h"
 
 static const char options_usage[] =
 	"usage: mbrokerd [options]\n"
@@ -42,6 +43,11 @@ static const char options_usage[] =
 	"                           the socket is shared with that group\n"
 	"  --admin-gid GROUP        members may also load, unload and shut\n"
 	"                           down (by default only our own uid)\n"
+	"  --max-message N          largest request accepted (default 64K,\n"
+	"                           at most 160K)\n"
+	"  --max-connections N      most clients at once (default 1024)\n"
+	"  --idle-timeout SECS      close a client that has not said hello\n"
+	"                           by then (default 10)\n"
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -63,6 +69,9 @@ enum {
 	OPT_KILL_AFTER,
 	OPT_MAX_SHM_BYTES,
 	OPT_LOAD_RATE,
+	OPT_MAX_MESSAGE,
+	OPT_MAX_CONNECTIONS,
+	OPT_IDLE_TIMEOUT,
 	OPT_ALLOW_GID,
 	OPT_ADMIN_GID,
 	OPT_SIGNAL,
@@ -81,6 +90,9 @@ static const struct option options_long[] = {
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
+	{"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"allow-gid", required_argument, NULL, OPT_ALLOW_GID},
 	{"admin-gid", required_argument, NULL, OPT_ADMIN_GID},
 	{"signal", required_argument, NULL, OPT_SIGNAL},
@@ -268,6 +280,9 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 	memset(cfg, 0, sizeof *cfg);
 	strcpy(cfg->instance, "default");
 	cfg->shutdown_timeout_ms = 10000;
+	cfg->max_message = WIRE_MAX_REQUEST;
+	cfg->max_conns = 1024;
+	cfg->idle_timeout_ms = 10000;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->unload_signal = SIGUSR1;
 	optind = 0;
@@ -328,6 +343,36 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				cfg->max_shm_bytes = (uint64_t)v;
 			break;
 		}
+		case OPT_MAX_MESSAGE: {
+			int64_t v = options_bytes(optarg);
+
+			if (v < 1024 || v > WIRE_MAX_REPLY) {
+				fprintf(err, "mbrokerd: --max-message wants "
+					"1K to 160K bytes, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			cfg->max_message = (size_t)v;
+			break;
+		}
+		case OPT_MAX_CONNECTIONS: {
+			int64_t v = options_bytes(optarg);
+
+			if (v < 1 || v > 65536) {
+				fprintf(err, "mbrokerd: --max-connections wants "
+					"1 to 65536, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			cfg->max_conns = (unsigned)v;
+			break;
+		}
+		case OPT_IDLE_TIMEOUT:
+			if ((cfg->idle_timeout_ms = options_seconds_ms(optarg)) <=
+			    0) {
+				fprintf(err, "mbrokerd: --idle-timeout wants "
+					"seconds > 0, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
 		case OPT_ALLOW_GID:
 		case OPT_ADMIN_GID: {
 			gid_t gid = options_group(optarg);

@@ -39,9 +39,10 @@ req_hello(struct request *req)
 	}
 	if (role != NULL)
 		strcpy(req->conn->role, json_string_value(role));
-	req->conn->hello = true;
+	conn_said_hello(req->conn);
 	reply_ok(req->conn, req->id,
-		 json_pack("{s:i, s:s, s:s, s:I, s:s, s:i, s:b, s:s}", "version",
+		 json_pack("{s:i, s:s, s:s, s:I, s:s, s:i, s:b, s:s, s:I}",
+			   "version",
 			   MB_PROTOCOL_VERSION, "broker",
 			   "mbrokerd " MB_VERSION_STRING, "instance",
 			   broker.cfg.instance, "pid", (json_int_t)getpid(),
@@ -49,7 +50,8 @@ req_hello(struct request *req)
 			   broker.cfg.unload_signal, "shutting_down",
 			   broker.shutting_down, "rights",
 			   req->conn->rights & RIGHT_ADMIN ? "admin"
-			   : req->conn->rights & RIGHT_USE ? "use" : "none"),
+			   : req->conn->rights & RIGHT_USE ? "use" : "none",
+			   "max_message", (json_int_t)broker.cfg.max_message),
 		 -1);
 }
 

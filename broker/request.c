@@ -146,8 +146,10 @@ request_dispatch(struct conn *c, const char *buf, size_t len)
 	const json_t *op;
 	char err[256];
 
-	if ((req.msg = wire_decode(buf, len, err, sizeof err)) == NULL) {
-		log_debug("pid %ld: bad message: %s", (long)c->pid, err);
+	if (wire_check_shape(buf, len, WIRE_MAX_DEPTH, WIRE_MAX_STRING, err,
+			     sizeof err) < 0 ||
+	    (req.msg = wire_decode(buf, len, err, sizeof err)) == NULL) {
+		conn_bad_request(c, err);
 		reply_error(c, NULL, MB_EBADREQ, NULL, "%s", err);
 		return;
 	}

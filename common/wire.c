@@ -6,6 +6,7 @@
  * signal handler cannot interleave with another.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,4 +152,44 @@ wire_decode(const void *buf, size_t len, char *err, size_t errlen)
 		return NULL;
 	}
 	return msg;
+}
+
+int
+wire_check_shape(const void *buf, size_t len, int max_depth,
+		 size_t max_string, char *err, size_t errlen)
+{
+	const unsigned char *p = buf;
+	bool in_string = false, escaped = false;
+	size_t string_len = 0;
+	int depth = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+
+		if (in_string) {
+			if (++string_len > max_string) {
+				snprintf(err, errlen, "a string longer than "
+					 "%zu bytes", max_string);
+				return -1;
+			}
+			if (escaped)
+				escaped = false;
+			else if (c == '\\')
+				escaped = true;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+			string_len = 0;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max_depth) {
+				snprintf(err, errlen, "nesting deeper than %d",
+					 max_depth);
+				return -1;
+			}
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return 0;
 }

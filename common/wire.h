@@ -12,8 +12,13 @@
 
 #include <jansson.h>
 
-/* Largest request the broker accepts from a client, in bytes. */
+/* Largest request the broker accepts from a client unless configured
+ * (--max-message), in bytes. */
 #define WIRE_MAX_REQUEST 65536
+/* Deepest nesting of arrays and objects a request may have. */
+#define WIRE_MAX_DEPTH 16
+/* Longest string (key or value) a request may hold, in bytes. */
+#define WIRE_MAX_STRING 4096
 /* Largest message the broker sends (a reply or an event), in bytes; it
  * stays under the default socket send buffer (net.core.wmem_default). */
 #define WIRE_MAX_REPLY (160 * 1024)
@@ -42,6 +47,14 @@ char *wire_encode(const json_t *msg, size_t *len);
  * err.
  */
 json_t *wire_decode(const void *buf, size_t len, char *err, size_t errlen);
+
+/*
+ * Checks the shape of a request before it is parsed: nesting no deeper
+ * than max_depth, no string longer than max_string.  Returns 0, or -1 with
+ * a reason in err.  Linear, and never recursive.
+ */
+int wire_check_shape(const void *buf, size_t len, int max_depth,
+		     size_t max_string, char *err, size_t errlen);
 
 /* Sends msg (encoded) with pass_fd; returns 0, -EMSGSIZE or -errno. */
 int wire_send_json(int fd, const json_t *msg, int pass_fd, int flags);

@@ -135,12 +135,12 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 	text = wire_encode(req, &len);
 	if (text == NULL)
 		return -ENOMEM;
-	if (len > WIRE_MAX_REQUEST) {
-		/* The broker could not tell whose it was: never send it. */
+	if (len > WIRE_MAX_REPLY) {
+		/* More than any broker accepts: never send it. */
 		free(text);
 		snprintf(c->last_error, sizeof c->last_error,
 			 "request of %zu bytes is over the %d-byte limit", len,
-			 WIRE_MAX_REQUEST);
+			 WIRE_MAX_REPLY);
 		return MB_ELIMIT;
 	}
 	r = wire_send(c->fd, text, len, -1, 0);
@@ -163,8 +163,12 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 			return err;
 		}
 		rid = json_object_get(msg, "id");
-		if (client_take_event(c, msg) || !json_is_integer(rid) ||
-		    json_integer_value(rid) != id) {
+		/* An error with no id answers the one request in flight: the
+		 * broker could not read it (too large, or no hello in time). */
+		if (client_take_event(c, msg) ||
+		    (json_is_integer(rid) && json_integer_value(rid) != id) ||
+		    (!json_is_integer(rid) &&
+		     !json_is_false(json_object_get(msg, "ok")))) {
 			/* An event, or the reply to an mb_ack. */
 			if (fd >= 0)
 				close(fd);

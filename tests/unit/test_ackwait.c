@@ -19,6 +19,8 @@
 
 #include "mbrokerd.h"
 
+#include "broker_fixture.h"
+
 static bool fail_sem_open, fail_clockwait, step_wall_clock;
 static int wakes;
 
@@ -196,18 +198,14 @@ static int
 group_setup(void **state)
 {
 	(void)state;
-	log_init(LOG_LEVEL_ERROR);
-	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
-	broker.base = event_base_new();
-	return broker.base != NULL ? 0 : -1;
+	return broker_fixture_setup(LOG_LEVEL_ERROR);
 }
 
 static int
 group_teardown(void **state)
 {
 	(void)state;
-	unit_shm_scan(broker.cfg.instance, 1);
-	event_base_free(broker.base);
+	broker_fixture_teardown();
 	return 0;
 }
 

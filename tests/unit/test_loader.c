@@ -21,6 +21,8 @@
 
 #include "mbrokerd.h"
 
+#include "broker_fixture.h"
+
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
 	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE,
 	     FAULT_SHM_FULL };
@@ -363,13 +365,9 @@ group_setup(void **state)
 	unsigned char st[8 + sizeof header - 1 + 16] = {0};
 
 	(void)state;
-	log_init(LOG_LEVEL_ERROR);
-	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
-	snprintf(broker.token, sizeof broker.token, "0000beef");
-	broker.base = event_base_new();
 	snprintf(dir, sizeof dir, "/tmp/mbroker-unit.XXXXXX");
-	if (broker.base == NULL || mkdtemp(dir) == NULL || loader_init() < 0 ||
-	    unload_init() < 0)
+	if (broker_fixture_setup(LOG_LEVEL_ERROR) < 0 || mkdtemp(dir) == NULL ||
+	    loader_init() < 0 || unload_init() < 0)
 		return -1;
 	base_names = unit_shm_count(broker.cfg.instance);
 	for (size_t i = 0; i < sizeof raw_bytes; i++)
@@ -389,11 +387,10 @@ static int
 group_teardown(void **state)
 {
 	(void)state;
-	unit_shm_scan(broker.cfg.instance, 1);
 	registry_clear();
 	unload_shutdown();
 	loader_shutdown();
-	event_base_free(broker.base);
+	broker_fixture_teardown();
 	unlink(raw_path);
 	unlink(st_path);
 	unlink(big_path);

@@ -15,6 +15,8 @@
 #include "mbrokerd.h"
 #include "wire.h"
 
+#include "broker_fixture.h"
+
 static int peer = -1;
 static struct conn *conn;
 static int fail_sendmsg; /* fail the Nth sendmsg from now; 0: never */
@@ -300,18 +302,14 @@ static int
 group_setup(void **state)
 {
 	(void)state;
-	log_init(LOG_LEVEL_ERROR);
-	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
-	broker.cfg.shutdown_timeout_ms = 1000;
-	broker.base = event_base_new();
-	return broker.base != NULL ? 0 : -1;
+	return broker_fixture_setup(LOG_LEVEL_ERROR);
 }
 
 static int
 group_teardown(void **state)
 {
 	(void)state;
-	event_base_free(broker.base);
+	broker_fixture_teardown();
 	return 0;
 }
 

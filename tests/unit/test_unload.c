@@ -17,6 +17,8 @@
 #include "mbrokerd.h"
 #include "wire.h"
 
+#include "broker_fixture.h"
+
 static int hook_calls;
 static volatile sig_atomic_t signals_seen;
 static char log_path[64];
@@ -184,9 +186,8 @@ group_setup(void **state)
 	int fd;
 
 	(void)state;
-	log_init(LOG_LEVEL_INFO);
-	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
-	snprintf(broker.token, sizeof broker.token, "0000beef");
+	if (broker_fixture_setup(LOG_LEVEL_INFO) < 0)
+		return -1;
 	broker.cfg.unload_signal = SIGUSR2;
 	sigaction(SIGUSR2, &sa, NULL);
 	snprintf(log_path, sizeof log_path, "/tmp/mbroker-unit-log.XXXXXX");
@@ -195,8 +196,7 @@ group_setup(void **state)
 	saved_stderr = dup(STDERR_FILENO);
 	dup2(fd, STDERR_FILENO);
 	close(fd);
-	broker.base = event_base_new();
-	return broker.base != NULL && unload_init() == 0 ? 0 : -1;
+	return unload_init();
 }
 
 static int
@@ -204,11 +204,9 @@ group_teardown(void **state)
 {
 	(void)state;
 	conn_close_all();
-	registry_clear();
 	unload_shutdown();
-	unit_shm_scan(broker.cfg.instance, 1);
 	json_decref(broker.shutdown_stuck_pids);
-	event_base_free(broker.base);
+	broker_fixture_teardown();
 	dup2(saved_stderr, STDERR_FILENO);
 	close(saved_stderr);
 	unlink(log_path);
