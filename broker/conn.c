@@ -208,10 +208,16 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 			return -EPIPE;
 		}
 	}
-	if (c->nqueued >= CONN_MAX_QUEUED ||
-	    (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0)) {
+	if (c->nqueued >= CONN_MAX_QUEUED) {
+		log_warnx("pid %ld (uid %ld): %d replies unread; dropping the "
+			  "client", (long)c->pid, (long)c->uid, CONN_MAX_QUEUED);
 		conn_outmsg_free(m);
 		conn_lost(c, "client does not read its replies");
+		return -EPIPE;
+	}
+	if (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		conn_outmsg_free(m);
+		conn_lost(c, "out of descriptors");
 		return -EPIPE;
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);

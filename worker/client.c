@@ -116,6 +116,25 @@ client_reply_error(struct mb_client *c, const json_t *reply)
 				    : MB_EPROTOCOL;
 }
 
+/*
+ * The broker closed before reading our request: it may have said why
+ * first (too many connections).  Returns that error, or MB_ELOST.
+ */
+static int
+client_refused(struct mb_client *c)
+{
+	int fd, err = 0, r = MB_ELOST;
+	json_t *msg = client_read(c, MSG_DONTWAIT, &fd, &err);
+
+	if (fd >= 0)
+		close(fd);
+	if (msg != NULL && json_is_false(json_object_get(msg, "ok")))
+		r = client_reply_error(c, msg);
+	json_decref(msg);
+	client_mark_lost(c);
+	return r;
+}
+
 int
 client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 {
@@ -145,13 +164,10 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 	}
 	r = wire_send(c->fd, text, len, -1, 0);
 	free(text);
-	if (r < 0) {
-		if (r == -EPIPE || r == -ECONNRESET) {
-			client_mark_lost(c);
-			return MB_ELOST;
-		}
+	if (r == -EPIPE || r == -ECONNRESET)
+		return client_refused(c);
+	if (r < 0)
 		return r;
-	}
 	for (;;) {
 		int fd, err = 0;
 		json_t *msg = client_read(c, 0, &fd, &err);
@@ -214,7 +230,8 @@ client_hello(struct mb_client *c, const char *role)
 }
 
 int
-client_connect(const char *path, const char *role, struct mb_client **out)
+client_connect(const char *path, const char *role, struct mb_client **out,
+	       char *why, size_t whylen)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char def[sizeof sun.sun_path];
@@ -248,6 +265,8 @@ client_connect(const char *path, const char *role, struct mb_client **out)
 		return r;
 	}
 	if ((r = client_hello(c, role)) < 0) {
+		if (why != NULL)
+			snprintf(why, whylen, "%s", c->last_error);
 		mb_close(c);
 		return r;
 	}
@@ -258,7 +277,7 @@ client_connect(const char *path, const char *role, struct mb_client **out)
 int
 mb_connect(const char *socket_path, struct mb_client **out)
 {
-	return client_connect(socket_path, "worker", out);
+	return client_connect(socket_path, "worker", out, NULL, 0);
 }
 
 void

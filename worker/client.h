@@ -47,9 +47,11 @@ struct mb_client {
 
 /*
  * Connects and says hello with role ("worker", "admin").  0 or an error;
- * *out is a new client.
+ * *out is a new client.  When the broker refused, its message goes to why
+ * (which may be NULL).
  */
-int client_connect(const char *path, const char *role, struct mb_client **out);
+int client_connect(const char *path, const char *role, struct mb_client **out,
+		   char *why, size_t whylen);
 
 /*
  * Sends req (its "id" is set here) and waits for the reply with that id;

@@ -378,7 +378,7 @@ int
 main(int argc, char **argv)
 {
 	struct mbctl m = {0};
-	char def[PATH_MAX];
+	char def[PATH_MAX], why[512] = "";
 	int i, r;
 
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
@@ -398,9 +398,11 @@ main(int argc, char **argv)
 		mbctl_usage_exit("unknown command", argv[i]);
 	if (m.socket == NULL && mb_default_socket_path(def, sizeof def) == 0)
 		m.socket = def;
-	if ((r = client_connect(m.socket, "admin", &m.client)) < 0) {
-		fprintf(stderr, "mbctl: cannot reach the broker at %s: %s\n",
-			m.socket != NULL ? m.socket : "?", mb_strerror(r));
+	if ((r = client_connect(m.socket, "admin", &m.client, why,
+				sizeof why)) < 0) {
+		fprintf(stderr, "mbctl: cannot reach the broker at %s: %s%s%s\n",
+			m.socket != NULL ? m.socket : "?", mb_strerror(r),
+			why[0] != '\0' ? ": " : "", why);
 		return 3;
 	}
 	r = mbctl_run(&m, argc - i, argv + i);

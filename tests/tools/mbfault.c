@@ -12,6 +12,8 @@
  *   mbfault hold SOCKET COUNT
  *   mbfault churn SOCKET MODEL WORKERS SECONDS
  *   mbfault squat INSTANCE
+ *   mbfault corpus SOCKET FILE...   (prints "NAME CODE" per file)
+ *   mbfault hostile SOCKET          (generated attacks, one line each)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -203,6 +205,129 @@ mbfault_squat(const char *instance)
 	return 0;
 }
 
+/*
+ * Reads one reply within 5 s; returns its error code, "ok", "closed" or
+ * "no-reply" (static or in buf).
+ */
+static const char *
+mbfault_outcome(int fd, char *buf, size_t len)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	const char *code;
+	char err[128];
+	json_t *msg;
+	int passed;
+	ssize_t n;
+
+	if (poll(&p, 1, 5000) <= 0)
+		return "no-reply";
+	n = wire_recv(fd, buf, len, &passed, MSG_DONTWAIT);
+	if (passed >= 0)
+		close(passed);
+	if (n <= 0)
+		return "closed";
+	if ((msg = wire_decode(buf, (size_t)n, err, sizeof err)) == NULL)
+		return "garbled";
+	code = json_string_value(json_object_get(json_object_get(msg, "error"),
+						 "code"));
+	snprintf(buf, len, "%s", json_is_true(json_object_get(msg, "ok")) ? "ok"
+				 : code != NULL ? code : "?");
+	json_decref(msg);
+	return buf;
+}
+
+static const char mbfault_hello[] =
+	"{\"id\":1,\"op\":\"hello\",\"version\":1}";
+
+/* Sends each file as one message on a fresh connection (after a hello,
+ * unless the file is itself a hello) and prints what came back. */
+static int
+mbfault_corpus(const char *path, int nfiles, char **files)
+{
+	static char msg[1 << 20], reply[WIRE_MAX_REPLY];
+
+	for (int i = 0; i < nfiles; i++) {
+		const char *base = strrchr(files[i], '/') ? strrchr(files[i], '/') + 1
+							  : files[i];
+		FILE *f = fopen(files[i], "rb");
+		size_t n = f != NULL ? fread(msg, 1, sizeof msg, f) : 0;
+		int fd = mbfault_dial(path);
+
+		if (f != NULL)
+			fclose(f);
+		if (strstr(base, "hello") == NULL)
+			mbfault_say(fd, mbfault_hello, 1);
+		if (wire_send(fd, msg, n, -1, 0) < 0)
+			printf("%s unsendable\n", base);
+		else
+			printf("%s %s\n", base, mbfault_outcome(fd, reply,
+								sizeof reply));
+		close(fd);
+	}
+	return 0;
+}
+
+/* The attacks that are easier made than stored. */
+static int
+mbfault_hostile(const char *path)
+{
+	static char buf[10 << 20], reply[WIRE_MAX_REPLY];
+	static const char ping[] = "{\"id\":1,\"op\":\"ping\"}";
+	int fd, big = sizeof buf, sent = 0, errors = 0;
+
+	fd = mbfault_dial(path);
+	mbfault_say(fd, mbfault_hello, 1);
+	memset(buf, '[', 100000);
+	if (wire_send(fd, buf, 100000, -1, 0) == 0)
+		printf("nested %s\n", mbfault_outcome(fd, reply, sizeof reply));
+	else
+		printf("nested unsendable\n");
+	close(fd);
+
+	/* 10 MB first; the kernel refuses records that large, so then the
+	 * largest it does carry (as root the buffer may exceed wmem_max). */
+	memset(buf, ' ', sizeof buf);
+	for (size_t size = sizeof buf; size >= 64 * 1024; size /= 2) {
+		fd = mbfault_dial(path);
+		mbfault_say(fd, mbfault_hello, 1);
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+		if (send(fd, buf, size, MSG_NOSIGNAL) == (ssize_t)size) {
+			printf("huge %zu %s\n", size,
+			       mbfault_outcome(fd, reply, sizeof reply));
+			close(fd);
+			break;
+		}
+		printf("huge %zu unsendable (%s)\n", size, strerror(errno));
+		close(fd);
+	}
+
+	fd = mbfault_dial(path);
+	mbfault_say(fd, mbfault_hello, 1);
+	for (size_t i = 0; i < sizeof ping - 1; i++) {
+		mbfault_say(fd, (char[]){ping[i], '\0'}, 0);
+		errors += strcmp(mbfault_outcome(fd, reply, sizeof reply),
+				 "bad_request") == 0;
+	}
+	printf("bytewise %d/%zu bad_request\n", errors, sizeof ping - 1);
+	close(fd);
+
+	/* A flood of requests whose replies are never read. */
+	fd = mbfault_dial(path);
+	mbfault_say(fd, mbfault_hello, 1);
+	while (sent < 100000 && send(fd, ping, sizeof ping - 1,
+				     MSG_NOSIGNAL) > 0)
+		sent++;
+	printf("flood %s after %d\n", sent < 100000 ? "dropped" : "survived",
+	       sent);
+	close(fd);
+
+	fd = mbfault_dial(path);
+	printf("silent %s", mbfault_outcome(fd, reply, sizeof reply));
+	printf(" then %s\n", mbfault_outcome(fd, reply, sizeof reply));
+	close(fd);
+	return 0;
+}
+
 static uint64_t
 mbfault_now_ms(void)
 {
@@ -288,6 +413,10 @@ main(int argc, char **argv)
 		return mbfault_fork(argv[2], argv[3]);
 	if (strcmp(cmd, "hold") == 0 && argc == 4)
 		return mbfault_hold(argv[2], atoi(argv[3]));
+	if (strcmp(cmd, "corpus") == 0 && argc >= 4)
+		return mbfault_corpus(argv[2], argc - 3, argv + 3);
+	if (strcmp(cmd, "hostile") == 0 && argc == 3)
+		return mbfault_hostile(argv[2]);
 	if (strcmp(cmd, "squat") == 0 && argc == 3)
 		return mbfault_squat(argv[2]);
 	if (strcmp(cmd, "churn") == 0 && argc == 6)
@@ -296,6 +425,6 @@ main(int argc, char **argv)
 	fprintf(stderr, "usage: mbfault connect-exit SOCKET | attach-exit "
 		"SOCKET MODEL | post SEMAPHORE COUNT | fork SOCKET MODEL | "
 		"hold SOCKET COUNT | churn SOCKET MODEL WORKERS SECONDS | "
-		"squat INSTANCE\n");
+		"squat INSTANCE | corpus SOCKET FILE... | hostile SOCKET\n");
 	return 2;
 }
