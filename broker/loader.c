@@ -134,15 +134,12 @@ out:
 static int
 loader_open(struct load_job *job, struct stat *st)
 {
-	int fd = open(job->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int fd = modeldir_open(job->path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+					      O_NONBLOCK, job->error,
+			       sizeof job->error);
 
-	if (fd < 0) {
-		int r = -errno;
-
-		snprintf(job->error, sizeof job->error, "cannot open %s: %s",
-			 job->path, strerror(errno));
-		return r;
-	}
+	if (fd < 0)
+		return fd;
 	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
 		snprintf(job->error, sizeof job->error,
 			 "%s is not a regular file", job->path);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * log.c - the broker's log: one line per event on stderr, as systemd and
- * supervisord expect, with a level filter.  log_warn appends strerror(errno)
+ * supervisord expect, with a level filter; control characters a client
+ * slipped into a name or path are shown as '?'.  log_warn appends strerror(errno)
  * like err(3); fatalx is for startup failures and broken invariants only.
  */
 #include <errno.h>
@@ -64,6 +65,10 @@ log_emit(enum log_level level, const char *suffix, const char *fmt,
 			      suffix);
 	if (n > (int)sizeof line - 2)
 		n = (int)sizeof line - 2;
+	/* Client strings appear in lines: none may forge another line. */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	line[n++] = '\n';
 	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
 		/* Nowhere left to report it. */

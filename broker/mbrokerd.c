@@ -166,6 +166,7 @@ mbrokerd_teardown(void)
 	mirror_shutdown();
 	unload_shutdown();
 	loader_shutdown();
+	modeldir_shutdown();
 	for (size_t i = 0; i < sizeof mbrokerd_signals / sizeof
 				   mbrokerd_signals[0]; i++)
 		if (mbrokerd_signals[i] != NULL)
@@ -202,7 +203,8 @@ main(int argc, char **argv)
 	if (broker.cfg.daemonize)
 		ready = mbrokerd_daemonize();
 	if ((broker.base = event_base_new()) == NULL ||
-	    mbrokerd_signals_init() < 0 || loader_init() < 0 ||
+	    mbrokerd_signals_init() < 0 || modeldir_init() < 0 ||
+	    loader_init() < 0 ||
 	    unload_init() < 0 || mirror_init() < 0 ||
 	    control_listen(broker.cfg.socket_path) < 0) {
 		log_error("start-up failed; removing what was created");

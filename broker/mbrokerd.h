@@ -54,6 +54,8 @@ struct config {
 	char instance[NAMES_INSTANCE_MAX + 1];
 	struct preload *preloads;
 	size_t npreloads;
+	char **model_dirs;
+	size_t nmodel_dirs;
 	int64_t shutdown_timeout_ms;
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
@@ -79,6 +81,16 @@ int64_t options_seconds_ms(const char *text);
 int64_t options_bytes(const char *text);
 /* The group clients share the socket and mirror through, or 0. */
 gid_t options_socket_gid(const struct config *cfg);
+
+/* modeldir.c */
+/* Opens the --model-dir directories.  0, or -1 logged. */
+int modeldir_init(void);
+void modeldir_shutdown(void);
+/* Whether path names a file under a --model-dir (or none is set). */
+bool modeldir_allows(const char *path);
+/* Opens path with flags, beneath its --model-dir if any are set.  Returns
+ * a descriptor, MB_EDENIED or -errno, with a reason in err.  Thread-safe. */
+int modeldir_open(const char *path, int flags, char *err, size_t errlen);
 
 /* clock.c */
 int64_t clock_monotonic_ms(void);

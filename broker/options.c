@@ -29,6 +29,8 @@ static const char options_usage[] =
 	"                           (default: default; [A-Za-z0-9_-], <= 32)\n"
 	"  --model NAME=PATH        load PATH as NAME at start (repeatable;\n"
 	"                           *.safetensors is safetensors, else raw)\n"
+	"  --model-dir DIR          only files beneath DIR may be loaded\n"
+	"                           (repeatable; symlinks out are refused)\n"
 	"  --shutdown-timeout SECS  how long shutdown waits for workers\n"
 	"                           (default 10.0)\n"
 	"  --kill-after SECS        SIGKILL the workers that still hold a\n"
@@ -56,8 +58,8 @@ static const char options_usage[] =
 	"  --help                   this text\n"
 	"  --version                the version\n"
 	"\n"
-	"The broker reads model files with its own permissions; clients\n"
-	"may load any file it can read unless --model-dir restricts them.\n"
+	"Without --model-dir, an administrator may load any file the broker's\n"
+	"own uid can read.\n"
 	"Exit status: 0 clean shutdown, 1 shutdown timed out (workers named\n"
 	"in the log), 2 usage or startup failure.\n";
 
@@ -65,6 +67,7 @@ enum {
 	OPT_SOCKET = 256,
 	OPT_INSTANCE,
 	OPT_MODEL,
+	OPT_MODEL_DIR,
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_KILL_AFTER,
 	OPT_MAX_SHM_BYTES,
@@ -86,6 +89,7 @@ static const struct option options_long[] = {
 	{"socket", required_argument, NULL, OPT_SOCKET},
 	{"instance", required_argument, NULL, OPT_INSTANCE},
 	{"model", required_argument, NULL, OPT_MODEL},
+	{"model-dir", required_argument, NULL, OPT_MODEL_DIR},
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
@@ -308,6 +312,22 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			if (options_model(cfg, optarg, err) < 0)
 				return OPTIONS_USAGE;
 			break;
+		case OPT_MODEL_DIR: {
+			char **dirs = realloc(cfg->model_dirs,
+					      (cfg->nmodel_dirs + 1) *
+						      sizeof *dirs);
+
+			if (optarg[0] != '/') {
+				fprintf(err, "mbrokerd: --model-dir must be an "
+					"absolute path, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			if (dirs == NULL)
+				return OPTIONS_USAGE;
+			cfg->model_dirs = dirs;
+			cfg->model_dirs[cfg->nmodel_dirs++] = optarg;
+			break;
+		}
 		case OPT_SHUTDOWN_TIMEOUT:
 			if ((cfg->shutdown_timeout_ms =
 				     options_seconds_ms(optarg)) < 0) {
@@ -439,6 +459,9 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 void
 options_free(struct config *cfg)
 {
+	free(cfg->model_dirs);
+	cfg->model_dirs = NULL;
+	cfg->nmodel_dirs = 0;
 	free(cfg->preloads);
 	cfg->preloads = NULL;
 	cfg->npreloads = 0;
