@@ -50,8 +50,8 @@ PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
 TEST_TOOLS := $(O)/mkmodel $(O)/mbfault
 LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
 
-.PHONY: all test unit integration demo soak asan tsan valgrind format \
-	clean install uninstall deps
+.PHONY: all test unit integration demo soak asan tsan valgrind fuzz \
+	format clean install uninstall deps
 all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS)
 
 deps: $(DEPS_OK)
@@ -63,7 +63,7 @@ $(O)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(BROKER_CFLAGS) $(TEST_CFLAGS) -c $< -o $@
 
-# Unit tests reach the internal headers of the modules they test.
+# Unit tests and fuzz targets reach the internal headers they test.
 $(O)/obj/tests/%.o: CPPFLAGS += -Ibroker -Iworker
 
 $(O)/pic/%.o: %.c | $(DEPS_OK)
@@ -122,6 +122,18 @@ tsan:
 
 valgrind: all $(UNIT_BIN)
 	MB_VALGRIND=1 tests/run.sh --valgrind $(O)
+
+# libFuzzer targets, built with clang; FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := $(O)/fuzz_request $(O)/fuzz_safetensors
+fuzz:
+	@scripts/install-deps.sh --fuzz --check || scripts/install-deps.sh --fuzz
+	$(MAKE) BUILD=build/fuzz CC=clang SANITIZE=fuzzer-no-link,address,undefined \
+		OPT=-O1 build/fuzz/fuzz_request build/fuzz/fuzz_safetensors
+	tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
+
+$(O)/fuzz_%: $(O)/obj/tests/fuzz/fuzz_%.o $(O)/libbroker.a $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(BROKER_LIBS)
 
 format:
 	clang-format -i $(wildcard broker/*.[ch] worker/*.[ch] common/*.[ch] \

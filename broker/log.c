@@ -38,7 +38,7 @@ log_level_parse(const char *name, enum log_level *out)
 }
 
 /* Writes one line; the whole line goes out in a single write. */
-static void
+static void __attribute__((format(printf, 3, 0)))
 log_emit(enum log_level level, const char *suffix, const char *fmt,
 	 va_list ap)
 {

@@ -31,7 +31,7 @@ static const struct st_dtype st_dtypes[] = {
 	{"U32", 4},  {"F32", 4}, {"I64", 8},  {"U64", 8},     {"F64", 8},
 };
 
-static int
+static int __attribute__((format(printf, 3, 4)))
 st_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;

@@ -2,14 +2,34 @@
 # SPDX-License-Identifier: MIT
 # install-deps.sh - makes sure the build dependencies of mbroker are present.
 # As root it installs Debian's packages; otherwise it prints the apt-get line
-# to run.  `install-deps.sh --check` only tests, exiting 1 when something is
-# missing.  The Makefile runs it before the first build.
+# to run.  `--check` only tests, exiting 1 when something is missing;
+# `--fuzz` is about what `make fuzz` needs (clang and libFuzzer).  The
+# Makefile runs it before the first build.
 set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev"
 MODULES="libevent_core jansson cmocka libxxhash"
+FUZZ=0
+CHECK=0
+for arg in "$@"; do
+	case "$arg" in
+	--fuzz) FUZZ=1 ;;
+	--check) CHECK=1 ;;
+	*) echo "usage: install-deps.sh [--fuzz] [--check]" >&2; exit 2 ;;
+	esac
+done
+if [ $FUZZ -eq 1 ]; then
+	PACKAGES="clang libclang-rt-14-dev libfuzzer-14-dev"
+fi
 
 have_all() {
+	if [ $FUZZ -eq 1 ]; then
+		echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)
+		      { (void)d; (void)n; return 0; }' |
+			clang -fsanitize=fuzzer -x c - -o /dev/null \
+				>/dev/null 2>&1
+		return
+	fi
 	command -v pkg-config >/dev/null 2>&1 || return 1
 	for m in $MODULES; do
 		pkg-config --exists "$m" || return 1
@@ -19,7 +39,7 @@ have_all() {
 if have_all; then
 	exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ $CHECK -eq 1 ]; then
 	exit 1
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -61,6 +61,11 @@ test_options_defaults(void **state)
 	assert_int_equal(cfg.kill_after_ms, 0);
 	assert_int_equal(cfg.max_shm_bytes, 0);
 	assert_int_equal(cfg.load_rate, 0);
+	assert_int_equal(cfg.max_message, 65536);
+	assert_int_equal(cfg.max_conns, 1024);
+	assert_int_equal(cfg.idle_timeout_ms, 10000);
+	assert_int_equal(cfg.allow_gid, 0);
+	assert_int_equal(cfg.nmodel_dirs, 0);
 	assert_int_equal(cfg.npreloads, 0);
 	assert_false(cfg.daemonize);
 	setenv("XDG_RUNTIME_DIR", "/run/user/7", 1);
@@ -84,7 +89,11 @@ test_options_all(void **state)
 			       "--shutdown-timeout", "2.5", "--signal", "SIGUSR2",
 			       "--log-level", "debug", "--daemon", "--pid-file",
 			       "/run/b.pid", "--kill-after", "0.5",
-			       "--max-shm-bytes", "4G", "--load-rate", "512MiB"),
+			       "--max-shm-bytes", "4G", "--load-rate", "512MiB",
+			       "--model-dir", "/models", "--model-dir", "/srv/m",
+			       "--max-message", "32K", "--max-connections", "5",
+			       "--idle-timeout", "2", "--allow-gid", "4242",
+			       "--admin-gid", "daemon", "--admin-gid", "4343"),
 			 OPTIONS_RUN);
 	assert_string_equal(cfg.socket_path, "/s/b.sock");
 	assert_string_equal(cfg.instance, "pool_1");
@@ -99,6 +108,15 @@ test_options_all(void **state)
 	assert_int_equal(cfg.kill_after_ms, 500);
 	assert_int_equal(cfg.max_shm_bytes, 4ull << 30);
 	assert_int_equal(cfg.load_rate, 512ull << 20);
+	assert_int_equal(cfg.nmodel_dirs, 2);
+	assert_string_equal(cfg.model_dirs[1], "/srv/m");
+	assert_int_equal(cfg.max_message, 32 << 10);
+	assert_int_equal(cfg.max_conns, 5);
+	assert_int_equal(cfg.idle_timeout_ms, 2000);
+	assert_int_equal(cfg.allow_gid, 4242);
+	assert_int_equal(cfg.admin_gid, 4343);
+	assert_int_equal(PARSE("--allow-gid", "daemon"), OPTIONS_RUN);
+	assert_int_equal(cfg.allow_gid, 1); /* Debian's daemon group */
 }
 
 static void
@@ -122,6 +140,14 @@ test_options_bad_values(void **state)
 	expect_usage(PARSE("extra"), "unexpected argument 'extra'");
 	expect_usage(PARSE("--kill-after", "soon"), "--kill-after wants seconds");
 	expect_usage(PARSE("--kill-after", "0"), "--kill-after wants seconds > 0");
+	expect_usage(PARSE("--model-dir", "models"), "--model-dir must be an absolute");
+	expect_usage(PARSE("--max-message", "100"), "--max-message wants 1K to 160K");
+	expect_usage(PARSE("--max-message", "1M"), "--max-message wants 1K to 160K");
+	expect_usage(PARSE("--max-connections", "0"), "--max-connections wants 1");
+	expect_usage(PARSE("--idle-timeout", "0"), "--idle-timeout wants seconds > 0");
+	expect_usage(PARSE("--allow-gid", "0"), "--allow-gid wants a group name");
+	expect_usage(PARSE("--admin-gid", "no-such-group-here"),
+		     "--admin-gid wants a group name");
 	expect_usage(PARSE("--max-shm-bytes", "0"), "wants a byte count > 0");
 	expect_usage(PARSE("--load-rate", "fast"), "--load-rate wants a byte count");
 }
