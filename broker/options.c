@@ -313,15 +313,15 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			break;
 		case OPT_MODEL_DIR: {
-			char **dirs = realloc(cfg->model_dirs,
-					      (cfg->nmodel_dirs + 1) *
-						      sizeof *dirs);
+			char **dirs;
 
 			if (optarg[0] != '/') {
 				fprintf(err, "mbrokerd: --model-dir must be an "
 					"absolute path, got '%s'\n", optarg);
 				return OPTIONS_USAGE;
 			}
+			dirs = realloc(cfg->model_dirs,
+				       (cfg->nmodel_dirs + 1) * sizeof *dirs);
 			if (dirs == NULL)
 				return OPTIONS_USAGE;
 			cfg->model_dirs = dirs;

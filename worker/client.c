@@ -83,6 +83,13 @@ client_read(struct mb_client *c, int flags, int *fd, int *err)
 	ssize_t n;
 
 	n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, flags);
+	/* The broker closed with our request unread (it refused us): the
+	 * kernel reports the reset first, then still delivers what it said
+	 * before closing. */
+	if (n == -ECONNRESET)
+		n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, MSG_DONTWAIT);
+	if (n == -EAGAIN && !(flags & MSG_DONTWAIT))
+		n = 0;
 	if (n == -EAGAIN) {
 		*err = -EAGAIN;
 		return NULL;
