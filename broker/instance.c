@@ -113,7 +113,7 @@ instance_owns(const char *entry, const char *prefix)
 }
 
 void
-instance_clean_stale(const char *name)
+instance_clean_stale(const char *name, const char *shm_dir)
 {
 	char prefix[NAMES_SHM_MAX];
 	unsigned removed = 0;
@@ -122,7 +122,7 @@ instance_clean_stale(const char *name)
 	DIR *dir;
 
 	if (names_prefix(prefix, sizeof prefix, name) < 0 ||
-	    (dir = opendir(INSTANCE_SHM_DIR)) == NULL)
+	    (dir = opendir(shm_dir)) == NULL)
 		return;
 	while ((d = readdir(dir)) != NULL) {
 		struct stat st;
@@ -132,7 +132,7 @@ instance_clean_stale(const char *name)
 			continue;
 		if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
 			log_warnx("instance %s: %s/%s is not ours; left alone",
-				  name, INSTANCE_SHM_DIR, d->d_name);
+				  name, shm_dir, d->d_name);
 			continue;
 		}
 		if (unlinkat(dirfd(dir), d->d_name, 0) < 0) {
@@ -141,7 +141,7 @@ instance_clean_stale(const char *name)
 			continue;
 		}
 		log_info("instance %s: removed %s/%s (%" PRId64 " bytes) left "
-			 "by a dead broker", name, INSTANCE_SHM_DIR, d->d_name,
+			 "by a dead broker", name, shm_dir, d->d_name,
 			 (int64_t)st.st_size);
 		removed++;
 		bytes += (uint64_t)st.st_size;

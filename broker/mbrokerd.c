@@ -199,7 +199,9 @@ main(int argc, char **argv)
 	mbrokerd_token();
 	if ((r = instance_lock(broker.cfg.instance)) != 0)
 		return 2;
-	instance_clean_stale(broker.cfg.instance);
+	instance_clean_stale(broker.cfg.instance, "/dev/shm");
+	if (broker.cfg.shm_dir != NULL)
+		instance_clean_stale(broker.cfg.instance, broker.cfg.shm_dir);
 	if (broker.cfg.daemonize)
 		ready = mbrokerd_daemonize();
 	if ((broker.base = event_base_new()) == NULL ||

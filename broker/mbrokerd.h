@@ -56,6 +56,7 @@ struct config {
 	size_t npreloads;
 	char **model_dirs;
 	size_t nmodel_dirs;
+	const char *shm_dir; /* NULL: /dev/shm through shm_open */
 	int64_t shutdown_timeout_ms;
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
@@ -384,8 +385,8 @@ void shutdown_check(void);
 /* instance.c */
 /* Takes the instance lock; 0, or 2 when another broker holds it, -1. */
 int instance_lock(const char *instance);
-/* Removes what a dead broker of this instance left in /dev/shm. */
-void instance_clean_stale(const char *instance);
+/* Removes what a dead broker of this instance left in dir. */
+void instance_clean_stale(const char *instance, const char *dir);
 /* Lets the lock name this process as its holder (after --daemon). */
 void instance_record_pid(void);
 void instance_unlock(void);

@@ -36,6 +36,9 @@ static const char options_usage[] =
 	"  --kill-after SECS        SIGKILL the workers that still hold a\n"
 	"                           model SECS after its unload began\n"
 	"                           (default: never)\n"
+	"  --shm-dir DIR            put segments in DIR, a tmpfs mounted with\n"
+	"                           huge=within_size for 2 MiB pages\n"
+	"                           (default: /dev/shm)\n"
 	"  --max-shm-bytes N        most bytes of models held at once\n"
 	"                           (suffixes K, M, G; default: no budget\n"
 	"                           beyond /dev/shm's free space)\n"
@@ -71,6 +74,7 @@ enum {
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_KILL_AFTER,
 	OPT_MAX_SHM_BYTES,
+	OPT_SHM_DIR,
 	OPT_LOAD_RATE,
 	OPT_MAX_MESSAGE,
 	OPT_MAX_CONNECTIONS,
@@ -93,6 +97,7 @@ static const struct option options_long[] = {
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
+	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
 	{"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
@@ -311,6 +316,14 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 		case OPT_MODEL:
 			if (options_model(cfg, optarg, err) < 0)
 				return OPTIONS_USAGE;
+			break;
+		case OPT_SHM_DIR:
+			if (optarg[0] != '/' || strlen(optarg) > PATH_MAX / 2) {
+				fprintf(err, "mbrokerd: --shm-dir must be an "
+					"absolute path, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			cfg->shm_dir = optarg;
 			break;
 		case OPT_MODEL_DIR: {
 			char **dirs;

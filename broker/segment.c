@@ -4,11 +4,13 @@
  * with O_EXCL and mode 0600 under an unpredictable name, their pages
  * reserved up front so a full /dev/shm is a load error instead of a SIGBUS
  * in a worker, counted against the --max-shm-bytes budget, sealed
- * read-only once filled, and unlinked at unload.
+ * read-only once filled, and unlinked at unload.  They live in /dev/shm,
+ * or in --shm-dir (a tmpfs mounted with huge=, so 2 MiB pages back them).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +22,41 @@
 #include "mbrokerd.h"
 
 #define SEGMENT_DIR "/dev/shm"
+
+/* Where segments live: /dev/shm through shm_open, or --shm-dir (a tmpfs
+ * mounted with huge=, for 2 MiB pages) through open. */
+static const char *
+segment_dir(void)
+{
+	return broker.cfg.shm_dir != NULL ? broker.cfg.shm_dir : SEGMENT_DIR;
+}
+
+/* Opens (creating with O_EXCL when flags say so) the segment's file. */
+static int
+segment_open(const char *name, int flags, mode_t mode)
+{
+	char path[PATH_MAX];
+
+	if (broker.cfg.shm_dir == NULL)
+		return shm_open(name, flags, mode);
+	if (snprintf(path, sizeof path, "%s%s", broker.cfg.shm_dir, name) >=
+	    (int)sizeof path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+static int
+segment_remove(const char *name)
+{
+	char path[PATH_MAX];
+
+	if (broker.cfg.shm_dir == NULL)
+		return shm_unlink(name);
+	snprintf(path, sizeof path, "%s%s", broker.cfg.shm_dir, name);
+	return unlink(path);
+}
 
 /* Bytes held by this broker's segments, against --max-shm-bytes. */
 static atomic_uint_fast64_t segment_held;
@@ -71,7 +108,7 @@ segment_space_free(void)
 {
 	struct statvfs sv;
 
-	if (statvfs(SEGMENT_DIR, &sv) < 0)
+	if (statvfs(segment_dir(), &sv) < 0)
 		return -errno;
 	return (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
 }
@@ -83,13 +120,13 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 	int fd, r;
 
 	if (avail >= 0 && (uint64_t)avail < size) {
-		snprintf(err, errlen, "model needs %" PRIu64 " bytes, "
-			 SEGMENT_DIR " has %" PRId64 " free", size, avail);
+		snprintf(err, errlen, "model needs %" PRIu64 " bytes, %s has %"
+			 PRId64 " free", size, segment_dir(), avail);
 		return MB_ENOSPACE;
 	}
 	if ((r = segment_reserve(size, err, errlen)) < 0)
 		return r;
-	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	fd = segment_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot create segment %s: %s%s", name,
@@ -106,8 +143,8 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 	}
 	r = posix_fallocate(fd, 0, (off_t)size);
 	if (r != 0) {
-		snprintf(err, errlen, "cannot reserve %" PRIu64 " bytes in "
-			 SEGMENT_DIR " (%" PRId64 " free): %s", size,
+		snprintf(err, errlen, "cannot reserve %" PRIu64 " bytes in %s "
+			 "(%" PRId64 " free): %s", size, segment_dir(),
 			 segment_space_free(), strerror(r));
 		r = r == ENOSPC ? MB_ENOSPACE : -r;
 		goto fail;
@@ -115,7 +152,7 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 	return fd;
 fail:
 	close(fd);
-	shm_unlink(name);
+	segment_remove(name);
 	segment_unreserve(size);
 	return r;
 }
@@ -136,7 +173,7 @@ segment_seal(int rw_fd)
 int
 segment_unlink(const char *name)
 {
-	if (shm_unlink(name) < 0 && errno != ENOENT)
+	if (segment_remove(name) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
 }

@@ -39,6 +39,9 @@ cleanup() {
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	if [ -n "${EXTRA_CLEANUP:-}" ]; then
+		eval "$EXTRA_CLEANUP" || true
+	fi
 	# The glob also covers the extra instances a test names "$INSTANCE-x".
 	rm -f /dev/shm/mbroker."$INSTANCE"* /dev/shm/sem.mbroker."$INSTANCE"*
 	if [ $status -ne 0 ]; then
