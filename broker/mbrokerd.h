@@ -95,6 +95,7 @@ int modeldir_open(const char *path, int flags, char *err, size_t errlen);
 
 /* clock.c */
 int64_t clock_monotonic_ms(void);
+int64_t clock_monotonic_us(void);
 /* Shmem from /proc/meminfo in kB, or -1. */
 int64_t meminfo_shmem_kb(void);
 
@@ -419,6 +420,11 @@ struct broker {
 	uint64_t shutdown_freed_bytes;
 	unsigned shutdown_models;
 	unsigned shutdown_timeouts;
+	/* Where the shutdown's time went, in microseconds. */
+	int64_t shutdown_started_us;
+	int64_t shutdown_notify_us;  /* events and signals sent */
+	int64_t shutdown_drained_us; /* when the last model was let go */
+	int64_t shutdown_release_us; /* hooks, unlinks, closes */
 	json_t *shutdown_stuck_pids;
 	struct pending_list shutdown_waiters;
 	int exit_code;

@@ -50,10 +50,15 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 	}
 	broker.shutting_down = true;
 	broker.shutdown_started_ms = clock_monotonic_ms();
+	broker.shutdown_started_us = clock_monotonic_us();
 	broker.shutdown_deadline_ms = broker.shutdown_started_ms + timeout_ms;
 	broker.shutdown_shmem_before_kb = meminfo_shmem_kb();
 	broker.shutdown_stuck_pids = json_array();
 	signalled = shutdown_notify(timeout_ms);
+	broker.shutdown_notify_us = clock_monotonic_us() -
+				    broker.shutdown_started_us;
+	broker.shutdown_drained_us = broker.shutdown_started_us +
+				     broker.shutdown_notify_us;
 	log_info("shutdown %s: %u model(s), %u worker(s) signalled, timeout "
 		 "%.1f s, Shmem %" PRId64 " kB", why, registry_count(),
 		 signalled, timeout_ms / 1000.0,
@@ -87,13 +92,21 @@ shutdown_check(void)
 	broker.shutdown_done = true;
 	elapsed = clock_monotonic_ms() - broker.shutdown_started_ms;
 	after = meminfo_shmem_kb();
-	report = json_pack("{s:I, s:i, s:I, s:I, s:I}", "elapsed_ms",
-			   (json_int_t)elapsed, "models_unloaded",
+	report = json_pack("{s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			   "elapsed_ms", (json_int_t)elapsed, "models_unloaded",
 			   (int)broker.shutdown_models, "freed_bytes",
 			   (json_int_t)broker.shutdown_freed_bytes,
 			   "shmem_before_kb",
 			   (json_int_t)broker.shutdown_shmem_before_kb,
-			   "shmem_after_kb", (json_int_t)after);
+			   "shmem_after_kb", (json_int_t)after, "elapsed_us",
+			   (json_int_t)(clock_monotonic_us() -
+					broker.shutdown_started_us),
+			   "notify_us", (json_int_t)broker.shutdown_notify_us,
+			   "wait_us",
+			   (json_int_t)(broker.shutdown_drained_us -
+					broker.shutdown_started_us -
+					broker.shutdown_notify_us),
+			   "release_us", (json_int_t)broker.shutdown_release_us);
 	if (broker.shutdown_timeouts > 0) {
 		char *pids = json_dumps(broker.shutdown_stuck_pids, JSON_COMPACT);
 		char message[512];

@@ -149,6 +149,7 @@ static void
 unload_finish(struct model *m, bool timed_out)
 {
 	int64_t waited = clock_monotonic_ms() - m->unload_started_ms;
+	int64_t release_start = clock_monotonic_us();
 	uint64_t freed = m->size;
 	unsigned evicted = unload_release(m);
 	int64_t after = meminfo_shmem_kb();
@@ -167,6 +168,8 @@ unload_finish(struct model *m, bool timed_out)
 		m->killed_pids = NULL;
 	}
 	if (m->unload_for_shutdown) {
+		broker.shutdown_drained_us = release_start;
+		broker.shutdown_release_us += clock_monotonic_us() - release_start;
 		broker.shutdown_models++;
 		broker.shutdown_freed_bytes += freed;
 		broker.shutdown_timeouts += timed_out;
