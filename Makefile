@@ -47,10 +47,10 @@ SONAME := libmbroker.so.0
 DEPS_OK := $(O)/.deps-ok
 
 PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
-TEST_TOOLS := $(O)/mkmodel $(O)/mbfault
+TEST_TOOLS := $(O)/mkmodel $(O)/mbfault $(O)/mbbench
 LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
 
-.PHONY: all test unit integration demo soak asan tsan valgrind fuzz \
+.PHONY: all test unit integration demo soak bench asan tsan valgrind fuzz \
 	format clean install uninstall deps
 all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS)
 
@@ -92,6 +92,10 @@ $(O)/mkmodel: $(O)/obj/tests/tools/mkmodel.o
 $(O)/mbfault: $(O)/obj/tests/tools/mbfault.o $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
+$(O)/mbbench: $(O)/obj/bench/mbbench.o $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+$(O)/obj/bench/%.o: CPPFLAGS += -Iworker
+
 # Unit tests name the calls they make fail in a line "WRAP: f g ...".
 wraps = $(foreach f,$(shell sed -n 's/^.*WRAP: //p' $(1)),-Wl,--wrap=$(f))
 $(O)/tests/%: $(O)/obj/tests/unit/%.o $(O)/libbroker.a $(O)/libmbroker.a
@@ -113,6 +117,10 @@ demo: all
 # About two minutes; `make test` runs a 10-second smoke of it.
 soak: all
 	scripts/soak.sh $(O)
+
+# Every scenario of docs/performance.md; `make test` runs a tiny smoke.
+bench: all
+	scripts/bench.sh $(O)
 
 asan:
 	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test

@@ -195,9 +195,10 @@ void pending_reply_error(struct pending_list *list, int code, json_t *extra,
 /* segment.c */
 /* Fills name with the shm name of the gen-th load of model. */
 int segment_name(char *buf, size_t len, const char *model, uint64_t gen);
-/* Creates the segment (O_EXCL, 0600) with size bytes reserved, within the
- * --max-shm-bytes budget and /dev/shm's free space; returns a read-write
- * descriptor or MB_E* / -errno with a reason in err.  Thread-safe. */
+/* Creates the segment (O_EXCL, 0600) of size bytes, within the
+ * --max-shm-bytes budget and the free space (the loader reserves the
+ * pages); returns a read-write descriptor or MB_E* / -errno with a reason
+ * in err.  Thread-safe. */
 int segment_create(const char *name, uint64_t size, char *err, size_t errlen);
 /* Gives size bytes back to the budget once their segment is unlinked. */
 void segment_unreserve(uint64_t size);

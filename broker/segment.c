@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * segment.c - the shared-memory segments that hold model bytes: created
- * with O_EXCL and mode 0600 under an unpredictable name, their pages
- * reserved up front so a full /dev/shm is a load error instead of a SIGBUS
- * in a worker, counted against the --max-shm-bytes budget, sealed
+ * with O_EXCL and mode 0600 under an unpredictable name, checked against
+ * the free space before anything is copied (the loader then reserves the
+ * pages, so a full /dev/shm is a load error instead of a SIGBUS in a
+ * worker), counted against the --max-shm-bytes budget, sealed
  * read-only once filled, and unlinked at unload.  They live in /dev/shm,
  * or in --shm-dir (a tmpfs mounted with huge=, so 2 MiB pages back them).
  */
@@ -139,14 +140,6 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 		r = errno == ENOSPC ? MB_ENOSPACE : -errno;
 		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
 			 " bytes: %s", name, size, strerror(errno));
-		goto fail;
-	}
-	r = posix_fallocate(fd, 0, (off_t)size);
-	if (r != 0) {
-		snprintf(err, errlen, "cannot reserve %" PRIu64 " bytes in %s "
-			 "(%" PRId64 " free): %s", size, segment_dir(),
-			 segment_space_free(), strerror(r));
-		r = r == ENOSPC ? MB_ENOSPACE : -r;
 		goto fail;
 	}
 	return fd;

@@ -3,26 +3,38 @@
 # install-deps.sh - makes sure the build dependencies of mbroker are present.
 # As root it installs Debian's packages; otherwise it prints the apt-get line
 # to run.  `--check` only tests, exiting 1 when something is missing;
-# `--fuzz` is about what `make fuzz` needs (clang and libFuzzer).  The
+# `--fuzz` is about what `make fuzz` needs (clang and libFuzzer), `--bench`
+# about what `make bench` compares with and plots with.  The
 # Makefile runs it before the first build.
 set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev"
 MODULES="libevent_core jansson cmocka libxxhash"
 FUZZ=0
+BENCH=0
 CHECK=0
 for arg in "$@"; do
 	case "$arg" in
 	--fuzz) FUZZ=1 ;;
+	--bench) BENCH=1 ;;
 	--check) CHECK=1 ;;
-	*) echo "usage: install-deps.sh [--fuzz] [--check]" >&2; exit 2 ;;
+	*) echo "usage: install-deps.sh [--fuzz | --bench] [--check]" >&2; exit 2 ;;
 	esac
 done
 if [ $FUZZ -eq 1 ]; then
 	PACKAGES="clang libclang-rt-14-dev libfuzzer-14-dev"
 fi
+if [ $BENCH -eq 1 ]; then
+	PACKAGES="gnuplot-nox redis-server redis-tools python3"
+fi
 
 have_all() {
+	if [ $BENCH -eq 1 ]; then
+		for c in gnuplot redis-server redis-benchmark python3; do
+			command -v $c >/dev/null 2>&1 || return 1
+		done
+		return 0
+	fi
 	if [ $FUZZ -eq 1 ]; then
 		echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)
 		      { (void)d; (void)n; return 0; }' |

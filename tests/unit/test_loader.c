@@ -6,7 +6,7 @@
  * loaded segment is read-only for whoever receives its descriptor.  While
  * a load runs, its progress is visible and a cancel ends it early; a load
  * blocked in a read is abandoned at its unload's deadline.
- * WRAP: shm_open ftruncate posix_fallocate mmap read statvfs
+ * WRAP: shm_open ftruncate posix_fallocate mmap pread statvfs
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,11 +25,14 @@
 
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
 	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE,
-	     FAULT_SHM_FULL };
+	     FAULT_SHM_FULL, FAULT_READ_FROM };
 static enum fault fault;
-/* FAULT_READ and FAULT_SHORT_READ hit the fault_nth-th chunk read. */
+/* FAULT_READ and FAULT_SHORT_READ hit the fault_nth-th chunk read;
+ * FAULT_READ_FROM hits every read at or past fault_offset. */
 static int fault_nth = 1;
-static char dir[64], raw_path[128], st_path[128], big_path[128];
+static off_t fault_offset;
+static char dir[64], raw_path[128], st_path[128], big_path[128],
+	split_path[128];
 /* FAULT_PAUSE: the second chunk read waits for a byte on this pipe. */
 static int pause_pipe[2] = {-1, -1};
 static atomic_int chunk_reads;
@@ -45,8 +48,8 @@ int __real_posix_fallocate(int fd, off_t off, off_t len);
 int __wrap_posix_fallocate(int fd, off_t off, off_t len);
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
-ssize_t __real_read(int fd, void *buf, size_t count);
-ssize_t __wrap_read(int fd, void *buf, size_t count);
+ssize_t __real_pread(int fd, void *buf, size_t count, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t count, off_t off);
 int __real_statvfs(const char *path, struct statvfs *sv);
 int __wrap_statvfs(const char *path, struct statvfs *sv);
 
@@ -102,10 +105,14 @@ __wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 }
 
 ssize_t
-__wrap_read(int fd, void *buf, size_t count)
+__wrap_pread(int fd, void *buf, size_t count, off_t off)
 {
 	char go;
 
+	if (fault == FAULT_READ_FROM && off >= fault_offset) {
+		errno = EIO;
+		return -1;
+	}
 	/* Only the loader reads in chunks this large. */
 	if ((fault == FAULT_READ || fault == FAULT_SHORT_READ) &&
 	    count >= (1u << 20) && atomic_fetch_add(&chunk_reads, 1) + 1 ==
@@ -115,9 +122,9 @@ __wrap_read(int fd, void *buf, size_t count)
 	}
 	if (fault == FAULT_PAUSE && count >= (1u << 20) &&
 	    atomic_fetch_add(&chunk_reads, 1) == 1 &&
-	    __real_read(pause_pipe[0], &go, 1) != 1)
+	    read(pause_pipe[0], &go, 1) != 1)
 		return -1;
-	return __real_read(fd, buf, count);
+	return __real_pread(fd, buf, count, off);
 }
 
 /* Loads path as "m" and runs the loop until the load is over. */
@@ -347,6 +354,31 @@ test_loader_abandoned_at_deadline(void **state)
 	registry_clear();
 }
 
+/* A file large enough to be filled by two threads. */
+static void
+test_loader_two_threads(void **state)
+{
+	unsigned char *bytes = malloc(72u << 20);
+	FILE *f = fopen(split_path, "rb");
+	struct model *m;
+	int fds;
+
+	(void)state;
+	assert_non_null(bytes);
+	assert_int_equal(fread(bytes, 1, 72u << 20, f), 72u << 20);
+	fclose(f);
+	fds = unit_fd_count();
+	m = load_sync(split_path);
+	assert_int_equal(m->state, MODEL_READY);
+	assert_int_equal(m->checksum, mb_checksum(bytes, 72u << 20));
+	registry_clear();
+	free(bytes);
+	/* The second half's thread fails: everything is undone. */
+	fault_offset = 40u << 20;
+	expect_failure_of(split_path, FAULT_READ_FROM, 1, "at byte 4");
+	assert_int_equal(unit_fd_count(), fds);
+}
+
 static void
 write_file(const char *path, const void *data, size_t len)
 {
@@ -380,6 +412,16 @@ group_setup(void **state)
 	write_file(st_path, st, sizeof st);
 	snprintf(big_path, sizeof big_path, "%s/big.bin", dir);
 	write_file(big_path, "x", 1);
+	snprintf(split_path, sizeof split_path, "%s/split.bin", dir);
+	{
+		FILE *f = fopen(split_path, "wb");
+
+		for (unsigned i = 0; f != NULL && i < (72u << 20) / sizeof raw_bytes;
+		     i++)
+			fwrite(raw_bytes, 1, sizeof raw_bytes, f);
+		if (f == NULL || fclose(f) != 0)
+			return -1;
+	}
 	return truncate(big_path, 20u << 20) < 0 ? -1 : pipe(pause_pipe);
 }
 
@@ -394,6 +436,7 @@ group_teardown(void **state)
 	unlink(raw_path);
 	unlink(st_path);
 	unlink(big_path);
+	unlink(split_path);
 	close(pause_pipe[0]);
 	close(pause_pipe[1]);
 	rmdir(dir);
@@ -410,6 +453,7 @@ main(void)
 		cmocka_unit_test(test_loader_no_space_is_named),
 		cmocka_unit_test(test_loader_progress_and_cancel),
 		cmocka_unit_test(test_loader_abandoned_at_deadline),
+		cmocka_unit_test(test_loader_two_threads),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mbbench.c - the measurements behind `make bench` that need a program:
+ * the fill floor of a fresh segment, attach latency against a bare
+ * shm_open + fstat + mmap, inference passes over shared against private
+ * weights, processes that hold a private copy or a page-cache mapping for
+ * the memory scenario, and the control plane's request rate.  Each prints
+ * one JSON object on stdout; scripts/bench.sh runs them side by side.
+ *   mbbench fill-floor BYTES
+ *   mbbench attach SOCKET MODEL ITERATIONS
+ *   mbbench infer SOCKET MODEL REPETITIONS
+ *   mbbench hold-private FILE | hold-mmap FILE
+ *   mbbench rate SOCKET OP CLIENTS SECONDS
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "names.h"
+
+static double
+bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static __attribute__((noreturn)) void
+bench_die(const char *what, int err)
+{
+	fprintf(stderr, "mbbench: %s: %s\n", what, mb_strerror(err));
+	exit(1);
+}
+
+static int
+bench_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of n samples (sorted in place). */
+static double
+bench_quantile(double *v, size_t n, double q)
+{
+	qsort(v, n, sizeof *v, bench_cmp);
+	return v[(size_t)(q * (double)(n - 1) + 0.5)];
+}
+
+/* Populate and memcpy into a fresh segment: what a load cannot beat. */
+static int
+bench_fill_floor(size_t size)
+{
+	char name[64];
+	unsigned char *src = malloc(size), *dst;
+	double t0, t1;
+	int fd;
+
+	if (src == NULL)
+		bench_die("malloc", -ENOMEM);
+	memset(src, 0x5a, size);
+	snprintf(name, sizeof name, "/mbbench.%ld", (long)getpid());
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		bench_die("segment", -errno);
+	shm_unlink(name);
+	t0 = bench_now();
+	dst = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (dst == MAP_FAILED)
+		bench_die("mmap", -errno);
+	madvise(dst, size, MADV_POPULATE_WRITE);
+	memcpy(dst, src, size);
+	t1 = bench_now();
+	printf("{\"fill_floor_s\":%.6f}\n", t1 - t0);
+	munmap(dst, size);
+	close(fd);
+	free(src);
+	return 0;
+}
+
+static void
+bench_print_latency(const char *key, double *v, size_t n, const char *sep)
+{
+	printf("\"%s_p50_us\":%.1f,\"%s_p99_us\":%.1f%s", key,
+	       bench_quantile(v, n, 0.5) * 1e6, key,
+	       bench_quantile(v, n, 0.99) * 1e6, sep);
+}
+
+/* Attach latency: on an open connection, with the connect, and a bare
+ * shm_open + fstat + mmap of the same segment for comparison. */
+static int
+bench_attach(const char *sock, const char *model, size_t n)
+{
+	double *warm = calloc(n, sizeof *warm), *cold = calloc(n, sizeof *cold),
+	       *bare = calloc(n, sizeof *bare);
+	char segment[NAMES_SHM_MAX] = "", *reply = NULL;
+	struct mb_attachment *att;
+	struct mb_client *c;
+	int r;
+
+	if ((r = mb_connect(sock, &c)) < 0)
+		bench_die("connect", r);
+	if (mb_request(c, "{\"op\":\"list\"}", &reply) == 0 && reply != NULL) {
+		char *s = strstr(reply, "\"segment\":\"");
+
+		if (s != NULL)
+			sscanf(s + 11, "%159[^\"]", segment);
+	}
+	free(reply);
+	for (size_t i = 0; i < n; i++) {
+		double t0 = bench_now();
+
+		if ((r = mb_attach(c, model, &att)) < 0)
+			bench_die("attach", r);
+		warm[i] = bench_now() - t0;
+		mb_detach(att);
+	}
+	mb_close(c);
+	for (size_t i = 0; i < n; i++) {
+		double t0 = bench_now();
+
+		if ((r = mb_connect(sock, &c)) < 0 ||
+		    (r = mb_attach(c, model, &att)) < 0)
+			bench_die("connect and attach", r);
+		cold[i] = bench_now() - t0;
+		mb_close(c);
+	}
+	for (size_t i = 0; i < n && segment[0] != '\0'; i++) {
+		double t0 = bench_now();
+		int fd = shm_open(segment, O_RDONLY, 0);
+		struct stat st;
+		void *p;
+
+		if (fd < 0 || fstat(fd, &st) < 0 ||
+		    (p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+			      fd, 0)) == MAP_FAILED)
+			bench_die("bare mapping", -errno);
+		bare[i] = bench_now() - t0;
+		munmap(p, (size_t)st.st_size);
+		close(fd);
+	}
+	printf("{");
+	bench_print_latency("attach", warm, n, ",");
+	bench_print_latency("attach_connect", cold, n, ",");
+	bench_print_latency("bare_mmap", bare, n, "}\n");
+	free(warm);
+	free(cold);
+	free(bare);
+	return 0;
+}
+
+/* A memory-bound pass over every weight, as the reference worker does. */
+static uint64_t
+bench_pass(const uint64_t *w, size_t words)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < words; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* Passes over the shared mapping and over a private copy, alternated. */
+static int
+bench_infer(const char *sock, const char *model, size_t reps)
+{
+	double *shared = calloc(reps, sizeof *shared),
+	       *private = calloc(reps, sizeof *private);
+	struct mb_attachment *att;
+	struct mb_client *c;
+	volatile uint64_t sink;
+	uint64_t *copy;
+	size_t size;
+	int r;
+
+	if ((r = mb_connect(sock, &c)) < 0 || (r = mb_attach(c, model, &att)) < 0)
+		bench_die("attach", r);
+	size = mb_attachment_size(att) / 8 * 8;
+	if ((copy = malloc(size)) == NULL)
+		bench_die("malloc", -ENOMEM);
+	memcpy(copy, mb_attachment_data(att), size);
+	sink = bench_pass(mb_attachment_data(att), size / 8); /* warm both */
+	sink = bench_pass(copy, size / 8);
+	for (size_t i = 0; i < reps; i++) {
+		double t0 = bench_now();
+
+		sink = bench_pass(mb_attachment_data(att), size / 8);
+		shared[i] = bench_now() - t0;
+		t0 = bench_now();
+		sink = bench_pass(copy, size / 8);
+		private[i] = bench_now() - t0;
+	}
+	(void)sink;
+	printf("{\"shared_pass_s\":%.6f,\"private_pass_s\":%.6f}\n",
+	       bench_quantile(shared, reps, 0.5),
+	       bench_quantile(private, reps, 0.5));
+	free(copy);
+	mb_close(c);
+	free(shared);
+	free(private);
+	return 0;
+}
+
+/* Holds FILE as a private copy or a page-cache mapping, every page
+ * touched, until killed. */
+static int
+bench_hold(const char *path, bool private_copy)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	volatile uint64_t sink;
+	struct stat st;
+	uint64_t *w;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		bench_die(path, -errno);
+	if (private_copy) {
+		size_t off = 0;
+
+		if ((w = malloc((size_t)st.st_size)) == NULL)
+			bench_die("malloc", -ENOMEM);
+		while (off < (size_t)st.st_size) {
+			ssize_t n = read(fd, (char *)w + off,
+					 (size_t)st.st_size - off);
+
+			if (n <= 0)
+				bench_die("read", -errno);
+			off += (size_t)n;
+		}
+	} else {
+		w = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		if (w == MAP_FAILED)
+			bench_die("mmap", -errno);
+	}
+	sink = bench_pass(w, (size_t)st.st_size / 8);
+	(void)sink;
+	printf("ready\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
+/* CLIENTS processes send OP requests back to back for SECONDS. */
+static int
+bench_rate(const char *sock, const char *op, int clients, double seconds)
+{
+	int pipefd[2];
+	unsigned long total = 0, count;
+
+	if (pipe(pipefd) < 0)
+		bench_die("pipe", -errno);
+	for (int i = 0; i < clients; i++) {
+		if (fork() == 0) {
+			json_t *req = json_pack("{s:s}", "op", op);
+			struct mb_client *c;
+			double end;
+			int r;
+
+			if ((r = client_connect(sock, "admin", &c, NULL, 0)) < 0)
+				bench_die("connect", r);
+			count = 0;
+			end = bench_now() + seconds;
+			while (bench_now() < end) {
+				if ((r = client_call(c, req, NULL, NULL)) < 0)
+					bench_die(op, r);
+				count++;
+			}
+			if (write(pipefd[1], &count, sizeof count) < 0)
+				_exit(1);
+			_exit(0);
+		}
+	}
+	close(pipefd[1]);
+	while (read(pipefd[0], &count, sizeof count) == (ssize_t)sizeof count)
+		total += count;
+	while (wait(NULL) > 0)
+		;
+	printf("{\"op\":\"%s\",\"clients\":%d,\"requests_per_s\":%.0f}\n", op,
+	       clients, total / seconds);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : "";
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (strcmp(cmd, "fill-floor") == 0 && argc == 3)
+		return bench_fill_floor(strtoull(argv[2], NULL, 10));
+	if (strcmp(cmd, "attach") == 0 && argc == 5)
+		return bench_attach(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+	if (strcmp(cmd, "infer") == 0 && argc == 5)
+		return bench_infer(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+	if (strcmp(cmd, "hold-private") == 0 && argc == 3)
+		return bench_hold(argv[2], true);
+	if (strcmp(cmd, "hold-mmap") == 0 && argc == 3)
+		return bench_hold(argv[2], false);
+	if (strcmp(cmd, "rate") == 0 && argc == 6)
+		return bench_rate(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
+	fprintf(stderr, "usage: mbbench fill-floor BYTES | attach SOCKET MODEL N |"
+		" infer SOCKET MODEL N | hold-private FILE | hold-mmap FILE | "
+		"rate SOCKET OP CLIENTS SECONDS\n");
+	return 2;
+}

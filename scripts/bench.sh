@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# bench.sh - `make bench`: every scenario of docs/performance.md side by
+# side in one run, each figure the median of BENCH_REPS runs (with min and
+# max), each comparison a ratio from the same run.  Writes
+# build/bench/results.tsv, results.json, results.md and, with gnuplot, two
+# plots.  As root it installs what it needs and mounts a huge-page tmpfs;
+# otherwise it says what it skipped.
+#   scripts/bench.sh [BUILD_DIR]
+#   BENCH_SIZES ("256M 1G")  BENCH_REPS (5)  BENCH_WORKERS ("1 2 4 8 16")
+#   BENCH_SHUTDOWN_WORKERS ("1 8 32 64")  BENCH_CLIENTS ("1 8 32")
+#   BENCH_SECONDS (2, per control-plane figure)  BENCH_INSTALL (1)
+set -euo pipefail
+
+BUILD=$(cd "${1:-build}" && pwd)
+OUT="$BUILD/bench"
+BENCH_SIZES=${BENCH_SIZES:-"256M 1G"}
+BENCH_REPS=${BENCH_REPS:-5}
+BENCH_WORKERS=${BENCH_WORKERS:-"1 2 4 8 16"}
+BENCH_SHUTDOWN_WORKERS=${BENCH_SHUTDOWN_WORKERS:-"1 8 32 64"}
+BENCH_CLIENTS=${BENCH_CLIENTS:-"1 8 32"}
+BENCH_SECONDS=${BENCH_SECONDS:-2}
+RUN=$(mktemp -d /tmp/mbroker-bench.XXXXXX)
+SOCK="$RUN/broker.sock"
+INSTANCE="bench-$$"
+HUGE="$RUN/huge"
+pids=()
+broker=
+
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	mountpoint -q "$HUGE" 2>/dev/null && umount "$HUGE"
+	rm -f /dev/shm/mbroker."$INSTANCE".* /dev/shm/sem.mbroker."$INSTANCE".* \
+		/dev/shm/mbbench.x
+	rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+say() { printf '%s\n' "$*" >&2; }
+mbctl() { "$BUILD/mbctl" --socket "$SOCK" "$@"; }
+now_us() { echo $(($(date +%s%N) / 1000)); }
+field() { grep -o "\"$1\":[0-9.]*" | head -n1 | cut -d: -f2; }
+bytes() { numfmt --from=iec "$1"; }
+# calc EXPRESSION: floating-point arithmetic without bc.
+calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
+calc_int() { awk "BEGIN { printf \"%d\", $* }"; }
+pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+skip() { say "SKIPPED $1: $2"; echo -e "$1\tskipped\t0\t$2" >>"$OUT/results.tsv"; }
+
+# stats VALUES...: "median min max" of the values.
+stats() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+		printf "%s %s %s", v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+# record SCENARIO METRIC UNIT VALUES...: one row, median min max.
+record() {
+	local scenario=$1 metric=$2 unit=$3
+	shift 3
+	read -r med min max <<<"$(stats "$@")"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$metric" "$med" "$min" \
+		"$max" "$unit" >>"$OUT/results.tsv"
+	say "  $scenario $metric: $med $unit (min $min, max $max)"
+}
+
+start_broker() {
+	"$BUILD/mbrokerd" --socket "$SOCK" --instance "$INSTANCE" \
+		--log-level warn "$@" 2>>"$OUT/broker.log" &
+	broker=$!
+	pids+=("$broker")
+	for _ in $(seq 200); do mbctl ping >/dev/null 2>&1 && return; sleep 0.01; done
+	say "broker did not start"
+	exit 1
+}
+stop_broker() {
+	mbctl shutdown >/dev/null 2>&1 || true
+	wait "$broker" 2>/dev/null || true
+}
+wait_attached() {
+	for _ in $(seq 3000); do
+		[ "$(mbctl --json stats | field workers)" = "$1" ] && return
+		sleep 0.01
+	done
+	say "workers did not attach"
+	exit 1
+}
+
+# BENCH_INSTALL=0 (the smoke in `make test`) uses only what is there.
+if [ "$(id -u)" -eq 0 ] && [ "${BENCH_INSTALL:-1}" = 1 ]; then
+	"$(dirname "$0")/install-deps.sh" --bench
+fi
+mkdir -p "$OUT"
+: >"$OUT/results.tsv"
+: >"$OUT/broker.log"
+smallest=$(bytes "$(echo $BENCH_SIZES | awk '{print $1}')")
+
+for size_text in $BENCH_SIZES; do
+	size=$(bytes "$size_text")
+	model="$RUN/model-$size_text.bin"
+	"$BUILD/mkmodel" --raw "$model" "$size"
+	cat "$model" >/dev/null
+
+	say "== 1. load of $size_text from page cache"
+	cp_s=() load_s=() floor_s=()
+	start_broker
+	for r in $(seq "$BENCH_REPS"); do
+		t0=$(now_us); cp "$model" /dev/shm/mbbench.x; t1=$(now_us)
+		rm -f /dev/shm/mbbench.x
+		cp_s+=("$(calc "($t1 - $t0) / 1000000")")
+		ms=$(mbctl --json load m "$model" --wait | field load_ms)
+		mbctl unload m >/dev/null
+		load_s+=("$(calc "$ms / 1000")")
+		floor_s+=("$("$BUILD/mbbench" fill-floor "$size" | field fill_floor_s)")
+	done
+	stop_broker
+	record "load $size_text" "cp to /dev/shm" s "${cp_s[@]}"
+	record "load $size_text" "mbroker load" s "${load_s[@]}"
+	record "load $size_text" "fill floor" s "${floor_s[@]}"
+	ratios=()
+	for i in "${!cp_s[@]}"; do
+		ratios+=("$(calc "${load_s[$i]} / ${cp_s[$i]}")")
+	done
+	record "load $size_text" "load / cp (goal <= 1.1)" x "${ratios[@]}"
+
+	say "== 2. huge-page backing, $size_text"
+	if [ "$(id -u)" -ne 0 ]; then
+		skip "huge $size_text" "needs root to mount a huge=within_size tmpfs"
+	else
+		mkdir -p "$HUGE"
+		mount -t tmpfs -o "huge=within_size,size=$((size * 2)),mode=0700" \
+			tmpfs "$HUGE"
+		huge_s=() huge_free=() small_free=()
+		start_broker --shm-dir "$HUGE"
+		for r in $(seq "$BENCH_REPS"); do
+			ms=$(mbctl --json load m "$model" --wait | field load_ms)
+			huge_s+=("$(calc "$ms / 1000")")
+			t0=$(now_us); mbctl unload m >/dev/null; t1=$(now_us)
+			huge_free+=("$(calc "($t1 - $t0) / 1000000")")
+		done
+		stop_broker
+		start_broker
+		for r in $(seq "$BENCH_REPS"); do
+			mbctl load m "$model" --wait >/dev/null
+			t0=$(now_us); mbctl unload m >/dev/null; t1=$(now_us)
+			small_free+=("$(calc "($t1 - $t0) / 1000000")")
+		done
+		stop_broker
+		umount "$HUGE"
+		record "huge $size_text" "load on 2 MiB pages" s "${huge_s[@]}"
+		gbps=()
+		for v in "${huge_s[@]}"; do gbps+=("$(calc "$size / $v / 1000000000")"); done
+		record "huge $size_text" "load rate (goal >= 5)" GB/s "${gbps[@]}"
+		record "huge $size_text" "unload, 2 MiB pages" s "${huge_free[@]}"
+		record "huge $size_text" "unload, 4 KiB pages" s "${small_free[@]}"
+	fi
+done
+
+model="$RUN/model-small.bin"
+"$BUILD/mkmodel" --raw "$model" "$smallest"
+cat "$model" >/dev/null
+start_broker --model "m=$model"
+for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
+
+say "== 3. attach latency"
+a=() ac=() b=() p99=() p99c=()
+for r in $(seq "$BENCH_REPS"); do
+	out=$("$BUILD/mbbench" attach "$SOCK" m 1000)
+	a+=("$(echo "$out" | field attach_p50_us)")
+	ac+=("$(echo "$out" | field attach_connect_p50_us)")
+	b+=("$(echo "$out" | field bare_mmap_p50_us)")
+	p99+=("$(echo "$out" | field attach_p99_us)")
+	p99c+=("$(echo "$out" | field attach_connect_p99_us)")
+done
+record attach "attach p50 (goal <= 100)" us "${a[@]}"
+record attach "attach p99 (goal <= 1000)" us "${p99[@]}"
+record attach "connect + attach p50" us "${ac[@]}"
+record attach "connect + attach p99" us "${p99c[@]}"
+record attach "bare shm_open+fstat+mmap p50" us "${b[@]}"
+
+say "== 4. memory, sum of Pss"
+model_kb=$((smallest / 1024))
+for n in $BENCH_WORKERS; do
+	for kind in mbroker private mmap; do
+		holders=()
+		for i in $(seq "$n"); do
+			case $kind in
+			mbroker) "$BUILD/mbworker" --socket "$SOCK" --model m \
+				--interval 600000 >"$RUN/h$i" 2>&1 & ;;
+			private) "$BUILD/mbbench" hold-private "$model" >"$RUN/h$i" & ;;
+			mmap) "$BUILD/mbbench" hold-mmap "$model" >"$RUN/h$i" & ;;
+			esac
+			holders+=("$!")
+			pids+=("$!")
+		done
+		for i in $(seq "$n"); do
+			for _ in $(seq 3000); do
+				grep -qE "ready|checksum ok" "$RUN/h$i" && break
+				sleep 0.01
+			done
+		done
+		total=0
+		for p in "${holders[@]}"; do total=$((total + $(pss_kb "$p"))); done
+		[ $kind = mbroker ] && total=$((total + $(pss_kb "$broker")))
+		record "memory N=$n" "$kind Pss sum" kB "$total"
+		if [ $kind = mbroker ]; then
+			goal=$((model_kb * 102 / 100 + 2048 * n))
+			record "memory N=$n" "mbroker goal (1.02 x model + 2 MiB x N)" kB "$goal"
+		fi
+		kill "${holders[@]}" 2>/dev/null || true
+		wait "${holders[@]}" 2>/dev/null || true
+	done
+done
+
+say "== 5. inference over shared weights"
+shared=() private=() ratio=()
+for r in $(seq "$BENCH_REPS"); do
+	out=$("$BUILD/mbbench" infer "$SOCK" m 5)
+	s=$(echo "$out" | field shared_pass_s)
+	p=$(echo "$out" | field private_pass_s)
+	shared+=("$s") private+=("$p")
+	ratio+=("$(calc "$p / $s")")
+done
+record inference "pass over shared weights" s "${shared[@]}"
+record inference "pass over a private copy" s "${private[@]}"
+record inference "speed shared / private (goal >= 0.98)" x "${ratio[@]}"
+
+say "== 7. control plane"
+for op in ping list; do
+	for c in $BENCH_CLIENTS; do
+		v=()
+		for r in $(seq "$BENCH_REPS"); do
+			v+=("$("$BUILD/mbbench" rate "$SOCK" "$op" "$c" "$BENCH_SECONDS" |
+				field requests_per_s)")
+		done
+		record "control $c clients" "mbroker $op" req/s "${v[@]}"
+	done
+done
+stop_broker
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+	redis-server --port 0 --unixsocket "$RUN/redis.sock" --save "" \
+		--appendonly no --daemonize no >/dev/null &
+	pids+=("$!")
+	for _ in $(seq 200); do [ -S "$RUN/redis.sock" ] && break; sleep 0.01; done
+	for c in $BENCH_CLIENTS; do
+		v=()
+		for r in $(seq "$BENCH_REPS"); do
+			v+=("$(redis-benchmark -s "$RUN/redis.sock" -t ping -c "$c" \
+				-n "$(calc_int "20000 * $BENCH_SECONDS")" -q 2>/dev/null |
+				tr '\r' '\n' |
+				sed -n 's/^PING_MBULK: \([0-9.]*\) requests per second.*/\1/p' |
+				tail -n1)")
+		done
+		record "control $c clients" "redis-server PING" req/s "${v[@]}"
+	done
+else
+	skip "control redis" "redis-server not installed (make bench installs it as root)"
+fi
+
+say "== 6. shutdown"
+for n in $BENCH_SHUTDOWN_WORKERS; do
+	el=() nt=() wt=() rl=() wall=()
+	for r in $(seq "$BENCH_REPS"); do
+		start_broker --model "m=$model"
+		for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
+		for i in $(seq "$n"); do
+			"$BUILD/mbworker" --socket "$SOCK" --model m --interval 600000 \
+				>/dev/null 2>&1 &
+			pids+=("$!")
+		done
+		wait_attached "$n"
+		t0=$(now_us)
+		out=$(mbctl --json shutdown)
+		wait "$broker" 2>/dev/null || true
+		t1=$(now_us)
+		el+=("$(calc "$(echo "$out" | field elapsed_us) / 1000")")
+		nt+=("$(calc "$(echo "$out" | field notify_us) / 1000")")
+		wt+=("$(calc "$(echo "$out" | field wait_us) / 1000")")
+		rl+=("$(calc "$(echo "$out" | field release_us) / 1000")")
+		wall+=("$(calc "($t1 - $t0) / 1000")")
+	done
+	record "shutdown N=$n" "request to exit (wall)" ms "${wall[@]}"
+	record "shutdown N=$n" "in the broker" ms "${el[@]}"
+	record "shutdown N=$n" "signal fan-out" ms "${nt[@]}"
+	record "shutdown N=$n" "wait for acks" ms "${wt[@]}"
+	record "shutdown N=$n" "unlink and free" ms "${rl[@]}"
+	over=()
+	for i in "${!el[@]}"; do over+=("$(calc "${nt[$i]} + (${el[$i]} - ${nt[$i]} - ${wt[$i]} - ${rl[$i]})")"); done
+	record "shutdown N=$n" "broker overhead (goal <= 5)" ms "${over[@]}"
+done
+hung=()
+for r in $(seq "$BENCH_REPS"); do
+	start_broker --model "m=$model" --shutdown-timeout 1
+	for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
+	"$BUILD/mbworker" --socket "$SOCK" --model m --no-ack >/dev/null 2>&1 &
+	pids+=("$!")
+	wait_attached 1
+	t0=$(now_us)
+	kill -TERM "$broker"
+	wait "$broker" 2>/dev/null || true
+	t1=$(now_us)
+	hung+=("$(calc "($t1 - $t0) / 1000 - 1000")")
+done
+record "shutdown hung" "beyond the 1 s timeout (goal <= 10)" ms "${hung[@]}"
+
+say "== 8. peer: Python multiprocessing.shared_memory"
+if command -v python3 >/dev/null; then
+	out=$(python3 "$(dirname "$0")/../bench/peer_shm.py" "$model" 8 1000 2>/dev/null)
+	record "peer python" "attach p50" us "$(echo "$out" | field attach_p50_us)"
+	record "peer python" "attach p99" us "$(echo "$out" | field attach_p99_us)"
+	record "peer python" "Pss sum, 8 workers" kB "$(echo "$out" | field pss_sum_kb)"
+	for k in left_after_worker_kill left_after_manager_kill; do
+		v=$(echo "$out" | grep -o "\"$k\":[a-z]*" | cut -d: -f2)
+		echo -e "peer python\t$k\t$v\t$v\t$v\t/dev/shm" >>"$OUT/results.tsv"
+	done
+	echo -e "peer mbroker\tleft after kill -9 of a worker or the broker, once it restarts\tfalse\tfalse\tfalse\t/dev/shm" >>"$OUT/results.tsv"
+else
+	skip "peer python" "python3 not installed (make bench installs it as root)"
+fi
+
+"$(dirname "$0")/bench-report.sh" "$OUT"
