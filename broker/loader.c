@@ -291,8 +291,10 @@ loader_load(struct load_job *job)
 			 strerror(errno));
 		goto out;
 	}
-	/* On a tmpfs mounted huge=advise, this asks for 2 MiB pages. */
-	madvise(map, job->size, MADV_HUGEPAGE);
+	/* In a --shm-dir tmpfs mounted huge=advise, this asks for 2 MiB
+	 * pages; /dev/shm gives none (measured: no effect there). */
+	if (broker.cfg.shm_dir != NULL)
+		madvise(map, job->size, MADV_HUGEPAGE);
 	if ((r = loader_copy(job, src, rw, map)) < 0 ||
 	    (r = loader_unchanged(job, src, &st)) < 0 ||
 	    (r = job->provider->load(map, job->size, &job->state,
