@@ -18,11 +18,11 @@ awk -F'\t' 'BEGIN { print "[" }
 {
 	echo "| scenario | metric | median | min | max | unit |"
 	echo "|---|---|---:|---:|---:|---|"
-	awk -F'\t' '{
-		m = $3; if (m ~ /^[0-9.]+$/) m = sprintf("%.4g", m)
-		lo = $4; if (lo ~ /^[0-9.]+$/) lo = sprintf("%.4g", lo)
-		hi = $5; if (hi ~ /^[0-9.]+$/) hi = sprintf("%.4g", hi)
-		printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, m, lo, hi, $6 }' "$TSV"
+	awk -F'\t' 'function fmt(x) {
+			if (x !~ /^[0-9.]+$/) return x
+			return x >= 1000 ? sprintf("%.0f", x) : sprintf("%.4g", x) }
+		{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, fmt($3),
+			 fmt($4), fmt($5), $6 }' "$TSV"
 } >"$OUT/results.md"
 
 awk -F'\t' '$1 ~ /^memory N=/ && $2 ~ /Pss sum/ {

@@ -313,9 +313,13 @@ if command -v python3 >/dev/null; then
 	record "peer python" "Pss sum, 8 workers" kB "$(echo "$out" | field pss_sum_kb)"
 	for k in left_after_worker_kill left_after_manager_kill; do
 		v=$(echo "$out" | grep -o "\"$k\":[a-z]*" | cut -d: -f2)
-		echo -e "peer python\t$k\t$v\t$v\t$v\t/dev/shm" >>"$OUT/results.tsv"
+		case $k in
+		left_after_worker_kill) what="segment still named after kill -9 of a worker (manager up)" ;;
+		*) what="segment left behind after kill -9 of the manager" ;;
+		esac
+		echo -e "peer python\t$what\t$v\t$v\t$v\t/dev/shm" >>"$OUT/results.tsv"
 	done
-	echo -e "peer mbroker\tleft after kill -9 of a worker or the broker, once it restarts\tfalse\tfalse\tfalse\t/dev/shm" >>"$OUT/results.tsv"
+	echo -e "peer mbroker\tnames left after kill -9 of the broker, once it restarts\tfalse\tfalse\tfalse\t/dev/shm" >>"$OUT/results.tsv"
 else
 	skip "peer python" "python3 not installed (make bench installs it as root)"
 fi
