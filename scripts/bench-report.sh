@@ -45,9 +45,9 @@ set output "$OUT/memory.png"
 set title "Sum of Pss against the number of workers"
 set xlabel "workers"
 set ylabel "MiB"
-plot "$OUT/memory.dat" using 1:2 with linespoints title "mbroker (shared segment)", \
-     "$OUT/memory.dat" using 1:3 with linespoints title "private copies", \
-     "$OUT/memory.dat" using 1:4 with linespoints title "mmap of the file (page cache)"
+plot "$OUT/memory.dat" using 1:3 with linespoints title "private copies", \
+     "$OUT/memory.dat" using 1:4 with linespoints dashtype 2 title "mmap of the file (page cache)", \
+     "$OUT/memory.dat" using 1:2 with linespoints linewidth 3 title "mbroker (shared segment)"
 set output "$OUT/shutdown.png"
 set title "Shutdown time against the number of acking workers"
 set ylabel "ms"
