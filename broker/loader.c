@@ -407,6 +407,7 @@ loader_done(void *ptr)
 		loader_reply(m, job->result, job->error);
 	}
 	free(job);
+	notify_ready_check();
 	shutdown_check();
 }
 
@@ -450,6 +451,7 @@ loader_start(struct model *m, const char *path)
 	registry_set_state(m, MODEL_LOADING);
 	log_info("model %s: loading %s as %s (generation %" PRIu64 ")",
 		 m->name, path, m->provider->name, m->generation);
+	notify_send("STATUS=loading %s", m->name);
 	return 0;
 }
 

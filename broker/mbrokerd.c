@@ -167,6 +167,7 @@ mbrokerd_teardown(void)
 	unload_shutdown();
 	loader_shutdown();
 	modeldir_shutdown();
+	notify_shutdown();
 	for (size_t i = 0; i < sizeof mbrokerd_signals / sizeof
 				   mbrokerd_signals[0]; i++)
 		if (mbrokerd_signals[i] != NULL)
@@ -205,7 +206,8 @@ main(int argc, char **argv)
 	if (broker.cfg.daemonize)
 		ready = mbrokerd_daemonize();
 	if ((broker.base = event_base_new()) == NULL ||
-	    mbrokerd_signals_init() < 0 || modeldir_init() < 0 ||
+	    mbrokerd_signals_init() < 0 || notify_init() < 0 ||
+	    modeldir_init() < 0 ||
 	    loader_init() < 0 ||
 	    unload_init() < 0 || mirror_init() < 0 ||
 	    control_listen(broker.cfg.socket_path) < 0) {
@@ -225,7 +227,10 @@ main(int argc, char **argv)
 		/* Loads may be running: end them the orderly way. */
 		broker.exit_code = 2;
 		shutdown_begin(0, NULL, NULL, "after a failed start");
-	} else if (ready >= 0) {
+	} else {
+		notify_ready_check();
+	}
+	if (broker.exit_code == 0 && ready >= 0) {
 		if (write(ready, "", 1) != 1)
 			log_warn("cannot tell the parent we are ready");
 		close(ready);

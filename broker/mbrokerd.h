@@ -93,6 +93,15 @@ bool modeldir_allows(const char *path);
  * a descriptor, MB_EDENIED or -errno, with a reason in err.  Thread-safe. */
 int modeldir_open(const char *path, int flags, char *err, size_t errlen);
 
+/* notify.c */
+/* Reads $NOTIFY_SOCKET and $WATCHDOG_USEC; 0, or -1. */
+int notify_init(void);
+/* Sends one sd_notify message (nothing without $NOTIFY_SOCKET). */
+void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Sends READY=1 once no model is loading any more (the first time). */
+void notify_ready_check(void);
+void notify_shutdown(void);
+
 /* clock.c */
 int64_t clock_monotonic_ms(void);
 int64_t clock_monotonic_us(void);

@@ -49,6 +49,7 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 		return;
 	}
 	broker.shutting_down = true;
+	notify_send("STOPPING=1\nSTATUS=shutting down (%s)", why);
 	broker.shutdown_started_ms = clock_monotonic_ms();
 	broker.shutdown_started_us = clock_monotonic_us();
 	broker.shutdown_deadline_ms = broker.shutdown_started_ms + timeout_ms;

@@ -14,6 +14,7 @@
  *   mbfault squat INSTANCE
  *   mbfault corpus SOCKET FILE...   (prints "NAME CODE" per file)
  *   mbfault hostile SOCKET          (generated attacks, one line each)
+ *   mbfault notify-listen PATH      (systemd's side of sd_notify)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -328,6 +329,37 @@ mbfault_hostile(const char *path)
 	return 0;
 }
 
+/* Receives sd_notify datagrams at path and prints each on one line. */
+static int
+mbfault_notify_listen(const char *path)
+{
+	struct sigaction sa = {.sa_handler = mbfault_on_signal};
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char msg[4096];
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	sigaction(SIGTERM, &sa, NULL);
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+		mbfault_die("bind", -errno);
+	printf("listening\n");
+	fflush(stdout);
+	while (!mbfault_signalled) {
+		ssize_t n = recv(fd, msg, sizeof msg - 1, 0);
+
+		if (n < 0)
+			continue;
+		msg[n] = '\0';
+		for (ssize_t i = 0; i < n; i++)
+			if (msg[i] == '\n')
+				msg[i] = ' ';
+		printf("%s\n", msg);
+		fflush(stdout);
+	}
+	unlink(path);
+	return 0;
+}
+
 static uint64_t
 mbfault_now_ms(void)
 {
@@ -417,6 +449,8 @@ main(int argc, char **argv)
 		return mbfault_corpus(argv[2], argc - 3, argv + 3);
 	if (strcmp(cmd, "hostile") == 0 && argc == 3)
 		return mbfault_hostile(argv[2]);
+	if (strcmp(cmd, "notify-listen") == 0 && argc == 3)
+		return mbfault_notify_listen(argv[2]);
 	if (strcmp(cmd, "squat") == 0 && argc == 3)
 		return mbfault_squat(argv[2]);
 	if (strcmp(cmd, "churn") == 0 && argc == 6)
@@ -425,6 +459,7 @@ main(int argc, char **argv)
 	fprintf(stderr, "usage: mbfault connect-exit SOCKET | attach-exit "
 		"SOCKET MODEL | post SEMAPHORE COUNT | fork SOCKET MODEL | "
 		"hold SOCKET COUNT | churn SOCKET MODEL WORKERS SECONDS | "
-		"squat INSTANCE | corpus SOCKET FILE... | hostile SOCKET\n");
+		"squat INSTANCE | corpus SOCKET FILE... | hostile SOCKET | "
+		"notify-listen PATH\n");
 	return 2;
 }
