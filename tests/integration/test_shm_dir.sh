@@ -12,6 +12,9 @@ if [ "$(id -u)" -eq 0 ]; then
 	mkdir "$DIR"
 	mount -t tmpfs -o huge=within_size,size=256M,mode=0700 tmpfs "$DIR"
 	EXTRA_CLEANUP="umount '$DIR'"
+	# Huge pages need contiguous memory: after other tests have churned
+	# through it, let the kernel compact it first.
+	echo 1 >/proc/sys/vm/compact_memory 2>/dev/null || true
 else
 	echo "not root: a plain directory of /dev/shm instead of a huge mount" >&2
 	DIR="/dev/shm/mbt-dir-$$"
