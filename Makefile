@@ -43,7 +43,9 @@ LIB_OBJ := $(call obj,$(LIB_SRC))
 LIB_PIC := $(patsubst %.c,$(O)/pic/%.o,$(LIB_SRC))
 BROKER_OBJ := $(call obj,$(BROKER_SRC))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
+VERSION := 0.1.0
 SONAME := libmbroker.so.0
+REALNAME := libmbroker.so.$(VERSION)
 DEPS_OK := $(O)/.deps-ok
 
 PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
@@ -77,7 +79,8 @@ $(O)/libmbroker.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(O)/libmbroker.so: $(LIB_PIC)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $(O)/$(SONAME) $^ $(LIB_LIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $(O)/$(REALNAME) $^ $(LIB_LIBS)
+	ln -sf $(REALNAME) $(O)/$(SONAME)
 	ln -sf $(SONAME) $@
 
 $(O)/mbrokerd: $(call obj,broker/mbrokerd.c) $(O)/libbroker.a $(O)/libmbroker.a
@@ -148,23 +151,40 @@ format:
 		include/*.h tests/unit/*.[ch])
 
 PREFIX ?= /usr/local
+DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/mbroker
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
-		$(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3 \
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DOCDIR)/contrib/systemd
 	install -m 755 $(O)/mbrokerd $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(O)/mbctl $(O)/mbworker $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(O)/libmbroker.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(O)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(O)/$(REALNAME) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf $(REALNAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmbroker.so
 	install -m 644 include/mbroker.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' mbroker.pc.in \
+		>$(DESTDIR)$(PREFIX)/lib/pkgconfig/mbroker.pc
+	install -m 644 man/mbctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/libmbroker.3 $(DESTDIR)$(PREFIX)/share/man/man3/
+	install -m 644 man/mbrokerd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 contrib/systemd/mbrokerd.service $(DOCDIR)/contrib/systemd/
+	install -m 644 README.md $(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/mbrokerd $(DESTDIR)$(PREFIX)/bin/mbctl \
 		$(DESTDIR)$(PREFIX)/bin/mbworker \
 		$(DESTDIR)$(PREFIX)/lib/libmbroker.a \
+		$(DESTDIR)$(PREFIX)/lib/$(REALNAME) \
 		$(DESTDIR)$(PREFIX)/lib/$(SONAME) \
 		$(DESTDIR)$(PREFIX)/lib/libmbroker.so \
-		$(DESTDIR)$(PREFIX)/include/mbroker.h
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig/mbroker.pc \
+		$(DESTDIR)$(PREFIX)/include/mbroker.h \
+		$(DESTDIR)$(PREFIX)/share/man/man1/mbctl.1 \
+		$(DESTDIR)$(PREFIX)/share/man/man3/libmbroker.3 \
+		$(DESTDIR)$(PREFIX)/share/man/man8/mbrokerd.8
+	rm -rf $(DOCDIR)
 
 clean:
 	rm -rf build
