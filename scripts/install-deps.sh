@@ -8,7 +8,8 @@
 # Makefile runs it before the first build.
 set -eu
 
-PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev"
+PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev
+	python3 python3-numpy"
 MODULES="libevent_core jansson cmocka libxxhash"
 FUZZ=0
 BENCH=0
@@ -43,6 +44,8 @@ have_all() {
 		return
 	fi
 	command -v pkg-config >/dev/null 2>&1 || return 1
+	# The Python client's tests use the system python3 and its numpy.
+	/usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || return 1
 	for m in $MODULES; do
 		pkg-config --exists "$m" || return 1
 	done

@@ -1,0 +1,175 @@
+# SPDX-License-Identifier: MIT
+"""Tests of the Python client against a real mbrokerd ($MB_BIN/mbrokerd):
+a safetensors model written with numpy is seen through a zero-copy,
+read-only numpy view equal to what was written; refusals raise
+BrokerError with the broker's code; an unload reaches a Python worker,
+which acks well within the deadline; nothing is left in /dev/shm."""
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import numpy as np  # noqa: E402
+
+import mbroker  # noqa: E402
+
+BIN = os.environ.get("MB_BIN", "build")
+
+WORKER = """
+import select, sys
+sys.path.insert(0, sys.argv[2])
+import mbroker
+with mbroker.connect(sys.argv[1]) as client:
+    mbroker.handle_unload_signal(client, ack=False)
+    model = client.attach("m")
+    total = float(model.tensor("encoder.weight").sum())
+    print("ready", flush=True)
+    while True:
+        select.select([client], [], [], 5)
+        for event in client.events():
+            if event.type == "unload" and event.model == "m":
+                client.ack()
+                print("acked", flush=True)
+                sys.exit(0)
+"""
+
+SIGNALLED_WORKER = """
+import signal, sys
+sys.path.insert(0, sys.argv[2])
+import mbroker
+with mbroker.connect(sys.argv[1]) as client:
+    mbroker.handle_unload_signal(client)
+    model = client.attach("m")
+    print("ready", flush=True)
+    while client.attached:
+        signal.pause()
+    print("acked in the handler", flush=True)
+"""
+
+
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, array in tensors.items():
+        data = array.tobytes()
+        header[name] = {"dtype": {"float32": "F32", "int8": "I8"}[str(array.dtype)],
+                        "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.sock = os.path.join(cls.tmp.name, "b.sock")
+        cls.instance = f"py-{os.getpid()}"
+        rng = np.random.default_rng(7)
+        cls.weights = {
+            "encoder.weight": rng.standard_normal((64, 80), dtype=np.float32),
+            "decoder.bias": np.arange(-100, 100, dtype=np.int8),
+        }
+        model = os.path.join(cls.tmp.name, "m.safetensors")
+        write_safetensors(model, cls.weights)
+        cls.broker = subprocess.Popen(
+            [os.path.join(BIN, "mbrokerd"), "--socket", cls.sock,
+             "--instance", cls.instance, "--model", f"m={model}",
+             "--log-level", "warn"])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with mbroker.connect(cls.sock) as c:
+                    if c.request("list")["models"][0]["state"] == "READY":
+                        break
+            except (OSError, mbroker.BrokerError, IndexError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("broker did not start")
+            time.sleep(0.02)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            with mbroker.connect(cls.sock) as c:
+                c.request("shutdown")
+        except mbroker.BrokerLost:
+            pass
+        cls.broker.wait(10)
+        left = [n for n in os.listdir("/dev/shm")
+                if f"mbroker.{cls.instance}." in n]
+        cls.tmp.cleanup()
+        assert cls.broker.returncode == 0, cls.broker.returncode
+        assert not left, left
+
+    def test_tensor_is_a_zero_copy_view(self):
+        with mbroker.connect(self.sock) as client:
+            with client.attach("m") as model:
+                self.assertEqual(model.format, "safetensors")
+                view = model.tensor("encoder.weight")
+                np.testing.assert_array_equal(view, self.weights["encoder.weight"])
+                self.assertFalse(view.flags.owndata)
+                self.assertFalse(view.flags.writeable)
+                with self.assertRaises(ValueError):
+                    view[0, 0] = 1.0
+                np.testing.assert_array_equal(model.tensor("decoder.bias"),
+                                              self.weights["decoder.bias"])
+                raw = model.tensor_bytes("decoder.bias")
+                self.assertEqual(bytes(raw), self.weights["decoder.bias"].tobytes())
+                del view, raw
+
+    def test_refusals_carry_the_code(self):
+        with mbroker.connect(self.sock) as client:
+            with self.assertRaises(mbroker.BrokerError) as cm:
+                client.attach("nope")
+            self.assertEqual(cm.exception.code, "unknown_model")
+            self.assertEqual(client.request("ping")["ok"], True)
+
+    def test_unload_reaches_a_python_worker(self):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, self.sock,
+             os.path.join(os.path.dirname(__file__), "..")],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(worker.stdout.close)
+        self.addCleanup(worker.kill)
+        self.assertEqual(worker.stdout.readline().strip(), "ready")
+        with mbroker.connect(self.sock) as admin:
+            t0 = time.monotonic()
+            reply = admin.request("unload", name="m", timeout=5)
+            waited = time.monotonic() - t0
+            self.assertEqual(reply["state"], "UNINITIALIZED")
+            self.assertLess(waited, 2.0)
+            self.assertEqual(worker.stdout.readline().strip(), "acked")
+            self.assertEqual(worker.wait(5), 0)
+            admin.request("load", name="m", path=os.path.join(
+                self.tmp.name, "m.safetensors"), wait=True)
+
+    def test_unload_signal_acks_in_the_handler(self):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", SIGNALLED_WORKER, self.sock,
+             os.path.join(os.path.dirname(__file__), "..")],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(worker.stdout.close)
+        self.addCleanup(worker.kill)
+        self.assertEqual(worker.stdout.readline().strip(), "ready")
+        with mbroker.connect(self.sock) as admin:
+            t0 = time.monotonic()
+            admin.request("unload", name="m", timeout=5)
+            self.assertLess(time.monotonic() - t0, 2.0)
+            self.assertEqual(worker.stdout.readline().strip(),
+                             "acked in the handler")
+            self.assertEqual(worker.wait(5), 0)
+            admin.request("load", name="m", path=os.path.join(
+                self.tmp.name, "m.safetensors"), wait=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
