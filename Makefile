@@ -156,7 +156,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
 		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3 \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DOCDIR)/contrib/systemd
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DOCDIR)/contrib/systemd \
+		$(DOCDIR)/contrib/supervisord
 	install -m 755 $(O)/mbrokerd $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(O)/mbctl $(O)/mbworker $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(O)/libmbroker.a $(DESTDIR)$(PREFIX)/lib/
@@ -170,10 +171,13 @@ install: all
 	install -m 644 man/libmbroker.3 $(DESTDIR)$(PREFIX)/share/man/man3/
 	install -m 644 man/mbrokerd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 contrib/systemd/mbrokerd.service $(DOCDIR)/contrib/systemd/
+	install -m 644 contrib/supervisord/mbroker.conf $(DOCDIR)/contrib/supervisord/
+	install -m 755 scripts/mbroker-service $(DESTDIR)$(PREFIX)/sbin/
 	install -m 644 README.md $(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/mbrokerd $(DESTDIR)$(PREFIX)/bin/mbctl \
+		$(DESTDIR)$(PREFIX)/sbin/mbroker-service \
 		$(DESTDIR)$(PREFIX)/bin/mbworker \
 		$(DESTDIR)$(PREFIX)/lib/libmbroker.a \
 		$(DESTDIR)$(PREFIX)/lib/$(REALNAME) \
