@@ -168,6 +168,7 @@ mbrokerd_teardown(void)
 	loader_shutdown();
 	modeldir_shutdown();
 	notify_shutdown();
+	metrics_shutdown();
 	for (size_t i = 0; i < sizeof mbrokerd_signals / sizeof
 				   mbrokerd_signals[0]; i++)
 		if (mbrokerd_signals[i] != NULL)
@@ -207,6 +208,7 @@ main(int argc, char **argv)
 		ready = mbrokerd_daemonize();
 	if ((broker.base = event_base_new()) == NULL ||
 	    mbrokerd_signals_init() < 0 || notify_init() < 0 ||
+	    metrics_init() < 0 ||
 	    modeldir_init() < 0 ||
 	    loader_init() < 0 ||
 	    unload_init() < 0 || mirror_init() < 0 ||

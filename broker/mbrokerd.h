@@ -57,6 +57,7 @@ struct config {
 	char **model_dirs;
 	size_t nmodel_dirs;
 	const char *shm_dir; /* NULL: /dev/shm through shm_open */
+	const char *metrics_listen; /* ADDR:PORT, or NULL */
 	int64_t shutdown_timeout_ms;
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
@@ -92,6 +93,11 @@ bool modeldir_allows(const char *path);
 /* Opens path with flags, beneath its --model-dir if any are set.  Returns
  * a descriptor, MB_EDENIED or -errno, with a reason in err.  Thread-safe. */
 int modeldir_open(const char *path, int flags, char *err, size_t errlen);
+
+/* metrics.c */
+/* Serves GET /metrics on --metrics-listen, if set.  0, or -1 logged. */
+int metrics_init(void);
+void metrics_shutdown(void);
 
 /* notify.c */
 /* Reads $NOTIFY_SOCKET and $WATCHDOG_USEC; 0, or -1. */

@@ -53,6 +53,8 @@ static const char options_usage[] =
 	"  --max-connections N      most clients at once (default 1024)\n"
 	"  --idle-timeout SECS      close a client that has not said hello\n"
 	"                           by then (default 10)\n"
+	"  --metrics-listen A:P     serve Prometheus metrics on http://A:P/metrics\n"
+	"                           (off by default; use a loopback address)\n"
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -75,6 +77,7 @@ enum {
 	OPT_KILL_AFTER,
 	OPT_MAX_SHM_BYTES,
 	OPT_SHM_DIR,
+	OPT_METRICS_LISTEN,
 	OPT_LOAD_RATE,
 	OPT_MAX_MESSAGE,
 	OPT_MAX_CONNECTIONS,
@@ -98,6 +101,7 @@ static const struct option options_long[] = {
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
 	{"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
@@ -316,6 +320,14 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 		case OPT_MODEL:
 			if (options_model(cfg, optarg, err) < 0)
 				return OPTIONS_USAGE;
+			break;
+		case OPT_METRICS_LISTEN:
+			if (strrchr(optarg, ':') == NULL) {
+				fprintf(err, "mbrokerd: --metrics-listen wants "
+					"ADDR:PORT, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			cfg->metrics_listen = optarg;
 			break;
 		case OPT_SHM_DIR:
 			if (optarg[0] != '/' || strlen(optarg) > PATH_MAX / 2) {

@@ -9,8 +9,8 @@
 set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev
-	python3 python3-numpy"
-MODULES="libevent_core jansson cmocka libxxhash"
+	python3 python3-numpy curl"
+MODULES="libevent_core libevent_extra jansson cmocka libxxhash"
 FUZZ=0
 BENCH=0
 CHECK=0
@@ -44,8 +44,10 @@ have_all() {
 		return
 	fi
 	command -v pkg-config >/dev/null 2>&1 || return 1
-	# The Python client's tests use the system python3 and its numpy.
+	# The Python client's tests use the system python3 and its numpy;
+	# the metrics test scrapes with curl.
 	/usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || return 1
+	command -v curl >/dev/null 2>&1 || return 1
 	for m in $MODULES; do
 		pkg-config --exists "$m" || return 1
 	done
