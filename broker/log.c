@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * log.c - the broker's log: one line per event on stderr, as systemd and
- * supervisord expect, with a level filter; control characters a client
- * slipped into a name or path are shown as '?'.  log_warn appends strerror(errno)
+ * supervisord expect, as text or (--log-format json) one JSON object per
+ * line, with a level filter; control characters a client slipped into a
+ * name or path are shown as '?'.  log_warn appends strerror(errno)
  * like err(3); fatalx is for startup failures and broken invariants only.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "mbrokerd.h"
 
 static enum log_level log_threshold = LOG_LEVEL_INFO;
+static bool log_json;
 
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
@@ -23,6 +26,28 @@ void
 log_init(enum log_level level)
 {
 	log_threshold = level;
+}
+
+void
+log_set_json(bool json)
+{
+	log_json = json;
+}
+
+/* The line as a JSON object: {"time", "level", "pid", "message"}. */
+static int
+log_json_line(char *line, size_t len, const char *time, enum log_level level,
+	      const char *message)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "time", time, "level",
+			      log_names[level], "pid", (json_int_t)getpid(),
+			      "message", message);
+	char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+	int n = snprintf(line, len, "%s", text != NULL ? text : message);
+
+	free(text);
+	json_decref(o);
+	return n < 0 ? 0 : (n >= (int)len ? (int)len - 1 : n);
 }
 
 int
@@ -42,33 +67,34 @@ static void __attribute__((format(printf, 3, 0)))
 log_emit(enum log_level level, const char *suffix, const char *fmt,
 	 va_list ap)
 {
-	char line[2048];
+	char line[2048], message[1536], time[96];
 	struct timespec ts;
 	struct tm tm;
-	int n, m;
+	int n;
 
 	if (level > log_threshold)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof line,
-		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ mbrokerd[%ld] %s: ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (long)getpid(),
-		     log_names[level]);
-	m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-	if (m < 0)
-		m = 0;
-	n = n + m >= (int)sizeof line - 1 ? (int)sizeof line - 2 : n + m;
-	if (suffix != NULL)
-		n += snprintf(line + n, sizeof line - (size_t)n - 1, ": %s",
-			      suffix);
+	snprintf(time, sizeof time, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	n = vsnprintf(message, sizeof message, fmt, ap);
+	if (n >= 0 && suffix != NULL && (size_t)n < sizeof message)
+		snprintf(message + n, sizeof message - (size_t)n, ": %s", suffix);
+	/* Client strings appear in lines: none may forge another line. */
+	for (char *p = message; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	if (log_json)
+		n = log_json_line(line, sizeof line - 1, time, level, message);
+	else
+		n = snprintf(line, sizeof line - 1, "%s mbrokerd[%ld] %s: %s",
+			     time, (long)getpid(), log_names[level], message);
+	if (n < 0)
+		return;
 	if (n > (int)sizeof line - 2)
 		n = (int)sizeof line - 2;
-	/* Client strings appear in lines: none may forge another line. */
-	for (int i = 0; i < n; i++)
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			line[i] = '?';
 	line[n++] = '\n';
 	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
 		/* Nowhere left to report it. */

@@ -197,6 +197,7 @@ main(int argc, char **argv)
 		break;
 	}
 	log_init(broker.cfg.log_level);
+	log_set_json(broker.cfg.log_json);
 	broker.started_ms = clock_monotonic_ms();
 	mbrokerd_token();
 	if ((r = instance_lock(broker.cfg.instance)) != 0)

@@ -34,6 +34,8 @@
 /* log.c */
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 void log_init(enum log_level level);
+/* One JSON object per line instead of text. */
+void log_set_json(bool json);
 int log_level_parse(const char *name, enum log_level *out);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -68,6 +70,7 @@ struct config {
 	gid_t allow_gid;        /* may use models; 0: no such group */
 	gid_t admin_gid;        /* may also administer; 0: none */
 	enum log_level log_level;
+	bool log_json;
 	bool daemonize;
 	char pid_file[PATH_MAX];
 	int unload_signal;

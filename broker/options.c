@@ -58,6 +58,7 @@ static const char options_usage[] =
 	"  --signal SIG             signal sent to workers on unload\n"
 	"                           (default USR1)\n"
 	"  --log-level LEVEL        error, warn, info (default) or debug\n"
+	"  --log-format FORMAT      text (default) or json, a line each\n"
 	"  --daemon                 detach once listening (for init scripts)\n"
 	"  --pid-file PATH          with --daemon (default: <socket>.pid)\n"
 	"  --help                   this text\n"
@@ -86,6 +87,7 @@ enum {
 	OPT_ADMIN_GID,
 	OPT_SIGNAL,
 	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
 	OPT_DAEMON,
 	OPT_PID_FILE,
 	OPT_HELP,
@@ -110,6 +112,7 @@ static const struct option options_long[] = {
 	{"admin-gid", required_argument, NULL, OPT_ADMIN_GID},
 	{"signal", required_argument, NULL, OPT_SIGNAL},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 	{"daemon", no_argument, NULL, OPT_DAEMON},
 	{"pid-file", required_argument, NULL, OPT_PID_FILE},
 	{"help", no_argument, NULL, OPT_HELP},
@@ -449,6 +452,15 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 					"(error, warn, info, debug)\n", optarg);
 				return OPTIONS_USAGE;
 			}
+			break;
+		case OPT_LOG_FORMAT:
+			if (strcmp(optarg, "json") != 0 &&
+			    strcmp(optarg, "text") != 0) {
+				fprintf(err, "mbrokerd: --log-format wants text "
+					"or json, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			cfg->log_json = strcmp(optarg, "json") == 0;
 			break;
 		case OPT_DAEMON:
 			cfg->daemonize = true;

@@ -1,0 +1,31 @@
+# SPDX-License-Identifier: MIT
+# --log-format json: every line the broker writes is one JSON object
+# (time, level, pid, message), and every lifecycle event is there: load
+# start and end with bytes and duration, attach and detach with the pid,
+# the unload, each shutdown step, memory before and after.
+. "$(dirname "$0")/lib.sh"
+
+make_model "$T/m.safetensors" 1000000
+start_broker --log-format json
+load m "$T/m.safetensors"
+"$BIN/mbworker" --socket "$SOCK" --model m --passes 1 >"$T/w.log" ||
+	fail "worker failed"
+worker=$(sed -n 's/^mbworker\[\([0-9]*\)\].*/\1/p' "$T/w.log" | head -n1)
+mbctl unload m >/dev/null
+load m "$T/m.safetensors"
+shutdown_clean
+/usr/bin/python3 - "$BROKER_LOG" "$worker" <<'PY' || fail "log: $(cat "$BROKER_LOG")"
+import json, re, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert all(set(l) == {"time", "level", "pid", "message"} for l in lines)
+text = "\n".join(l["message"] for l in lines)
+for pattern in [r"model m: loading .* as safetensors",
+                r"model m: READY, 1001352 bytes in \d+ ms",
+                r"model m: attached by pid %s" % sys.argv[2],
+                r"model m: detached by pid %s" % sys.argv[2],
+                r"model m: unloaded in \d+ ms, 1001352 bytes freed.*Shmem \d+ kB -> \d+ kB",
+                r"shutdown requested by pid \d+: 1 model\(s\)",
+                r"shutdown complete in \d+ ms.*Shmem \d+ kB -> \d+ kB",
+                r"exiting with status 0"]:
+    assert re.search(pattern, text), pattern
+PY
