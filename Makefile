@@ -86,7 +86,10 @@ $(O)/libmbroker.so: $(LIB_PIC)
 $(O)/mbrokerd: $(call obj,broker/mbrokerd.c) $(O)/libbroker.a $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(BROKER_LIBS)
 
-$(O)/mbctl $(O)/mbworker: $(O)/%: $(O)/obj/worker/%.o $(O)/libmbroker.a
+$(O)/mbworker: $(O)/obj/worker/mbworker.o $(O)/libmbroker.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+$(O)/mbctl: $(O)/obj/worker/mbctl.o $(O)/obj/worker/mbctl_watch.o $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
 $(O)/mkmodel: $(O)/obj/tests/tools/mkmodel.o

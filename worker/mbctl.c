@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "mbctl.h"
 
 static const char mbctl_usage[] =
 	"usage: mbctl [--socket PATH] [--json] COMMAND\n"
@@ -28,6 +29,7 @@ static const char mbctl_usage[] =
 	"  stats                       counters and memory\n"
 	"  workers                     who holds what\n"
 	"  shutdown [--timeout S]      orderly shutdown of the broker\n"
+	"  top [--iterations N]        a live view, refreshed every second\n"
 	"\n"
 	"The socket defaults to $MBROKER_SOCKET, else\n"
 	"$XDG_RUNTIME_DIR/mbroker/default.sock, else\n"
@@ -35,11 +37,6 @@ static const char mbctl_usage[] =
 	"Exit status: 0 success, 1 refused or failed (the broker's message on\n"
 	"stderr), 2 usage, 3 cannot reach the broker.\n";
 
-struct mbctl {
-	const char *socket;
-	bool json;
-	struct mb_client *client;
-};
 
 static __attribute__((noreturn)) void
 mbctl_usage_exit(const char *what, const char *arg)
@@ -51,7 +48,7 @@ mbctl_usage_exit(const char *what, const char *arg)
 	exit(2);
 }
 
-static void
+void
 mbctl_size(char *buf, size_t len, json_int_t bytes)
 {
 	if (bytes >= (json_int_t)1 << 30)
@@ -62,13 +59,13 @@ mbctl_size(char *buf, size_t len, json_int_t bytes)
 		snprintf(buf, len, "%lld B", (long long)bytes);
 }
 
-static json_int_t
+json_int_t
 mbctl_int(const json_t *o, const char *key)
 {
 	return json_integer_value(json_object_get(o, key));
 }
 
-static const char *
+const char *
 mbctl_str(const json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
@@ -163,7 +160,7 @@ mbctl_paged(struct mbctl *m, const char *op, const char *key,
 	return r;
 }
 
-static int
+int
 mbctl_list(struct mbctl *m)
 {
 	if (!m->json)
@@ -172,7 +169,7 @@ mbctl_list(struct mbctl *m)
 	return mbctl_paged(m, "list", "models", mbctl_print_model);
 }
 
-static int
+int
 mbctl_workers(struct mbctl *m)
 {
 	if (!m->json)
@@ -281,6 +278,7 @@ static int
 mbctl_load(struct mbctl *m, int argc, char **argv)
 {
 	char path[PATH_MAX], cwd[PATH_MAX], size[32];
+	struct mbctl_progress *progress = NULL;
 	const char *format = NULL;
 	json_t *req, *reply = NULL;
 	bool wait = false;
@@ -306,7 +304,10 @@ mbctl_load(struct mbctl *m, int argc, char **argv)
 			"path", path, "wait", wait);
 	if (format != NULL)
 		json_object_set_new(req, "format", json_string(format));
+	if (wait && !m->json)
+		progress = mbctl_progress_start(m->socket, argv[1]);
 	r = mbctl_call(m, req, &reply);
+	mbctl_progress_stop(progress);
 	if (r == 0 && !m->json) {
 		mbctl_size(size, sizeof size, mbctl_int(reply, "size"));
 		if (wait)
@@ -359,6 +360,11 @@ mbctl_run(struct mbctl *m, int argc, char **argv)
 		return mbctl_workers(m);
 	if (strcmp(cmd, "shutdown") == 0)
 		return mbctl_shutdown(m, argc, argv);
+	if (strcmp(cmd, "top") == 0 && argc == 1)
+		return mbctl_top(m, 0);
+	if (strcmp(cmd, "top") == 0 && argc == 3 &&
+	    strcmp(argv[1], "--iterations") == 0 && atol(argv[2]) > 0)
+		return mbctl_top(m, atol(argv[2]));
 	mbctl_usage_exit("unknown command or arguments", cmd);
 }
 
@@ -366,7 +372,8 @@ static bool
 mbctl_known(const char *cmd)
 {
 	static const char *const cmds[] = {"ping", "load", "unload", "list",
-					   "stats", "workers", "shutdown"};
+					   "stats", "workers", "shutdown",
+					   "top"};
 
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		if (strcmp(cmd, cmds[i]) == 0)
