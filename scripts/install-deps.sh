@@ -9,7 +9,7 @@
 set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev
-	python3 python3-numpy curl"
+	python3 python3-numpy curl supervisor"
 MODULES="libevent_core libevent_extra jansson cmocka libxxhash"
 FUZZ=0
 BENCH=0
@@ -45,9 +45,10 @@ have_all() {
 	fi
 	command -v pkg-config >/dev/null 2>&1 || return 1
 	# The Python client's tests use the system python3 and its numpy;
-	# the metrics test scrapes with curl.
+	# the metrics test scrapes with curl; one test runs supervisord.
 	/usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || return 1
 	command -v curl >/dev/null 2>&1 || return 1
+	command -v supervisord >/dev/null 2>&1 || return 1
 	for m in $MODULES; do
 		pkg-config --exists "$m" || return 1
 	done
