@@ -57,7 +57,9 @@ C
 flags=$(PKG_CONFIG_SYSROOT_DIR="$DEST" PKG_CONFIG_PATH="$DEST/usr/lib/pkgconfig" \
 	pkg-config --cflags --libs mbroker) || fail "pkg-config cannot find mbroker"
 case "$flags" in *"-I$DEST/usr/include"*"-lmbroker"*) ;; *) fail "flags: $flags" ;; esac
-cc -Wall -Werror -o "$T/worker" "$T/worker.c" $flags || fail "cannot build a worker"
+# A sanitized build's library needs the worker built the same way.
+cc -Wall -Werror ${MB_SANITIZE:+-fsanitize=$MB_SANITIZE} -o "$T/worker" \
+	"$T/worker.c" $flags || fail "cannot build a worker"
 make_model "$T/m.safetensors" 1000000
 start_broker
 load m "$T/m.safetensors"
