@@ -78,8 +78,10 @@ $(O)/libbroker.a: $(BROKER_OBJ)
 $(O)/libmbroker.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
-$(O)/libmbroker.so: $(LIB_PIC)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $(O)/$(REALNAME) $^ $(LIB_LIBS)
+$(O)/$(REALNAME): $(LIB_PIC)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+$(O)/libmbroker.so: $(O)/$(REALNAME)
 	ln -sf $(REALNAME) $(O)/$(SONAME)
 	ln -sf $(SONAME) $@
 
