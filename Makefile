@@ -50,7 +50,7 @@ DEPS_OK := $(O)/.deps-ok
 
 PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
 TEST_TOOLS := $(O)/mkmodel $(O)/mbfault $(O)/mbbench
-LIBRARIES := $(O)/libmbroker.a $(O)/libmbroker.so
+LIBRARIES = $(O)/libmbroker.a $(O)/$(REALNAME) $(O)/libmbroker.so
 
 .PHONY: all test unit integration demo soak bench asan tsan valgrind fuzz \
 	format clean install uninstall deps

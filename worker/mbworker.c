@@ -149,6 +149,24 @@ mbworker_pass(const unsigned char *data, size_t size)
 	return sum;
 }
 
+/* Sleeps ms whatever signals arrive meanwhile (they interrupt a poll). */
+static void
+mbworker_sleep_ms(long ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += ms % 1000 * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==
+	       EINTR)
+		;
+}
+
 /* Prints one tensor as read through the mapping; 0 or -1. */
 static int
 mbworker_print_tensor(const struct mb_attachment *att, const char *name)
@@ -285,7 +303,7 @@ main(int argc, char **argv)
 			pause();
 	}
 	if (o.ack_delay_ms > 0)
-		poll(NULL, 0, (int)o.ack_delay_ms);
+		mbworker_sleep_ms(o.ack_delay_ms);
 	mbworker_handler_client = NULL;
 	if (mbworker_acked_in_handler) {
 		printf("mbworker[%ld]: unload requested after %ld pass(es); "
