@@ -214,7 +214,8 @@ MB_EXPORT int mb_ack(struct mb_client *client);
  * whether the broker said ok or not.  Returns 0 when the reply says ok,
  * the reply's error code otherwise (mb_last_error has its message), or a
  * transport error (then *reply is NULL); MB_ELIMIT for a request over
- * 65536 bytes, which is not sent.  For admin tools such as mbctl.
+ * 163840 bytes, which is not sent (the broker answers a smaller limit of
+ * its own with MB_EBADREQ).  For admin tools such as mbctl.
  */
 MB_EXPORT int mb_request(struct mb_client *client, const char *request_json,
 			 char **reply);
