@@ -128,7 +128,9 @@ MB_EXPORT int mb_attach(struct mb_client *client, const char *name,
 
 /*
  * The attachment's read-only bytes and their size.  The pointer is valid
- * until mb_detach, mb_ack or mb_close; reading it after mb_ack faults.
+ * until mb_detach or mb_close; after mb_ack it reads as zeros (the shared
+ * pages are already let go), so code interrupted by an acking signal
+ * handler does not fault.
  */
 MB_EXPORT const void *mb_attachment_data(const struct mb_attachment *att);
 MB_EXPORT size_t mb_attachment_size(const struct mb_attachment *att);
@@ -199,12 +201,13 @@ MB_EXPORT int mb_event_fd(const struct mb_client *client);
 MB_EXPORT int mb_next_event(struct mb_client *client, struct mb_event *out);
 
 /*
- * Tells the broker this worker is done with everything it attached: unmaps
- * every attachment, sends the acknowledgement and posts the broker's ack
- * semaphore.  Async-signal-safe and safe to call from another thread; may
- * be called more than once.  Handles stay allocated until mb_detach or
- * mb_close, but their data must not be read again.  Returns 0 or -errno of
- * the send (the mappings are gone in every case).
+ * Tells the broker this worker is done with everything it attached: lets
+ * go of every mapping (zero pages take the segment's place, so a read in
+ * progress goes on harmlessly), sends the acknowledgement and posts the
+ * broker's ack semaphore.  Async-signal-safe and safe to call from another
+ * thread; may be called more than once.  Handles stay allocated until
+ * mb_detach or mb_close, and their data reads as zeros meanwhile.  Returns
+ * 0 or -errno of the send (the shared pages are let go in every case).
  */
 MB_EXPORT int mb_ack(struct mb_client *client);
 

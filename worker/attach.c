@@ -3,8 +3,11 @@
  * attach.c - libmbroker's attachments: the read-only mapping of a model's
  * segment from the descriptor the broker passed, its tensors, detach, and
  * mb_ack.  Each mapping is published in a slot with atomics so that mb_ack,
- * which may run in a signal handler at any moment, unmaps each exactly once
- * and never one that is half set up.
+ * which may run in a signal handler at any moment, lets each go exactly
+ * once and never one that is half set up.  It does not unmap: it maps
+ * zero pages over the segment (MAP_FIXED), so the shared pages are let go
+ * at once while code it interrupted mid-read reads zeros instead of
+ * faulting; mb_detach and mb_close unmap what is left.
  */
 #include <errno.h>
 #include <semaphore.h>
@@ -146,12 +149,14 @@ mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
 		return r;
 	}
 	atomic_store(&c->slots[slot].len, att->size);
+	atomic_store(&c->slots[slot].released, false);
 	atomic_store(&c->slots[slot].addr, (void *)(uintptr_t)att->data);
 	c->atts[slot] = att;
 	if (atomic_load(&c->ack_count) != acks) {
 		/* mb_ack ran meanwhile: whatever it missed is undone here. */
 		void *p = atomic_exchange(&c->slots[slot].addr, NULL);
 
+		atomic_store(&c->slots[slot].released, false);
 		if (p != NULL)
 			munmap(p, att->size);
 		attach_notify_detach(c, att->id);
@@ -174,6 +179,7 @@ int
 mb_detach(struct mb_attachment *att)
 {
 	struct mb_client *c;
+	bool released;
 	void *p;
 	int r = 0;
 
@@ -181,10 +187,12 @@ mb_detach(struct mb_attachment *att)
 		return 0;
 	c = att->client;
 	p = atomic_exchange(&c->slots[att->slot].addr, NULL);
+	released = atomic_exchange(&c->slots[att->slot].released, false);
 	if (p != NULL) {
-		/* Still ours: the broker has not heard of its release. */
 		munmap(p, att->size);
-		r = attach_notify_detach(c, att->id);
+		/* Not acked: the broker has not heard of its release. */
+		if (!released)
+			r = attach_notify_detach(c, att->id);
 	}
 	attach_forget(att);
 	return r;
@@ -197,10 +205,16 @@ mb_ack(struct mb_client *c)
 
 	atomic_fetch_add(&c->ack_count, 1);
 	for (int i = 0; i < MB_MAX_ATTACHMENTS; i++) {
-		void *p = atomic_exchange(&c->slots[i].addr, NULL);
+		struct client_slot *s = &c->slots[i];
+		void *p = atomic_load(&s->addr);
 
-		if (p != NULL)
-			munmap(p, atomic_load(&c->slots[i].len));
+		/* Zero pages over the segment: its pages are let go now, and
+		 * a read this interrupted goes on harmlessly. */
+		if (p != NULL && !atomic_exchange(&s->released, true) &&
+		    mmap(p, atomic_load(&s->len), PROT_READ,
+			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
+			    MAP_FAILED)
+			munmap(p, atomic_load(&s->len));
 	}
 	if (send(c->fd, c->ack_msg, c->ack_len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		r = -errno;

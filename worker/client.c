@@ -297,6 +297,7 @@ mb_close(struct mb_client *c)
 	for (int i = 0; i < MB_MAX_ATTACHMENTS; i++) {
 		void *p = atomic_exchange(&c->slots[i].addr, NULL);
 
+		atomic_store(&c->slots[i].released, false);
 		if (p != NULL)
 			munmap(p, atomic_load(&c->slots[i].len));
 		if (c->atts[i] != NULL)

@@ -18,10 +18,15 @@
 /* The id of the acknowledgement message; requests count from 1. */
 #define CLIENT_ACK_ID 0
 
-/* One mapping, published so mb_ack can unmap it from a signal handler. */
+/*
+ * One mapping, published so that mb_ack can let it go from a signal
+ * handler: mb_ack replaces it in place with zero pages (released), and
+ * mb_detach or mb_close unmap whatever is there.
+ */
 struct client_slot {
 	_Atomic(void *) addr;
 	_Atomic size_t len;
+	atomic_bool released;
 };
 
 struct client_event {
