@@ -295,7 +295,8 @@ class Client:
     def ack(self) -> None:
         """Lets go of every attachment and tells the broker so (what it
         waits for after an unload or shutdown event).  Safe to call from
-        a signal handler: one send, no reply awaited."""
+        a signal handler: one send, no reply awaited.  A mapping that numpy
+        arrays still view stays mapped until they are gone."""
         for att in list(self._attachments):
             att._release()
         self._attachments.clear()
