@@ -194,21 +194,6 @@ test_ackwait_failing_semaphore_keeps_deadline(void **state)
 	ackwait_shutdown();
 }
 
-static int
-group_setup(void **state)
-{
-	(void)state;
-	return broker_fixture_setup(LOG_LEVEL_ERROR);
-}
-
-static int
-group_teardown(void **state)
-{
-	(void)state;
-	broker_fixture_teardown();
-	return 0;
-}
-
 int
 main(void)
 {
@@ -221,5 +206,6 @@ main(void)
 		cmocka_unit_test(test_ackwait_failing_semaphore_keeps_deadline),
 	};
 
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, broker_fixture_group_setup,
+				      broker_fixture_group_teardown);
 }

@@ -293,19 +293,6 @@ test_loader_progress_and_cancel(void **state)
 	registry_clear();
 }
 
-/* Runs the loop until cond holds, at most 10 s. */
-static void
-run_until(bool (*cond)(void))
-{
-	int64_t deadline = clock_monotonic_ms() + 10000;
-
-	while (!cond() && clock_monotonic_ms() < deadline) {
-		event_base_loop(broker.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-		poll(NULL, 0, 1);
-	}
-	assert_true(cond());
-}
-
 static bool
 stuck_in_error(void)
 {
@@ -342,14 +329,14 @@ test_loader_abandoned_at_deadline(void **state)
 	/* The loader now sits in its second read, which does not return. */
 	t0 = clock_monotonic_ms();
 	unload_begin(m, 150, NULL, NULL, false);
-	run_until(stuck_in_error);
+	broker_fixture_run_until(stuck_in_error);
 	assert_in_range(clock_monotonic_ms() - t0, 140, 3000);
 	assert_non_null(strstr(m->error, "its load did not stop"));
 	assert_int_equal(loader_abandoned_count(), 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	/* When the read finally returns, the thread cleans up alone. */
 	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
-	run_until(abandoned_thread_cleaned_up);
+	broker_fixture_run_until(abandoned_thread_cleaned_up);
 	fault = FAULT_NONE;
 	registry_clear();
 }

@@ -298,21 +298,6 @@ test_request_send_failure_loses_one_client(void **state)
 	event_base_loop(broker.base, EVLOOP_NONBLOCK);
 }
 
-static int
-group_setup(void **state)
-{
-	(void)state;
-	return broker_fixture_setup(LOG_LEVEL_ERROR);
-}
-
-static int
-group_teardown(void **state)
-{
-	(void)state;
-	broker_fixture_teardown();
-	return 0;
-}
-
 int
 main(void)
 {
@@ -336,5 +321,6 @@ main(void)
 			teardown),
 	};
 
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, broker_fixture_group_setup,
+				      broker_fixture_group_teardown);
 }

@@ -69,19 +69,6 @@ ready_model(const struct provider *p)
 	return m;
 }
 
-/* Runs the loop until cond holds, at most 10 s. */
-static void
-run_until(bool (*cond)(void))
-{
-	int64_t deadline = clock_monotonic_ms() + 10000;
-
-	while (!cond() && clock_monotonic_ms() < deadline) {
-		event_base_loop(broker.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-		poll(NULL, 0, 1);
-	}
-	assert_true(cond());
-}
-
 static bool
 registry_empty(void)
 {
@@ -118,7 +105,7 @@ test_unload_hook_failure_goes_on(void **state)
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 2); /* + sem */
 	unload_begin(m, 1000, NULL, NULL, false);
 	assert_int_equal(m->state, MODEL_UNLOADING);
-	run_until(registry_empty);
+	broker_fixture_run_until(registry_empty);
 	assert_int_equal(hook_calls, 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 1);
 	assert_non_null(strstr(read_log(), "unload hook failed; going on"));
@@ -149,7 +136,7 @@ test_unload_timeout_names_holder(void **state)
 	buf[n] = '\0';
 	assert_non_null(strstr(buf, "\"event\":\"unload\""));
 	assert_non_null(strstr(buf, "\"model\":\"m\""));
-	run_until(model_in_error);
+	broker_fixture_run_until(model_in_error);
 	assert_int_equal(signals_seen, 1);
 	snprintf(pid, sizeof pid, "pids [%ld]", (long)getpid());
 	assert_non_null(strstr(m->error, "unload timed out"));
@@ -162,7 +149,7 @@ test_unload_timeout_names_holder(void **state)
 	close(sv[1]);
 	assert_int_equal(m->nattached, 0);
 	unload_begin(m, 1000, NULL, NULL, false);
-	run_until(registry_empty);
+	broker_fixture_run_until(registry_empty);
 }
 
 static void
