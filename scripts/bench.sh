@@ -20,25 +20,13 @@ BENCH_WORKERS=${BENCH_WORKERS:-"1 2 4 8 16"}
 BENCH_SHUTDOWN_WORKERS=${BENCH_SHUTDOWN_WORKERS:-"1 8 32 64"}
 BENCH_CLIENTS=${BENCH_CLIENTS:-"1 8 32"}
 BENCH_SECONDS=${BENCH_SECONDS:-2}
-RUN=$(mktemp -d /tmp/mbroker-bench.XXXXXX)
-SOCK="$RUN/broker.sock"
-INSTANCE="bench-$$"
+. "$(dirname "$0")/lib.sh"
+script_setup bench
 HUGE="$RUN/huge"
-pids=()
+EXTRA_CLEANUP='mountpoint -q "$HUGE" 2>/dev/null && umount "$HUGE"; rm -f /dev/shm/mbbench.x'
 broker=
 
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	mountpoint -q "$HUGE" 2>/dev/null && umount "$HUGE"
-	rm -f /dev/shm/mbroker."$INSTANCE".* /dev/shm/sem.mbroker."$INSTANCE".* \
-		/dev/shm/mbbench.x
-	rm -rf "$RUN"
-}
-trap cleanup EXIT
-
 say() { printf '%s\n' "$*" >&2; }
-mbctl() { "$BUILD/mbctl" --socket "$SOCK" "$@"; }
 now_us() { echo $(($(date +%s%N) / 1000)); }
 field() { grep -o "\"$1\":[0-9.]*" | head -n1 | cut -d: -f2; }
 bytes() { numfmt --from=iec "$1"; }

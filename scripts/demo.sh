@@ -14,32 +14,12 @@ MODEL_BYTES=${MODEL_BYTES:-268435456}
 WORKERS=4
 DEMO="$BUILD/demo"
 MODEL="$DEMO/whisper-demo.safetensors"
-RUN=$(mktemp -d /tmp/mbroker-demo.XXXXXX)
-SOCK="$RUN/broker.sock"
-INSTANCE="demo-$$"
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -f /dev/shm/mbroker."$INSTANCE".* /dev/shm/sem.mbroker."$INSTANCE".*
-	rm -rf "$RUN"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+script_setup demo
 
 say() { printf '%s\n' "$*"; }
-mbctl() { "$BUILD/mbctl" --socket "$SOCK" "$@"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 mib() { awk -v kb="$1" 'BEGIN {printf "%.1f MiB", kb / 1024}'; }
-wait_for() {
-	local deadline=$(($(now_ms) + $1 * 1000))
-	shift
-	until "$@" >/dev/null 2>&1; do
-		[ "$(now_ms)" -lt $deadline ] || return 1
-		sleep 0.02
-	done
-}
 
 mkdir -p "$DEMO"
 if [ "$(stat -c %s "$MODEL" 2>/dev/null || echo 0)" -lt "$MODEL_BYTES" ]; then

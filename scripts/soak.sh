@@ -21,21 +21,10 @@ if [ -n "${MB_SANITIZE:-}" ]; then
 	SOAK_RSS_SLACK_KB=$((1 << 30))
 	echo "(RSS not compared: built with -fsanitize=$MB_SANITIZE)"
 fi
-RUN=$(mktemp -d /tmp/mbroker-soak.XXXXXX)
-SOCK="$RUN/broker.sock"
-INSTANCE="soak-$$"
-pids=()
 failed=0
+. "$(dirname "$0")/lib.sh"
+script_setup soak
 
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -f /dev/shm/mbroker."$INSTANCE".* /dev/shm/sem.mbroker."$INSTANCE".*
-	rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mbctl() { "$BUILD/mbctl" --socket "$SOCK" "$@"; }
 now() { date +%s; }
 field() { grep -o "\"$1\":[0-9]*" | head -n1 | cut -d: -f2; }
 idle() {
