@@ -113,8 +113,10 @@ ackwait_init(void (*wake)(void))
 	int r;
 
 	ackwait.wake = wake;
+	pthread_mutex_lock(&ackwait.lock);
 	ackwait.stop = false;
 	ackwait.deadline_ms = -1;
+	pthread_mutex_unlock(&ackwait.lock);
 	atomic_store(&ackwait.wake_pending, false);
 	if (names_shm(ackwait.name, sizeof ackwait.name, broker.cfg.instance,
 		      "ack") < 0)

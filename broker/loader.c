@@ -196,8 +196,11 @@ loader_copy(struct load_job *job, int src, int rw, unsigned char *map)
 		parts[1].off = parts[0].len;
 		parts[1].len = job->size - parts[0].len;
 		if (pthread_create(&helper, NULL, loader_fill_thread,
-				   &parts[1]) != 0)
-			split = false, parts[0].len = job->size;
+				   &parts[1]) != 0) {
+			/* No second thread: one fills it all. */
+			split = false;
+			parts[0].len = job->size;
+		}
 	}
 	parts[0].result = loader_fill(&parts[0]);
 	if (split)

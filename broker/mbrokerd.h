@@ -433,8 +433,6 @@ struct broker {
 	/* Shutdown. */
 	bool shutting_down;
 	bool shutdown_done;
-	int64_t shutdown_started_ms;
-	int64_t shutdown_deadline_ms;
 	int64_t shutdown_shmem_before_kb;
 	uint64_t shutdown_freed_bytes;
 	unsigned shutdown_models;

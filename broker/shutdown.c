@@ -50,9 +50,7 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 	}
 	broker.shutting_down = true;
 	notify_send("STOPPING=1\nSTATUS=shutting down (%s)", why);
-	broker.shutdown_started_ms = clock_monotonic_ms();
 	broker.shutdown_started_us = clock_monotonic_us();
-	broker.shutdown_deadline_ms = broker.shutdown_started_ms + timeout_ms;
 	broker.shutdown_shmem_before_kb = meminfo_shmem_kb();
 	broker.shutdown_stuck_pids = json_array();
 	signalled = shutdown_notify(timeout_ms);
@@ -91,7 +89,7 @@ shutdown_check(void)
 		if (m->state == MODEL_UNLOADING || m->job != NULL)
 			return;
 	broker.shutdown_done = true;
-	elapsed = clock_monotonic_ms() - broker.shutdown_started_ms;
+	elapsed = (clock_monotonic_us() - broker.shutdown_started_us) / 1000;
 	after = meminfo_shmem_kb();
 	report = json_pack("{s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			   "elapsed_ms", (json_int_t)elapsed, "models_unloaded",

@@ -133,9 +133,12 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(cm.exception.code, "unknown_model")
             self.assertEqual(client.request("ping")["ok"], True)
 
-    def test_unload_reaches_a_python_worker(self):
+    def _unload_with_worker(self, script, last_line):
+        """Starts a Python worker running script, unloads "m" while it is
+        attached, and checks that it let go in time and said last_line;
+        loads "m" again for the other tests."""
         worker = subprocess.Popen(
-            [sys.executable, "-c", WORKER, self.sock,
+            [sys.executable, "-c", script, self.sock,
              os.path.join(os.path.dirname(__file__), "..")],
             stdout=subprocess.PIPE, text=True)
         self.addCleanup(worker.stdout.close)
@@ -144,32 +147,18 @@ class ClientTest(unittest.TestCase):
         with mbroker.connect(self.sock) as admin:
             t0 = time.monotonic()
             reply = admin.request("unload", name="m", timeout=5)
-            waited = time.monotonic() - t0
+            self.assertLess(time.monotonic() - t0, 2.0)
             self.assertEqual(reply["state"], "UNINITIALIZED")
-            self.assertLess(waited, 2.0)
-            self.assertEqual(worker.stdout.readline().strip(), "acked")
+            self.assertEqual(worker.stdout.readline().strip(), last_line)
             self.assertEqual(worker.wait(5), 0)
             admin.request("load", name="m", path=os.path.join(
                 self.tmp.name, "m.safetensors"), wait=True)
+
+    def test_unload_reaches_a_python_worker(self):
+        self._unload_with_worker(WORKER, "acked")
 
     def test_unload_signal_acks_in_the_handler(self):
-        worker = subprocess.Popen(
-            [sys.executable, "-c", SIGNALLED_WORKER, self.sock,
-             os.path.join(os.path.dirname(__file__), "..")],
-            stdout=subprocess.PIPE, text=True)
-        self.addCleanup(worker.stdout.close)
-        self.addCleanup(worker.kill)
-        self.assertEqual(worker.stdout.readline().strip(), "ready")
-        with mbroker.connect(self.sock) as admin:
-            t0 = time.monotonic()
-            admin.request("unload", name="m", timeout=5)
-            self.assertLess(time.monotonic() - t0, 2.0)
-            self.assertEqual(worker.stdout.readline().strip(),
-                             "acked in the handler")
-            self.assertEqual(worker.wait(5), 0)
-            admin.request("load", name="m", path=os.path.join(
-                self.tmp.name, "m.safetensors"), wait=True)
-
+        self._unload_with_worker(SIGNALLED_WORKER, "acked in the handler")
 
 if __name__ == "__main__":
     unittest.main()
