@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "utf8.h"
 
 static enum log_level log_threshold = LOG_LEVEL_INFO;
 static bool log_json;
@@ -34,41 +35,6 @@ log_set_json(bool json)
 	log_json = json;
 }
 
-/* Length of the valid UTF-8 sequence at p (1 to 4), or 0 when the bytes
- * there are not one: a message cut in the middle of a character, or a
- * path that was never UTF-8. */
-static size_t
-log_utf8_len(const unsigned char *p)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t n;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (p[0] == 0xe0)
-		lo = 0xa0;
-	else if (p[0] == 0xed)
-		hi = 0x9f;
-	else if (p[0] == 0xf0)
-		lo = 0x90;
-	else if (p[0] == 0xf4)
-		hi = 0x8f;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 /*
  * The line as one JSON object: {"time", "level", "pid", "message"}.  The
  * message (control characters already '?') is escaped here, a byte that
@@ -81,6 +47,7 @@ log_json_line(char *line, size_t len, const char *time, enum log_level level,
 {
 	static const char tail[] = "\"}";
 	const unsigned char *p = (const unsigned char *)message;
+	const unsigned char *end = p + strlen(message);
 	int n = snprintf(line, len, "{\"time\":\"%s\",\"level\":\"%s\","
 			 "\"pid\":%ld,\"message\":\"", time, log_names[level],
 			 (long)getpid());
@@ -89,8 +56,8 @@ log_json_line(char *line, size_t len, const char *time, enum log_level level,
 	if (n < 0 || (size_t)n + sizeof tail > len)
 		return 0;
 	off = (size_t)n;
-	while (*p != '\0') {
-		size_t seq = log_utf8_len(p);
+	while (p < end) {
+		size_t seq = utf8_len(p, (size_t)(end - p));
 		bool escape = *p == '"' || *p == '\\';
 		size_t width = seq == 0 ? 1 : seq + escape;
 
