@@ -10,7 +10,8 @@
  * The HTTP side is its own, and small: one GET /metrics per connection,
  * answered with Connection: close.  Whoever reaches the port is not
  * trusted: a request head is read up to METRICS_MAX_HEAD bytes and no
- * body ever, a connection quiet for METRICS_TIMEOUT_S is closed, and with
+ * body ever, a connection is closed METRICS_TIMEOUT_S after it was
+ * accepted whatever it did (idle or trickling), and with
  * METRICS_MAX_CONNECTIONS open accepting pauses (the kernel's backlog
  * holds the rest).  So the descriptors and memory the endpoint can take
  * from the control socket and the loads are bounded.
@@ -34,13 +35,14 @@
 #define METRICS_MAX_CONNECTIONS 16
 /* A GET /metrics with a scraper's headers is well under 1 KiB. */
 #define METRICS_MAX_HEAD 8192
-/* Read and write inactivity: a scrape is answered at once. */
+/* A connection's whole life: a scrape is asked and answered at once. */
 #define METRICS_TIMEOUT_S 5
 /* Out of descriptors, accepting pauses this long at a time. */
 #define METRICS_BACKOFF_MS 100
 
 struct metrics_conn {
 	struct bufferevent *bev;
+	struct event *deadline; /* METRICS_TIMEOUT_S after the accept */
 	bool replied; /* closed once the reply is written */
 	TAILQ_ENTRY(metrics_conn) entry;
 };
@@ -146,12 +148,14 @@ metrics_scrape(struct evbuffer *b)
 }
 
 /* Closes a connection; safe inside its callbacks, as libevent holds a
- * reference to a bufferevent while it runs one. */
+ * reference to a bufferevent while it runs one and no longer touches a
+ * timer whose callback runs. */
 static void
 metrics_conn_close(struct metrics_conn *mc)
 {
 	TAILQ_REMOVE(&metrics.conns, mc, entry);
 	bufferevent_free(mc->bev);
+	event_free(mc->deadline);
 	free(mc);
 	metrics.nconns--;
 	if (metrics.paused) {
@@ -224,11 +228,19 @@ metrics_write(struct bufferevent *bev, void *arg)
 		metrics_conn_close(mc);
 }
 
-/* End of file, an error or METRICS_TIMEOUT_S of silence: closed. */
+/* End of file or an error: closed. */
 static void
 metrics_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev;
+	(void)what;
+	metrics_conn_close(arg);
+}
+
+static void
+metrics_expire(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
 	(void)what;
 	metrics_conn_close(arg);
 }
@@ -239,16 +251,21 @@ metrics_conn_new(int fd)
 	const struct timeval timeout = {METRICS_TIMEOUT_S, 0};
 	struct metrics_conn *mc = calloc(1, sizeof *mc);
 
-	if (mc == NULL || (mc->bev = bufferevent_socket_new(broker.base, fd,
-						BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+	if (mc == NULL ||
+	    (mc->deadline = evtimer_new(broker.base, metrics_expire, mc)) ==
+		    NULL ||
+	    (mc->bev = bufferevent_socket_new(broker.base, fd,
+					      BEV_OPT_CLOSE_ON_FREE)) == NULL) {
 		log_warnx("metrics: out of memory for a connection");
 		close(fd);
+		if (mc != NULL && mc->deadline != NULL)
+			event_free(mc->deadline);
 		free(mc);
 		return;
 	}
 	bufferevent_setcb(mc->bev, metrics_read, metrics_write, metrics_event,
 			  mc);
-	bufferevent_set_timeouts(mc->bev, &timeout, &timeout);
+	evtimer_add(mc->deadline, &timeout);
 	bufferevent_setwatermark(mc->bev, EV_READ, 0, METRICS_MAX_HEAD + 1);
 	bufferevent_enable(mc->bev, EV_READ);
 	TAILQ_INSERT_TAIL(&metrics.conns, mc, entry);

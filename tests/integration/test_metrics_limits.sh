@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 # The metrics endpoint cannot starve the broker: a request with endless
 # headers is refused at 8 KiB and the broker's peak RSS barely moves;
-# 100 idle connections hold at most 16 descriptors, are closed after the
-# 5 s idle timeout, and meanwhile `mbctl list` and a load work; once they
-# are gone a scrape succeeds again.  Everything on 127.0.0.1.
+# 100 idle connections hold at most 16 descriptors, are closed 5 s after
+# their accept, and meanwhile `mbctl list` and a load work; a client
+# trickling its request is closed too; once they are gone a scrape
+# succeeds again.  Everything on 127.0.0.1.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -104,6 +105,26 @@ if closed < 16:
     fail("only %d idle connections closed within 20 s" % closed)
 for c in idle:
     c.close()
+
+# 3. A head trickled a byte at a time: closed 5 s after the accept anyway.
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+t0 = time.monotonic()
+s.sendall(b"GET /metrics HTTP/1.1\r\n")
+s.settimeout(0.5)
+alive = True
+while alive and time.monotonic() - t0 < 20:
+    try:
+        s.sendall(b"X")
+        alive = s.recv(1) != b""
+    except socket.timeout:
+        pass
+    except OSError:
+        alive = False
+took = time.monotonic() - t0
+s.close()
+print("trickle: closed after %.1f s" % took)
+if alive or took > 15:
+    fail("a trickling client was still served after %.1f s" % took)
 PY
 	fail "metrics limits"
 wait_until 30 curl -sf --max-time 5 "$URL" || fail "no scrape after the idle connections left"
