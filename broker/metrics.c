@@ -351,6 +351,7 @@ metrics_listen(const char *host, const char *port)
 	return fd;
 }
 
+/* Listens on --metrics-listen, if set; 0, or -1 logged. */
 int
 metrics_init(void)
 {
@@ -397,6 +398,7 @@ metrics_init(void)
 	return 0;
 }
 
+/* Closes every connection and the listener. */
 void
 metrics_shutdown(void)
 {

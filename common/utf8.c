@@ -5,6 +5,7 @@
  */
 #include "utf8.h"
 
+/* Length of the character at p, or 0 (see utf8.h). */
 size_t
 utf8_len(const unsigned char *p, size_t avail)
 {
