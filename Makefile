@@ -27,8 +27,8 @@ LDFLAGS += -pthread
 
 # pkg-config is asked once, after the dependencies are installed.
 lazy = $(eval $(1) := $$(shell pkg-config $(2)))$($(1))
-BROKER_CFLAGS = $(call lazy,BROKER_CFLAGS,--cflags libevent_core libevent_extra jansson libxxhash)
-BROKER_LIBS = $(call lazy,BROKER_LIBS,--libs libevent_core libevent_extra jansson libxxhash)
+BROKER_CFLAGS = $(call lazy,BROKER_CFLAGS,--cflags libevent_core jansson libxxhash)
+BROKER_LIBS = $(call lazy,BROKER_LIBS,--libs libevent_core jansson libxxhash)
 LIB_LIBS = $(call lazy,LIB_LIBS,--libs jansson libxxhash)
 TEST_CFLAGS = $(call lazy,TEST_CFLAGS,--cflags cmocka)
 TEST_LIBS = $(call lazy,TEST_LIBS,--libs cmocka)

@@ -220,7 +220,9 @@ loader_copy(struct load_job *job, int src, int rw, unsigned char *map)
 	return loader_hash(job, map);
 }
 
-/* Opens the source: a non-empty regular file, never a FIFO or device. */
+/* Opens the source: a non-empty regular file, never a FIFO or device.
+ * A file that cannot be opened (missing, unreadable) is io_error; a path
+ * outside every --model-dir stays permission_denied. */
 static int
 loader_open(struct load_job *job, struct stat *st)
 {
@@ -229,7 +231,7 @@ loader_open(struct load_job *job, struct stat *st)
 			       sizeof job->error);
 
 	if (fd < 0)
-		return fd;
+		return fd == MB_EDENIED ? fd : MB_EIO;
 	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
 		snprintf(job->error, sizeof job->error,
 			 "%s is not a regular file", job->path);

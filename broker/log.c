@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "utf8.h"
 
 static enum log_level log_threshold = LOG_LEVEL_INFO;
 static bool log_json;
@@ -34,20 +35,47 @@ log_set_json(bool json)
 	log_json = json;
 }
 
-/* The line as a JSON object: {"time", "level", "pid", "message"}. */
+/*
+ * The line as one JSON object: {"time", "level", "pid", "message"}.  The
+ * message (control characters already '?') is escaped here, a byte that
+ * is not UTF-8 shown as '?', and only whole characters are written: when
+ * len is short the message ends early, the object never does.
+ */
 static int
 log_json_line(char *line, size_t len, const char *time, enum log_level level,
 	      const char *message)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "time", time, "level",
-			      log_names[level], "pid", (json_int_t)getpid(),
-			      "message", message);
-	char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-	int n = snprintf(line, len, "%s", text != NULL ? text : message);
+	static const char tail[] = "\"}";
+	const unsigned char *p = (const unsigned char *)message;
+	const unsigned char *end = p + strlen(message);
+	int n = snprintf(line, len, "{\"time\":\"%s\",\"level\":\"%s\","
+			 "\"pid\":%ld,\"message\":\"", time, log_names[level],
+			 (long)getpid());
+	size_t off;
 
-	free(text);
-	json_decref(o);
-	return n < 0 ? 0 : (n >= (int)len ? (int)len - 1 : n);
+	if (n < 0 || (size_t)n + sizeof tail > len)
+		return 0;
+	off = (size_t)n;
+	while (p < end) {
+		size_t seq = utf8_len(p, (size_t)(end - p));
+		bool escape = *p == '"' || *p == '\\';
+		size_t width = seq == 0 ? 1 : seq + escape;
+
+		if (off + width + sizeof tail > len)
+			break;
+		if (seq == 0) {
+			line[off++] = '?';
+			p++;
+			continue;
+		}
+		if (escape)
+			line[off++] = '\\';
+		memcpy(line + off, p, seq);
+		off += seq;
+		p += seq;
+	}
+	memcpy(line + off, tail, sizeof tail);
+	return (int)(off + sizeof tail - 1);
 }
 
 int
@@ -67,7 +95,8 @@ static void __attribute__((format(printf, 3, 0)))
 log_emit(enum log_level level, const char *suffix, const char *fmt,
 	 va_list ap)
 {
-	char line[2048], message[1536], time[96];
+	/* Escaped, a message at most doubles: a JSON line is never cut. */
+	char message[1536], line[2 * sizeof message + 256], time[96];
 	struct timespec ts;
 	struct tm tm;
 	int n;
@@ -80,8 +109,15 @@ log_emit(enum log_level level, const char *suffix, const char *fmt,
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 	n = vsnprintf(message, sizeof message, fmt, ap);
-	if (n >= 0 && suffix != NULL && (size_t)n < sizeof message)
-		snprintf(message + n, sizeof message - (size_t)n, ": %s", suffix);
+	if (n >= 0 && suffix != NULL && (size_t)n < sizeof message) {
+		int more = snprintf(message + n, sizeof message - (size_t)n,
+				    ": %s", suffix);
+
+		n += more > 0 ? more : 0;
+	}
+	/* A cut message says so. */
+	if (n >= (int)sizeof message)
+		memcpy(message + sizeof message - 4, "...", 4);
 	/* Client strings appear in lines: none may forge another line. */
 	for (char *p = message; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)

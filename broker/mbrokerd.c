@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +189,12 @@ main(int argc, char **argv)
 {
 	int ready = -1, r;
 
+	/* A fixed threshold: every block of 1 MiB or more (a safetensors
+	 * table, a header being read) is its own mapping, returned to the
+	 * system when freed.  glibc's default raises the threshold after such
+	 * frees, and the next tables then stay resident in a loader thread's
+	 * arena after their model is unloaded. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	switch (options_parse(argc, argv, &broker.cfg, stdout, stderr)) {
 	case OPTIONS_EXIT_OK:
 		return 0;

@@ -6,20 +6,56 @@
  * the machine's Shmem.  Everything is read from the registry at scrape
  * time; nothing is kept for it.  Model names are [A-Za-z0-9._-], so they
  * are safe as label values as they are.
+ *
+ * The HTTP side is its own, and small: one GET /metrics per connection,
+ * answered with Connection: close.  Whoever reaches the port is not
+ * trusted: a request head is read up to METRICS_MAX_HEAD bytes and no
+ * body ever, a connection is closed METRICS_TIMEOUT_S after it was
+ * accepted whatever it did (idle or trickling), and with
+ * METRICS_MAX_CONNECTIONS open accepting pauses (the kernel's backlog
+ * holds the rest).  So the descriptors and memory the endpoint can take
+ * from the control socket and the loads are bounded.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/http.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #include "mbrokerd.h"
 
-static struct evhttp *metrics_http;
+/* Scrapers are few: Prometheus (two in a HA pair), a person with curl. */
+#define METRICS_MAX_CONNECTIONS 16
+/* A GET /metrics with a scraper's headers is well under 1 KiB. */
+#define METRICS_MAX_HEAD 8192
+/* A connection's whole life: a scrape is asked and answered at once. */
+#define METRICS_TIMEOUT_S 5
+/* Out of descriptors, accepting pauses this long at a time. */
+#define METRICS_BACKOFF_MS 100
+
+struct metrics_conn {
+	struct bufferevent *bev;
+	struct event *deadline; /* METRICS_TIMEOUT_S after the accept */
+	bool replied; /* closed once the reply is written */
+	TAILQ_ENTRY(metrics_conn) entry;
+};
+
+static struct {
+	int fd;
+	struct event *ev_accept;
+	struct event *ev_backoff;
+	bool paused; /* at the cap: resumed when a connection closes */
+	bool logged; /* the cap was logged once */
+	unsigned nconns;
+	TAILQ_HEAD(, metrics_conn) conns;
+} metrics = {.fd = -1, .conns = TAILQ_HEAD_INITIALIZER(metrics.conns)};
 
 static void
 metrics_counter(struct evbuffer *b, const char *name, const char *help,
@@ -78,23 +114,13 @@ metrics_models(struct evbuffer *b)
 					    m->load_ms / 1000.0);
 }
 
+/* The scrape itself: every metric, read from the registry now. */
 static void
-metrics_serve(struct evhttp_request *req, void *arg)
+metrics_scrape(struct evbuffer *b)
 {
-	struct evbuffer *b;
 	unsigned workers = 0;
 	struct conn *c;
 
-	(void)arg;
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET ||
-	    strcmp(evhttp_request_get_uri(req), "/metrics") != 0) {
-		evhttp_send_error(req, HTTP_NOTFOUND, "only GET /metrics");
-		return;
-	}
-	if ((b = evbuffer_new()) == NULL) {
-		evhttp_send_error(req, HTTP_INTERNAL, NULL);
-		return;
-	}
 	TAILQ_FOREACH(c, &broker.conns, entry)
 		workers += c->nattachments > 0;
 	metrics_models(b);
@@ -119,17 +145,217 @@ metrics_serve(struct evhttp_request *req, void *arg)
 			broker.attaches);
 	metrics_counter(b, "detaches_total", "Detaches.", broker.detaches);
 	metrics_counter(b, "acks_total", "Acknowledgements.", broker.acks);
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-			  "Content-Type", "text/plain; version=0.0.4");
-	evhttp_send_reply(req, HTTP_OK, "OK", b);
-	evbuffer_free(b);
 }
 
+/* Closes a connection; safe inside its callbacks, as libevent holds a
+ * reference to a bufferevent while it runs one and no longer touches a
+ * timer whose callback runs. */
+static void
+metrics_conn_close(struct metrics_conn *mc)
+{
+	TAILQ_REMOVE(&metrics.conns, mc, entry);
+	bufferevent_free(mc->bev);
+	event_free(mc->deadline);
+	free(mc);
+	metrics.nconns--;
+	if (metrics.paused) {
+		metrics.paused = false;
+		event_add(metrics.ev_accept, NULL);
+	}
+}
+
+/* Queues the reply (the scrape, or the reason as text) and stops reading;
+ * the connection closes once it is written. */
+static void
+metrics_reply(struct metrics_conn *mc, int status, const char *reason)
+{
+	struct evbuffer *out = bufferevent_get_output(mc->bev);
+	struct evbuffer *body = evbuffer_new();
+
+	if (body == NULL) {
+		metrics_conn_close(mc);
+		return;
+	}
+	if (status == 200)
+		metrics_scrape(body);
+	else
+		evbuffer_add_printf(body, "%s\n", reason);
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+			    "Content-Length: %zu\r\nConnection: close\r\n"
+			    "\r\n", status, reason,
+			    status == 200 ? "text/plain; version=0.0.4"
+					  : "text/plain",
+			    evbuffer_get_length(body));
+	evbuffer_add_buffer(out, body);
+	evbuffer_free(body);
+	bufferevent_disable(mc->bev, EV_READ);
+	mc->replied = true;
+}
+
+/* Waits for the whole request head, then answers it. */
+static void
+metrics_read(struct bufferevent *bev, void *arg)
+{
+	struct metrics_conn *mc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	char *line;
+
+	if (end.pos < 0 || end.pos + 4 > METRICS_MAX_HEAD) {
+		if (evbuffer_get_length(in) > METRICS_MAX_HEAD)
+			metrics_reply(mc, 431, "Request Header Fields Too Large");
+		return;
+	}
+	if ((line = evbuffer_readln(in, NULL, EVBUFFER_EOL_CRLF_STRICT)) ==
+	    NULL)
+		metrics_reply(mc, 500, "Internal Server Error");
+	else if (strncmp(line, "GET ", 4) != 0)
+		metrics_reply(mc, 405, "Method Not Allowed");
+	else if (strncmp(line + 4, "/metrics ", 9) != 0)
+		metrics_reply(mc, 404, "Not Found");
+	else
+		metrics_reply(mc, 200, "OK");
+	free(line);
+}
+
+static void
+metrics_write(struct bufferevent *bev, void *arg)
+{
+	struct metrics_conn *mc = arg;
+
+	(void)bev;
+	if (mc->replied)
+		metrics_conn_close(mc);
+}
+
+/* End of file or an error: closed. */
+static void
+metrics_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	metrics_conn_close(arg);
+}
+
+static void
+metrics_expire(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	metrics_conn_close(arg);
+}
+
+static void
+metrics_conn_new(int fd)
+{
+	const struct timeval timeout = {METRICS_TIMEOUT_S, 0};
+	struct metrics_conn *mc = calloc(1, sizeof *mc);
+
+	if (mc == NULL ||
+	    (mc->deadline = evtimer_new(broker.base, metrics_expire, mc)) ==
+		    NULL ||
+	    (mc->bev = bufferevent_socket_new(broker.base, fd,
+					      BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		log_warnx("metrics: out of memory for a connection");
+		close(fd);
+		if (mc != NULL && mc->deadline != NULL)
+			event_free(mc->deadline);
+		free(mc);
+		return;
+	}
+	bufferevent_setcb(mc->bev, metrics_read, metrics_write, metrics_event,
+			  mc);
+	evtimer_add(mc->deadline, &timeout);
+	bufferevent_setwatermark(mc->bev, EV_READ, 0, METRICS_MAX_HEAD + 1);
+	bufferevent_enable(mc->bev, EV_READ);
+	TAILQ_INSERT_TAIL(&metrics.conns, mc, entry);
+	metrics.nconns++;
+}
+
+/* Accepts up to the cap, then pauses until a connection closes. */
+static void
+metrics_accept(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	for (;;) {
+		int c;
+
+		if (metrics.nconns >= METRICS_MAX_CONNECTIONS) {
+			if (!metrics.logged)
+				log_warnx("metrics: %d connections open, "
+					  "accepting more as they close (logged "
+					  "once)", METRICS_MAX_CONNECTIONS);
+			metrics.logged = true;
+			metrics.paused = true;
+			event_del(metrics.ev_accept);
+			return;
+		}
+		if ((c = accept4(fd, NULL, NULL, SOCK_NONBLOCK |
+						   SOCK_CLOEXEC)) >= 0) {
+			metrics_conn_new(c);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM) {
+			struct timeval tv = {0, METRICS_BACKOFF_MS * 1000};
+
+			log_debug("metrics: accept: %s; pausing",
+				  strerror(errno));
+			event_del(metrics.ev_accept);
+			evtimer_add(metrics.ev_backoff, &tv);
+		} else if (errno != EAGAIN) {
+			log_warn("metrics: accept");
+		}
+		return;
+	}
+}
+
+static void
+metrics_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!metrics.paused)
+		event_add(metrics.ev_accept, NULL);
+}
+
+/* A listening TCP socket on host:port, or -1 logged. */
+static int
+metrics_listen(const char *host, const char *port)
+{
+	const struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+				       .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai;
+	int fd = -1, one = 1, r;
+
+	if ((r = getaddrinfo(host, port, &hints, &ai)) != 0) {
+		log_error("--metrics-listen %s:%s: %s", host, port,
+			  gai_strerror(r));
+		return -1;
+	}
+	if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+					       SOCK_CLOEXEC, 0)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+	    listen(fd, SOMAXCONN) < 0) {
+		log_warn("cannot serve metrics on %s:%s", host, port);
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+/* Listens on --metrics-listen, if set; 0, or -1 logged. */
 int
 metrics_init(void)
 {
 	const char *listen = broker.cfg.metrics_listen;
-	struct evhttp_bound_socket *bound;
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
 	char host[256], addr[INET6_ADDRSTRLEN];
@@ -147,16 +373,18 @@ metrics_init(void)
 	}
 	memcpy(host, listen, (size_t)(colon - listen));
 	host[colon - listen] = '\0';
-	if ((metrics_http = evhttp_new(broker.base)) == NULL ||
-	    (bound = evhttp_bind_socket_with_handle(metrics_http, host,
-						    (uint16_t)port)) == NULL) {
+	if ((metrics.fd = metrics_listen(host, colon + 1)) < 0)
+		return -1;
+	if ((metrics.ev_accept = event_new(broker.base, metrics.fd,
+					   EV_READ | EV_PERSIST, metrics_accept,
+					   NULL)) == NULL ||
+	    (metrics.ev_backoff = evtimer_new(broker.base, metrics_resume,
+					      NULL)) == NULL ||
+	    event_add(metrics.ev_accept, NULL) < 0) {
 		log_error("cannot serve metrics on %s", listen);
 		return -1;
 	}
-	evhttp_set_allowed_methods(metrics_http, EVHTTP_REQ_GET);
-	evhttp_set_gencb(metrics_http, metrics_serve, NULL);
-	if (getsockname(evhttp_bound_socket_get_fd(bound),
-			(struct sockaddr *)&ss, &len) == 0) {
+	if (getsockname(metrics.fd, (struct sockaddr *)&ss, &len) == 0) {
 		void *a = ss.ss_family == AF_INET6
 			? (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
 			: (void *)&((struct sockaddr_in *)&ss)->sin_addr;
@@ -170,10 +398,22 @@ metrics_init(void)
 	return 0;
 }
 
+/* Closes every connection and the listener. */
 void
 metrics_shutdown(void)
 {
-	if (metrics_http != NULL)
-		evhttp_free(metrics_http);
-	metrics_http = NULL;
+	struct metrics_conn *mc;
+
+	metrics.paused = false;
+	while ((mc = TAILQ_FIRST(&metrics.conns)) != NULL)
+		metrics_conn_close(mc);
+	if (metrics.ev_accept != NULL)
+		event_free(metrics.ev_accept);
+	if (metrics.ev_backoff != NULL)
+		event_free(metrics.ev_backoff);
+	if (metrics.fd >= 0)
+		close(metrics.fd);
+	metrics.ev_accept = NULL;
+	metrics.ev_backoff = NULL;
+	metrics.fd = -1;
 }

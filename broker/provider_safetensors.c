@@ -2,7 +2,10 @@
 /*
  * provider_safetensors.c - the safetensors format: the header is validated
  * from the file before anything is copied (a bad file fails fast), then
- * again from the copied bytes, which are what workers will read.
+ * again from the copied bytes, which are what workers will read.  The
+ * table is kept while the model is loaded and freed at unload; being
+ * large blocks, the probe's buffer and the tables are mappings of their
+ * own (see main), so what they held goes back to the system at once.
  */
 #include <errno.h>
 #include <stdlib.h>

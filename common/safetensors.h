@@ -13,8 +13,15 @@
 
 #include "mbroker.h"
 
-/* Largest JSON header accepted, in bytes. */
-#define ST_HEADER_MAX (100u << 20)
+/* Largest JSON header accepted, in bytes: the reference implementation's
+ * limit (MAX_HEADER_SIZE of the safetensors Rust crate). */
+#define ST_HEADER_MAX 100000000u
+/*
+ * Most tensors in one file.  The reference implementation has none (its
+ * header limit alone allows about two million); published checkpoints
+ * hold at most some 10^4 per file, and this bounds a table at 27 MB.
+ */
+#define ST_TENSORS_MAX 262144u
 
 struct st_tensor {
 	char *name;
@@ -28,6 +35,7 @@ struct st_tensor {
 struct st_table {
 	size_t count;
 	struct st_tensor *tensors; /* sorted by name */
+	char *names;               /* every tensor's name, one block */
 	uint64_t data_start;       /* 8 + header length */
 };
 
@@ -42,7 +50,9 @@ int st_header_size(const void *buf, size_t len, uint64_t file_size,
 /*
  * Parses and validates the header at the start of buf (at least the size
  * st_header_size gave) of a file of file_size bytes.  On success *out is a
- * new table (st_table_free).  Returns 0 or MB_EFORMAT with a reason in err.
+ * new table (st_table_free), of about sizeof(struct st_tensor) plus the
+ * name per tensor, and nothing else is allocated.  Returns 0, MB_EFORMAT
+ * with a reason in err, or -ENOMEM.
  */
 int st_parse(const void *buf, size_t len, uint64_t file_size,
 	     struct st_table **out, char *err, size_t errlen);

@@ -10,7 +10,7 @@ set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev
 	python3 python3-numpy curl supervisor"
-MODULES="libevent_core libevent_extra jansson cmocka libxxhash"
+MODULES="libevent_core jansson cmocka libxxhash"
 FUZZ=0
 BENCH=0
 CHECK=0

@@ -102,11 +102,13 @@ test_st_parse_header_over_limit(void **state)
 	size_t total;
 
 	(void)state;
+	assert_int_equal(ST_HEADER_MAX, 100000000);
 	for (int i = 0; i < 8; i++)
 		st_buf[i] = (unsigned char)(hlen >> (8 * i));
 	assert_int_equal(st_header_size(st_buf, 8, 1ull << 40, &total, st_err,
 					sizeof st_err), MB_EFORMAT);
-	assert_non_null(strstr(st_err, "exceeds the limit"));
+	assert_string_equal(st_err, "header length 100000001 exceeds the "
+			    "limit of 100000000 bytes");
 }
 
 static void
@@ -126,7 +128,15 @@ test_st_parse_malformed(void **state)
 	(void)state;
 	expect_refused("{\"a\":", 0, "not valid JSON");
 	expect_refused("[1,2,3]", 0, "not a JSON object");
-	expect_refused("{\"a\":1,\"a\":2}", 0, "not valid JSON");
+	expect_refused("{\"a\":", 0, "not valid JSON");
+	expect_refused("{\"a\":{\"dtype\":\"U8\",\"shape\":[0],"
+		       "\"data_offsets\":[0,0]},\"a\":{\"dtype\":\"U8\","
+		       "\"shape\":[0],\"data_offsets\":[0,0]}}", 0,
+		       "'a' appears twice");
+	expect_refused("{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\","
+		       "\"shape\":[0],\"data_offsets\":[0,0]}}", 0, "two dtypes");
+	expect_refused("{\"__metadata__\":{},\"__metadata__\":{}}", 0,
+		       "two __metadata__");
 	expect_refused("{\"a\":\"x\"}", 0, "not an object");
 	expect_refused("{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
 		       "missing dtype");
@@ -161,6 +171,116 @@ test_st_parse_malformed(void **state)
 		       "\"data_offsets\":[0,4]}}", 4, "name is empty");
 }
 
+/* What the header's own JSON reader accepts and refuses. */
+static void
+test_st_parse_json(void **state)
+{
+	const char *nested = "{\"a\":{\"dtype\":\"U8\",\"shape\":[],"
+			     "\"data_offsets\":[0,1],\"x\":[{\"y\":[true,"
+			     "false,null,-1.5e3,\"\\n\"]},{}]}}  ";
+	const struct st_tensor *t;
+	struct st_table *table;
+	char deep[400];
+	size_t size;
+
+	(void)state;
+	/* Unknown keys may carry any value; the header may end in spaces. */
+	assert_int_equal(st_try(nested, 1), 0);
+	/* Escapes in names decode to UTF-8, surrogate pairs included. */
+	size = st_build("{\"\\u00e9\\ud83d\\ude00\\\"\":{\"dtype\":\"U8\","
+			"\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+	assert_int_equal(st_parse(st_buf, size, size, &table, st_err,
+				  sizeof st_err), 0);
+	t = st_table_find(table, "\xc3\xa9\xf0\x9f\x98\x80\"");
+	assert_non_null(t);
+	assert_int_equal(t->nbytes, 1);
+	st_table_free(table);
+	expect_refused("{\"a\\q\":{}}", 0, "bad escape");
+	expect_refused("{\"\\ud83d\":{}}", 0, "lone high surrogate");
+	expect_refused("{\"\\ude00\":{}}", 0, "lone low surrogate");
+	expect_refused("{\"a\\u0000\":{}}", 0, "\\u0000");
+	expect_refused("{\"\xc3\x28\":{}}", 0, "invalid UTF-8");
+	expect_refused("{\"\xed\xa0\x80\":{}}", 0, "invalid UTF-8");
+	expect_refused("{\"a\tb\":{}}", 0, "control character");
+	expect_refused("{} {}", 0, "data after the object");
+	expect_refused("{\"a\":{\"dtype\":\"U8\",\"shape\":[01],"
+		       "\"data_offsets\":[0,1]}}", 1, "not valid JSON");
+	expect_refused("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],"
+		       "\"data_offsets\":[0,1],\"x\":tru}}", 1, "not valid JSON");
+	expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":"
+		       "[9223372036854775808],\"data_offsets\":[0,4]}}", 4,
+		       "dimension 0 is not");
+	/* Nesting beyond 64 is refused without recursing further. */
+	memset(deep, '[', sizeof deep);
+	memcpy(deep, "{\"a\":{\"x\":", 10);
+	deep[sizeof deep - 1] = '\0';
+	expect_refused(deep, 0, "nested too deep");
+}
+
+/* A file of n zero-size tensors, in a buffer the caller frees. */
+static unsigned char *
+st_many(size_t n, size_t *size)
+{
+	unsigned char *b = malloc(16 + n * 64);
+	size_t off = 9;
+
+	assert_non_null(b);
+	b[8] = '{';
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)sprintf((char *)b + off, "%s\"t%zu\":{\"dtype\":"
+				       "\"U8\",\"shape\":[0],\"data_offsets\":"
+				       "[0,0]}", i > 0 ? "," : "", i);
+	b[off++] = '}';
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)((uint64_t)(off - 8) >> (8 * i));
+	*size = off;
+	return b;
+}
+
+static void
+test_st_parse_tensor_count_limit(void **state)
+{
+	struct st_table *table;
+	unsigned char *b;
+	size_t size;
+
+	(void)state;
+	b = st_many(ST_TENSORS_MAX, &size);
+	assert_int_equal(st_parse(b, size, size, &table, st_err,
+				  sizeof st_err), 0);
+	assert_int_equal(table->count, ST_TENSORS_MAX);
+	assert_non_null(st_table_find(table, "t262143"));
+	st_table_free(table);
+	free(b);
+	b = st_many(ST_TENSORS_MAX + 1, &size);
+	assert_int_equal(st_parse(b, size, size, &table, st_err,
+				  sizeof st_err), MB_EFORMAT);
+	assert_null(table);
+	assert_string_equal(st_err, "more than 262144 tensors (the limit)");
+	free(b);
+}
+
+/* A header of exactly ST_HEADER_MAX bytes is read; one more is not. */
+static void
+test_st_parse_header_at_limit(void **state)
+{
+	size_t size = 8 + (size_t)ST_HEADER_MAX;
+	unsigned char *b = malloc(size);
+	struct st_table *table;
+
+	(void)state;
+	assert_non_null(b);
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)((uint64_t)ST_HEADER_MAX >> (8 * i));
+	memset(b + 8, ' ', ST_HEADER_MAX);
+	memcpy(b + 8, "{\"__metadata__\":{\"k\":\"v\"}}", 26);
+	assert_int_equal(st_parse(b, size, size, &table, st_err,
+				  sizeof st_err), 0);
+	assert_int_equal(table->count, 0);
+	st_table_free(table);
+	free(b);
+}
+
 static void
 test_st_parse_nul_in_header(void **state)
 {
@@ -183,6 +303,9 @@ main(void)
 		cmocka_unit_test(test_st_parse_header_over_limit),
 		cmocka_unit_test(test_st_parse_header_past_end),
 		cmocka_unit_test(test_st_parse_malformed),
+		cmocka_unit_test(test_st_parse_json),
+		cmocka_unit_test(test_st_parse_tensor_count_limit),
+		cmocka_unit_test(test_st_parse_header_at_limit),
 		cmocka_unit_test(test_st_parse_nul_in_header),
 	};
 
