@@ -408,9 +408,9 @@ loader_done(struct load_job *job)
 	}
 	m->job = NULL;
 	m->load_ms = clock_monotonic_ms() - m->load_started_ms;
-	m->size = job->size;
 	if (job->result == 0) {
 		m->ro_fd = job->ro_fd;
+		m->size = job->size;
 		m->checksum = job->checksum;
 		m->provider_state = job->state;
 		m->ntensors = job->ntensors;
