@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 # The replies and deadlines of deferred requests, as a client sees them:
 # a `load --wait` is answered when an unload with timeout 0 cancels its
-# slow load; a load without wait reports the file's size; `freed_bytes`
+# slow load, and when that load has to be abandoned; a load without wait
+# reports the file's size; `freed_bytes`
 # counts only what was really freed; `--kill-after S` kills S after the
 # unload began and never at a deadline that comes first; a joined unload
 # with a short timeout does not cut a running shutdown short.
@@ -38,6 +39,30 @@ wait "$waiter" || status=$?
 [ "$status" -ne 0 ] || fail "load --wait succeeded although cancelled"
 grep -q "unloaded while loading" "$T/wait.out" ||
 	fail "load --wait: $(cat "$T/wait.out")"
+
+# The same while the load reserves 2 GiB of pages, which no cancel
+# interrupts (about 0.8 s here): past the 0.25 s grace the load is
+# abandoned, and the waiting load is still answered at once; its thread
+# cleans up alone when the reservation returns.
+truncate -s 2G "$T/huge.bin"
+mbctl load huge "$T/huge.bin" --wait >"$T/wait.out" 2>&1 &
+waiter=$!
+CHILDREN+=("$waiter")
+wait_until 20 state_is huge LOADING || fail "huge is $(model_state huge)"
+mbctl unload huge --timeout 0 >/dev/null 2>&1 || true
+wait_until 10 sh -c "! kill -0 $waiter" || fail "load --wait got no reply"
+grep -q "unloaded while loading" "$T/wait.out" ||
+	fail "load --wait: $(cat "$T/wait.out")"
+if grep -q "huge.bin did not stop in time" "$BROKER_LOG"; then
+	wait_until 20 grep -q "abandoned load of .*huge.bin finished" \
+		"$BROKER_LOG" || fail "the abandoned load never cleaned up"
+	[ "$(mbctl --json stats | json_int abandoned_loads)" = 0 ] ||
+		fail "abandoned_loads: $(mbctl --json stats)"
+	mbctl unload huge >/dev/null || fail "unload of the ERROR left"
+else
+	echo "note: the 2 GiB reservation stopped within the grace" >&2
+fi
+rm -f "$T/huge.bin"
 
 # --kill-after 1 with an unload of timeout 0.3: the deadline comes first,
 # so the holder is named, not killed, and nothing is freed yet.
