@@ -71,7 +71,8 @@ start_worker w --no-ack
 deaf=$WORKER_PID
 wait_attached 1
 t0=$(now_ms)
-reply=$(mbctl --json unload w --timeout 0.3 2>/dev/null) && fail "unload worked: $reply"
+reply=$(mbctl --json unload w --timeout 0.3 2>/dev/null) &&
+	fail "unload worked: $reply"
 assert_between "$(elapsed_since "$t0")" 250 2500 "unload of timeout 0.3"
 kill -0 "$deaf" || fail "--kill-after 1 killed at a 0.3 s deadline"
 echo "$reply" | grep -q "\"pids\":\[$deaf\]" || fail "holder not named: $reply"
