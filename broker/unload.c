@@ -305,6 +305,12 @@ unload_expire_all(void)
 int
 unload_init(void)
 {
+	if (broker.cfg.kill_after_ms >= broker.cfg.shutdown_timeout_ms &&
+	    broker.cfg.kill_after_ms > 0)
+		log_warnx("--kill-after %.1f s is not below --shutdown-timeout "
+			  "%.1f s: a shutdown ends at its deadline before "
+			  "killing anyone", broker.cfg.kill_after_ms / 1000.0,
+			  broker.cfg.shutdown_timeout_ms / 1000.0);
 	unload_ev = event_new(broker.base, -1, 0, unload_evaluate, NULL);
 	if (unload_ev == NULL)
 		return -1;
