@@ -96,6 +96,7 @@ conn_lost(struct conn *c, const char *why)
 		log_debug("client pid %ld (conn %llu) gone: %s", (long)c->pid,
 			  (unsigned long long)c->id, why);
 	attach_release_all(c);
+	pending_drop_conn(c->id);
 	TAILQ_REMOVE(&broker.conns, c, entry);
 	broker.nconns--;
 	event_del(c->ev_read);
@@ -407,6 +408,7 @@ conn_close_all(void)
 
 	while ((c = TAILQ_FIRST(&broker.conns)) != NULL) {
 		attach_release_all(c);
+		pending_drop_conn(c->id);
 		TAILQ_REMOVE(&broker.conns, c, entry);
 		broker.nconns--;
 		conn_free(c);

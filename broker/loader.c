@@ -4,9 +4,11 @@
  * so a long load never blocks the control loop.  The thread reads straight
  * into the mapping of a segment whose pages were reserved first, hashes
  * each chunk while it is hot in cache, keeps under --load-rate, notices a
- * file that changes under it, and stops early when cancelled.  Its result is applied to the model
- * back on the main loop (loader_done); until then the thread touches only
- * its own job.
+ * file that changes under it, and stops early when cancelled.  It tells
+ * the main loop twice, in order: once the file's size is known
+ * (loader_sized answers a load without wait) and once it finished
+ * (loader_done applies the result to the model and answers a load with
+ * wait); until then the thread touches only its own job.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,16 +37,25 @@
 /* The checksum pass looks for a cancel this often. */
 #define LOADER_HASH_SLICE (64u << 20)
 
+struct load_job;
+/* What the thread posts to the main loop, through one pipe in order. */
+struct loader_note {
+	struct load_job *job;
+	bool finished; /* false: the size is known */
+};
+
 struct load_job {
 	struct model *model; /* main thread only; NULL once abandoned */
 	pthread_t thread;
-	struct wakeup *finished; /* where the thread posts the job */
+	struct wakeup *finished_channel; /* where the thread posts notes */
 	char path[PATH_MAX];
 	const struct provider *provider;
 	char segment[NAMES_SHM_MAX];
 	atomic_uint_fast64_t done;
 	atomic_uint_fast64_t total; /* the file's size, once known */
 	atomic_bool cancel;
+	atomic_bool created; /* the segment exists (until the thread ends) */
+	struct loader_note sized, finished;
 	uint64_t rate; /* bytes per second, 0: unlimited */
 	/* Results, read by the main thread after the thread posted. */
 	int result;
@@ -275,6 +286,7 @@ loader_load(struct load_job *job)
 		return src;
 	job->size = (uint64_t)st.st_size;
 	atomic_store(&job->total, job->size);
+	wakeup_post(job->finished_channel, &job->sized);
 	r = job->provider->probe(src, job->size, job->error,
 				 sizeof job->error);
 	if (r < 0)
@@ -289,6 +301,7 @@ loader_load(struct load_job *job)
 		r = rw;
 		goto out;
 	}
+	atomic_store(&job->created, true);
 	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
 	if (map == MAP_FAILED) {
 		r = -errno;
@@ -336,19 +349,36 @@ loader_thread(void *arg)
 	if (job->result < 0 && job->error[0] == '\0')
 		snprintf(job->error, sizeof job->error, "%s",
 			 mb_strerror(job->result));
-	wakeup_post(job->finished, job);
+	wakeup_post(job->finished_channel, &job->finished);
 	return NULL;
 }
 
-/* Replies to whoever waits on the load of m. */
+/* Replies to whoever waits on the load of m: its outcome, or its failure
+ * to a load without wait still owed a reply. */
 static void
 loader_reply(struct model *m, int result, const char *error)
 {
-	if (result == 0)
+	if (result == 0) {
 		pending_reply_ok(&m->load_waiters, registry_model_json(m));
-	else
-		pending_reply_error(&m->load_waiters, result,
-				    json_pack("{s:s}", "model", m->name), error);
+		return;
+	}
+	pending_reply_error(&m->start_waiters, result,
+			    json_pack("{s:s}", "model", m->name), error);
+	pending_reply_error(&m->load_waiters, result,
+			    json_pack("{s:s}", "model", m->name), error);
+}
+
+/* The size of the file is known: a load without wait gets its reply, the
+ * mirror shows the size. */
+static void
+loader_sized(struct load_job *job)
+{
+	struct model *m = job->model;
+
+	if (m == NULL)
+		return;
+	pending_reply_ok(&m->start_waiters, registry_model_json(m));
+	mirror_schedule();
 }
 
 /* Cleans up after an abandoned job whose thread finally returned. */
@@ -369,9 +399,8 @@ loader_done_abandoned(struct load_job *job)
 
 /* Applies a finished job to its model, on the main loop. */
 static void
-loader_done(void *ptr)
+loader_done(struct load_job *job)
 {
-	struct load_job *job = ptr;
 	struct model *m = job->model;
 
 	pthread_join(job->thread, NULL);
@@ -388,7 +417,12 @@ loader_done(void *ptr)
 		m->provider_state = job->state;
 		m->ntensors = job->ntensors;
 	} else {
+		/* The thread removed the segment it had created. */
 		m->segment[0] = '\0';
+		if (m->state == MODEL_UNLOADING && atomic_load(&job->created)) {
+			m->unload_freed += job->size;
+			m->unload_unlinked++;
+		}
 	}
 	if (m->state == MODEL_UNLOADING) {
 		log_info("model %s: load ended by an unload (%s)", m->name,
@@ -426,7 +460,9 @@ loader_start(struct model *m, const char *path)
 	if (job == NULL)
 		return -ENOMEM;
 	job->model = m;
-	job->finished = loader_wakeup;
+	job->finished_channel = loader_wakeup;
+	job->sized = (struct loader_note){job, false};
+	job->finished = (struct loader_note){job, true};
 	job->provider = m->provider;
 	job->rate = broker.cfg.load_rate;
 	job->ro_fd = -1;
@@ -479,12 +515,16 @@ loader_abandon(struct model *m)
 	m->job = NULL;
 	m->load_abandoned = true;
 	loader_abandoned++;
-	/* The thread still owns the descriptor and the reservation; the
-	 * name goes now, so nothing is left if the broker exits first. */
-	segment_unlink(job->segment);
+	/* The thread still owns the descriptor and the reservation (so
+	 * nothing is freed yet); the name goes now, so nothing is left if the
+	 * broker exits first. */
+	if (segment_unlink(job->segment) == 0 && atomic_load(&job->created))
+		m->unload_unlinked++;
 	m->segment[0] = '\0';
 	log_warnx("model %s: the load of %s did not stop in time (blocked in "
 		  "a read?); abandoned", m->name, job->path);
+	loader_reply(m, MB_ECANCELLED, "model unloaded while loading; the "
+		     "load did not stop in time and was abandoned");
 }
 
 uint64_t
@@ -505,10 +545,22 @@ loader_total(const struct model *m)
 	return m->job != NULL ? atomic_load(&m->job->total) : m->size;
 }
 
+/* Receives what a loader thread posted. */
+static void
+loader_note(void *ptr)
+{
+	struct loader_note *note = ptr;
+
+	if (note->finished)
+		loader_done(note->job);
+	else
+		loader_sized(note->job);
+}
+
 int
 loader_init(void)
 {
-	loader_wakeup = wakeup_new(loader_done);
+	loader_wakeup = wakeup_new(loader_note);
 	return loader_wakeup != NULL ? 0 : -1;
 }
 

@@ -173,13 +173,17 @@ struct model {
 	bool load_abandoned;  /* its load did not stop by the deadline */
 	int64_t load_started_ms;
 	int64_t load_ms;
-	struct pending_list load_waiters;
+	struct pending_list start_waiters; /* load without wait: the size */
+	struct pending_list load_waiters;  /* load with wait: the outcome */
 	/* While UNLOADING. */
 	int64_t unload_started_ms;
 	int64_t unload_deadline_ms;
 	int64_t shmem_before_kb;
 	int64_t kill_at_ms; /* --kill-after: when holders get SIGKILL; -1 */
 	json_t *killed_pids;
+	uint64_t unload_freed;    /* bytes this unload gave back */
+	unsigned unload_unlinked; /* segment names this unload removed */
+	bool unload_interrupted;  /* its deadline was cut by a SIGINT */
 	bool unload_for_shutdown;
 	struct pending_list unload_waiters;
 };
@@ -201,7 +205,10 @@ void registry_clear(void);
 json_t *registry_model_json(const struct model *m);
 
 /* pending.c */
-void pending_add(struct pending_list *list, uint64_t conn_id, json_t *id);
+struct conn;
+/* Queues the reply to (c, id) on list; false after replying `internal`
+ * (out of memory), in which case the caller starts nothing. */
+bool pending_add(struct pending_list *list, struct conn *c, json_t *id);
 /* Replies ok with body to every pending request and empties the list;
  * takes the reference to body. */
 void pending_reply_ok(struct pending_list *list, json_t *body);
@@ -209,6 +216,10 @@ void pending_reply_ok(struct pending_list *list, json_t *body);
  * takes the reference to extra (may be NULL). */
 void pending_reply_error(struct pending_list *list, int code, json_t *extra,
 			 const char *message);
+/* Drops every reply still owed to connection conn_id (it went away). */
+void pending_drop_conn(uint64_t conn_id);
+/* Whether no reply waits on m. */
+bool pending_none(const struct model *m);
 
 /* segment.c */
 /* Fills name with the shm name of the gen-th load of model. */
@@ -382,6 +393,11 @@ extern const struct request_entry req_query_entries[];
 extern const struct request_entry req_shutdown_entries[];
 
 /* unload.c */
+/* How long a cancelled load may take to stop before it is abandoned, even
+ * when the deadline is sooner (a SIGINT, a timeout of 0): a load notices a
+ * cancel within one 8 MiB chunk, one 50 ms --load-rate step or one 64 MiB
+ * hash slice, so one that has not stopped by then is blocked. */
+#define UNLOAD_CANCEL_GRACE_MS 250
 /* Starts unloading m (READY, LOADING or ERROR); the reply to (c, id), if
  * c is not NULL, is sent when it ends. */
 void unload_begin(struct model *m, int64_t timeout_ms, struct conn *c,

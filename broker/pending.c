@@ -1,25 +1,40 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * pending.c - requests whose reply waits for a load, an unload or the
- * shutdown to finish.  A pending reply names its connection by id, so a
- * client that went away meanwhile is simply skipped.
+ * shutdown to finish.  Each gets exactly one reply: the request handler
+ * queues it before starting the work (out of memory, it answers `internal`
+ * and starts nothing), whoever ends the work replies to the whole list, and
+ * a connection that goes away drops its entries (conn.c calls
+ * pending_drop_conn).  A pending reply names its connection by id, so a
+ * client lost between the two is simply skipped.
  */
 #include <stdlib.h>
 
 #include "mbrokerd.h"
 
-void
-pending_add(struct pending_list *list, uint64_t conn_id, json_t *id)
+bool
+pending_add(struct pending_list *list, struct conn *c, json_t *id)
 {
 	struct pending *p = calloc(1, sizeof *p);
 
 	if (p == NULL) {
-		log_warnx("out of memory: a deferred reply is lost");
-		return;
+		log_warnx("conn %llu: out of memory for a deferred reply",
+			  (unsigned long long)c->id);
+		reply_error(c, id, MB_EINTERNAL, NULL, "out of memory");
+		return false;
 	}
-	p->conn_id = conn_id;
+	p->conn_id = c->id;
 	p->id = json_incref(id);
 	TAILQ_INSERT_TAIL(list, p, entry);
+	return true;
+}
+
+static void
+pending_free(struct pending_list *list, struct pending *p)
+{
+	TAILQ_REMOVE(list, p, entry);
+	json_decref(p->id);
+	free(p);
 }
 
 /* Sends to each pending request and empties the list. */
@@ -32,14 +47,12 @@ pending_reply(struct pending_list *list, bool ok, int code, json_t *body,
 	while ((p = TAILQ_FIRST(list)) != NULL) {
 		struct conn *c = conn_find(p->conn_id);
 
-		TAILQ_REMOVE(list, p, entry);
 		if (c != NULL && ok)
 			reply_ok(c, p->id, json_incref(body), -1);
 		else if (c != NULL)
 			reply_error(c, p->id, code, json_incref(body), "%s",
 				    message);
-		json_decref(p->id);
-		free(p);
+		pending_free(list, p);
 	}
 	json_decref(body);
 }
@@ -55,4 +68,37 @@ pending_reply_error(struct pending_list *list, int code, json_t *extra,
 		    const char *message)
 {
 	pending_reply(list, false, code, extra, message);
+}
+
+/* Frees the entries of list that wait on connection conn_id. */
+static void
+pending_drop(struct pending_list *list, uint64_t conn_id)
+{
+	struct pending *p, *next;
+
+	for (p = TAILQ_FIRST(list); p != NULL; p = next) {
+		next = TAILQ_NEXT(p, entry);
+		if (p->conn_id == conn_id)
+			pending_free(list, p);
+	}
+}
+
+void
+pending_drop_conn(uint64_t conn_id)
+{
+	struct model *m;
+
+	TAILQ_FOREACH(m, &broker.models, entry) {
+		pending_drop(&m->start_waiters, conn_id);
+		pending_drop(&m->load_waiters, conn_id);
+		pending_drop(&m->unload_waiters, conn_id);
+	}
+	pending_drop(&broker.shutdown_waiters, conn_id);
+}
+
+bool
+pending_none(const struct model *m)
+{
+	return TAILQ_EMPTY(&m->start_waiters) &&
+	       TAILQ_EMPTY(&m->load_waiters) && TAILQ_EMPTY(&m->unload_waiters);
 }

@@ -86,6 +86,7 @@ registry_add(const char *name)
 	snprintf(m->name, sizeof m->name, "%s", name);
 	m->state = MODEL_UNINITIALIZED;
 	m->ro_fd = -1;
+	TAILQ_INIT(&m->start_waiters);
 	TAILQ_INIT(&m->load_waiters);
 	TAILQ_INIT(&m->unload_waiters);
 	TAILQ_INSERT_TAIL(&broker.models, m, entry);
@@ -98,9 +99,9 @@ void
 registry_remove(struct model *m)
 {
 	if (m->job != NULL || m->ro_fd >= 0 || m->nattached > 0 ||
-	    m->segment[0] != '\0')
-		fatalx("model %s removed while it still holds resources",
-		       m->name);
+	    m->segment[0] != '\0' || !pending_none(m))
+		fatalx("model %s removed while it still holds resources or "
+		       "owes replies", m->name);
 	TAILQ_REMOVE(&broker.models, m, entry);
 	broker.nmodels--;
 	mirror_schedule();

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * req_model.c - the requests that change which models exist: load (starts
- * a loader thread; with "wait" the reply comes when the model is READY or
- * failed) and unload (the reply comes when the workers let go or the
- * timeout passed).  Load and unload of one name are serialised by its
+ * a loader thread; the reply comes once the file's size is known, or with
+ * "wait" when the model is READY or failed) and unload (the reply comes
+ * when the workers let go or the timeout passed).  Both replies are
+ * deferred (pending.c).  Load and unload of one name are serialised by its
  * state: a second load is refused, a second unload joins the first.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mbrokerd.h"
@@ -69,7 +71,9 @@ req_load(struct request *req)
 {
 	const json_t *wait = json_object_get(req->msg, "wait");
 	const struct provider *provider;
+	struct pending_list *waiters;
 	const char *name, *path;
+	char message[128];
 	struct model *m;
 	int r;
 
@@ -114,18 +118,20 @@ req_load(struct request *req)
 			    "registry full (%d models)", BROKER_MAX_MODELS);
 		return;
 	}
-	m->provider = provider;
-	if ((r = loader_start(m, path)) < 0) {
+	waiters = json_is_true(wait) ? &m->load_waiters : &m->start_waiters;
+	if (!pending_add(waiters, req->conn, req->id)) {
 		if (m->state == MODEL_UNINITIALIZED)
 			registry_remove(m);
-		reply_error(req->conn, req->id, MB_EINTERNAL, NULL,
-			    "cannot start the load: %s", mb_strerror(r));
 		return;
 	}
-	if (json_is_true(wait))
-		pending_add(&m->load_waiters, req->conn->id, req->id);
-	else
-		reply_ok(req->conn, req->id, registry_model_json(m), -1);
+	m->provider = provider;
+	if ((r = loader_start(m, path)) < 0) {
+		snprintf(message, sizeof message, "cannot start the load: %s",
+			 mb_strerror(r));
+		pending_reply_error(waiters, MB_EINTERNAL, NULL, message);
+		if (m->state == MODEL_UNINITIALIZED)
+			registry_remove(m);
+	}
 }
 
 static void
@@ -140,6 +146,12 @@ req_unload(struct request *req)
 	if ((m = registry_find(name)) == NULL) {
 		reply_error(req->conn, req->id, MB_ENOMODEL, NULL,
 			    "no model called %.64s", name);
+		return;
+	}
+	/* The shutdown unloads every model: one may join it, none start. */
+	if (broker.shutting_down && m->state != MODEL_UNLOADING) {
+		reply_error(req->conn, req->id, MB_ESHUTDOWN, NULL,
+			    "broker is shutting down");
 		return;
 	}
 	unload_begin(m, timeout, req->conn, req->id, false);

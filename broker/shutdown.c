@@ -4,12 +4,17 @@
  * request): stop granting attaches, tell every client and signal every
  * attached worker once, unload every model against one deadline, then
  * report what was freed and leave the event loop with the exit status:
- * 0 when every worker let go in time, 1 when some did not (named).
+ * 0 when every worker let go and every load stopped, 1 when some did not
+ * (named) by the deadline or by a second SIGINT, which ends the wait
+ * early (shutdown_force).
  */
 #include <inttypes.h>
 #include <stdlib.h>
 
 #include "mbrokerd.h"
+
+/* A second SIGINT cut the wait short. */
+static bool shutdown_interrupted;
 
 /* Sends the shutdown event to every client, the signal to every worker. */
 static unsigned
@@ -42,8 +47,14 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 	struct model *m, *tmp;
 	unsigned signalled;
 
-	if (c != NULL)
-		pending_add(&broker.shutdown_waiters, c->id, id);
+	if (broker.shutdown_done) {
+		if (c != NULL)
+			reply_error(c, id, MB_ESHUTDOWN, NULL, "the shutdown "
+				    "has ended; the broker is exiting");
+		return;
+	}
+	if (c != NULL && !pending_add(&broker.shutdown_waiters, c, id))
+		return;
 	if (broker.shutting_down) {
 		log_info("shutdown already in progress (%s)", why);
 		return;
@@ -72,7 +83,9 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 void
 shutdown_force(void)
 {
-	log_warnx("second interrupt: no longer waiting for workers");
+	log_warnx("second interrupt: no longer waiting for workers (a load "
+		  "being cancelled gets %d ms to stop)", UNLOAD_CANCEL_GRACE_MS);
+	shutdown_interrupted = true;
 	unload_expire_all();
 }
 
@@ -111,8 +124,9 @@ shutdown_check(void)
 		char message[512];
 
 		broker.exit_code = 1;
-		snprintf(message, sizeof message, "shutdown timed out after "
-			 "%" PRId64 " ms; %s%s%s; every name was unlinked anyway",
+		snprintf(message, sizeof message, "shutdown %s after %" PRId64
+			 " ms; %s%s%s; every name was unlinked anyway",
+			 shutdown_interrupted ? "interrupted" : "timed out",
 			 elapsed, json_array_size(broker.shutdown_stuck_pids) > 0
 			 ? "pids " : "a load did not stop",
 			 json_array_size(broker.shutdown_stuck_pids) > 0 && pids
@@ -126,9 +140,11 @@ shutdown_check(void)
 		pending_reply_error(&broker.shutdown_waiters, MB_ETIMEOUT,
 				    report, message);
 	} else {
-		log_info("shutdown complete in %" PRId64 " ms: %u model(s), "
+		log_info("shutdown complete in %" PRId64 " ms%s: %u model(s), "
 			 "%" PRIu64 " bytes freed, Shmem %" PRId64 " kB -> %"
-			 PRId64 " kB", elapsed, broker.shutdown_models,
+			 PRId64 " kB", elapsed, shutdown_interrupted ?
+			 " (interrupted, yet everything let go)" : "",
+			 broker.shutdown_models,
 			 broker.shutdown_freed_bytes,
 			 broker.shutdown_shmem_before_kb, after);
 		pending_reply_ok(&broker.shutdown_waiters, report);

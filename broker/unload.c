@@ -4,11 +4,14 @@
  * of them: the model goes UNLOADING (no new attaches; a running load is
  * cancelled), every attached worker gets an event and a signal, then the
  * broker waits until each has acked, detached or died, or the deadline
- * passes (with --kill-after, holders still there by then get SIGKILL
- * through their pidfd); then the provider's unload hook runs (a failure is
- * logged and the rest goes on), the segment is unlinked and its descriptor closed, memory
- * before and after is reported, and the model leaves the registry
- * (UNINITIALIZED) or stays in ERROR naming the pids that held on.
+ * passes (with --kill-after S, holders still there S after the unload
+ * began, if that is before the deadline, get SIGKILL through their pidfd;
+ * a cancelled load that has not stopped by the deadline, and at least
+ * UNLOAD_CANCEL_GRACE_MS after its cancel, is abandoned); then the
+ * provider's unload hook runs (a failure is logged and the rest goes on),
+ * the segment is unlinked and its descriptor closed, what was freed is
+ * reported, and the model leaves the registry (UNINITIALIZED) or stays in
+ * ERROR naming the pids that held on.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -51,6 +54,16 @@ unload_notify(struct model *m, int64_t timeout_ms)
 	json_decref(ev);
 }
 
+/* Sets m's deadline; a --kill-after moment not before it is dropped: the
+ * deadline ends the unload first, naming the holders. */
+static void
+unload_set_deadline(struct model *m, int64_t deadline_ms)
+{
+	m->unload_deadline_ms = deadline_ms;
+	if (m->kill_at_ms >= deadline_ms)
+		m->kill_at_ms = -1;
+}
+
 void
 unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	     bool for_shutdown)
@@ -58,23 +71,26 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	int64_t now = clock_monotonic_ms();
 	enum model_state was = m->state;
 
-	if (c != NULL)
-		pending_add(&m->unload_waiters, c->id, id);
+	if (c != NULL && !pending_add(&m->unload_waiters, c, id))
+		return;
 	if (for_shutdown)
 		m->unload_for_shutdown = true;
 	if (was == MODEL_UNLOADING) {
-		if (now + timeout_ms < m->unload_deadline_ms)
-			m->unload_deadline_ms = now + timeout_ms;
+		/* A joined unload never moves the deadline of the one that
+		 * runs; the shutdown bounds every unload by its own. */
+		if (for_shutdown && now + timeout_ms < m->unload_deadline_ms)
+			unload_set_deadline(m, now + timeout_ms);
 		log_info("model %s: already unloading; joined", m->name);
 		unload_schedule();
 		return;
 	}
 	m->unload_started_ms = now;
-	m->unload_deadline_ms = now + timeout_ms;
-	m->kill_at_ms = -1;
-	if (broker.cfg.kill_after_ms > 0)
-		m->kill_at_ms = now + (broker.cfg.kill_after_ms < timeout_ms ?
-				       broker.cfg.kill_after_ms : timeout_ms);
+	m->unload_freed = 0;
+	m->unload_unlinked = 0;
+	m->unload_interrupted = false;
+	m->kill_at_ms = broker.cfg.kill_after_ms > 0
+				? now + broker.cfg.kill_after_ms : -1;
+	unload_set_deadline(m, now + timeout_ms);
 	m->shmem_before_kb = meminfo_shmem_kb();
 	registry_set_state(m, MODEL_UNLOADING);
 	log_info("model %s: unloading from %s, %u worker(s) attached, timeout "
@@ -117,23 +133,25 @@ unload_kill(struct model *m)
 	}
 }
 
-/* Frees what m holds: provider state, segment name and descriptor. */
-static unsigned
+/* Frees what m holds: provider state, segment name and descriptor.  Its
+ * bytes count as freed when no worker maps them any more. */
+static void
 unload_release(struct model *m)
 {
-	unsigned evicted = 0;
-
 	if (m->provider != NULL && m->provider_state != NULL &&
 	    m->provider->unload(m->provider_state) < 0)
 		log_warnx("model %s: the %s provider's unload hook failed; "
 			  "going on", m->name, m->provider->name);
 	m->provider_state = NULL;
 	if (m->segment[0] != '\0') {
-		if (segment_unlink(m->segment) < 0)
+		if (segment_unlink(m->segment) < 0) {
 			log_warn("model %s: cannot unlink %s; going on",
 				 m->name, m->segment);
-		else
-			evicted++;
+		} else {
+			m->unload_unlinked++;
+			if (m->nattached == 0)
+				m->unload_freed += m->size;
+		}
 		segment_unreserve(m->size);
 		m->segment[0] = '\0';
 	}
@@ -141,7 +159,6 @@ unload_release(struct model *m)
 		close(m->ro_fd);
 		m->ro_fd = -1;
 	}
-	return evicted;
 }
 
 /* Ends the unload of m; timed_out when workers still hold it. */
@@ -150,12 +167,18 @@ unload_finish(struct model *m, bool timed_out)
 {
 	int64_t waited = clock_monotonic_ms() - m->unload_started_ms;
 	int64_t release_start = clock_monotonic_us();
-	uint64_t freed = m->size;
-	unsigned evicted = unload_release(m);
-	int64_t after = meminfo_shmem_kb();
+	const char *ended = m->unload_interrupted ? "interrupted"
+						  : "timed out";
+	uint64_t freed;
+	unsigned evicted;
+	int64_t after;
 	json_t *pids = json_array();
 	json_t *report;
 
+	unload_release(m);
+	freed = m->unload_freed;
+	evicted = m->unload_unlinked;
+	after = meminfo_shmem_kb();
 	attach_pids(m, pids);
 	report = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:i}", "model",
 			   m->name, "generation", (json_int_t)m->generation,
@@ -182,13 +205,13 @@ unload_finish(struct model *m, bool timed_out)
 
 		broker.unload_timeouts++;
 		if (m->nattached == 0)
-			snprintf(m->error, sizeof m->error, "unload timed out "
-				 "after %.1f s: its load did not stop",
+			snprintf(m->error, sizeof m->error, "unload %s after "
+				 "%.1f s: its load did not stop", ended,
 				 waited / 1000.0);
 		else
 			snprintf(m->error, sizeof m->error,
-				 "unload timed out after %.1f s; still attached: "
-				 "pids %s%s", waited / 1000.0,
+				 "unload %s after %.1f s; still attached: "
+				 "pids %s%s", ended, waited / 1000.0,
 				 list != NULL ? list : "?",
 				 orphans > 0 ? " (some exited; their connection "
 					       "is held by a process they "
@@ -232,15 +255,21 @@ unload_evaluate(evutil_socket_t fd, short what, void *arg)
 		tmp = TAILQ_NEXT(m, entry);
 		if (m->state != MODEL_UNLOADING)
 			continue;
-		if (m->job != NULL && now >= m->unload_deadline_ms)
-			loader_abandon(m);
 		if (m->job != NULL) {
-			if (next < 0 || m->unload_deadline_ms < next)
-				next = m->unload_deadline_ms;
-			continue;
+			int64_t abandon = m->unload_started_ms +
+					  UNLOAD_CANCEL_GRACE_MS;
+
+			if (abandon < m->unload_deadline_ms)
+				abandon = m->unload_deadline_ms;
+			if (now >= abandon)
+				loader_abandon(m);
+			else if (next < 0 || abandon < next)
+				next = abandon;
+			if (m->job != NULL)
+				continue;
 		}
 		if (m->nattached > 0 && m->kill_at_ms >= 0 &&
-		    now >= m->kill_at_ms)
+		    now >= m->kill_at_ms && now < m->unload_deadline_ms)
 			unload_kill(m);
 		if (m->nattached == 0 && !m->load_abandoned)
 			unload_finish(m, false);
@@ -267,8 +296,8 @@ unload_expire_all(void)
 	TAILQ_FOREACH(m, &broker.models, entry) {
 		if (m->state != MODEL_UNLOADING)
 			continue;
-		m->unload_deadline_ms = now;
-		loader_cancel(m);
+		unload_set_deadline(m, now);
+		m->unload_interrupted = true;
 	}
 	unload_schedule();
 }
@@ -276,6 +305,12 @@ unload_expire_all(void)
 int
 unload_init(void)
 {
+	if (broker.cfg.kill_after_ms >= broker.cfg.shutdown_timeout_ms &&
+	    broker.cfg.kill_after_ms > 0)
+		log_warnx("--kill-after %.1f s is not below --shutdown-timeout "
+			  "%.1f s: a shutdown ends at its deadline before "
+			  "killing anyone", broker.cfg.kill_after_ms / 1000.0,
+			  broker.cfg.shutdown_timeout_ms / 1000.0);
 	unload_ev = event_new(broker.base, -1, 0, unload_evaluate, NULL);
 	if (unload_ev == NULL)
 		return -1;

@@ -2,13 +2,17 @@
 /*
  * broker_fixture.h - the broker state a unit test starts from: the real
  * option defaults (as mbrokerd with no arguments), a private instance, a
- * quiet log and an event base.  Include after mbrokerd.h and unit.h.
+ * quiet log and an event base; and a client that talks to the real
+ * dispatcher over a socketpair.  Include after mbrokerd.h and unit.h.
  */
 #ifndef MB_TESTS_BROKER_FIXTURE_H
 #define MB_TESTS_BROKER_FIXTURE_H
 
 #include <poll.h>
 #include <stdbool.h>
+#include <sys/socket.h>
+
+#include "wire.h"
 
 /* Returns 0, or -1 when the defaults or the event base fail. */
 static inline int
@@ -65,6 +69,60 @@ broker_fixture_run_until(bool (*cond)(void))
 		poll(NULL, 0, 1);
 	}
 	assert_true(cond());
+}
+
+/* A client connection of the broker: the test's end and the broker's. */
+struct broker_fixture_client {
+	int fd;
+	struct conn *conn;
+};
+
+/* Connects a client and says hello; asserts it worked. */
+static inline void
+broker_fixture_client_open(struct broker_fixture_client *cl)
+{
+	static const char hello[] = "{\"id\":1,\"op\":\"hello\",\"version\":1}";
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
+					    SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(conn_accept(sv[0]), 0);
+	cl->fd = sv[1];
+	cl->conn = TAILQ_LAST(&broker.conns, conn_list);
+	request_dispatch(cl->conn, hello, sizeof hello - 1);
+}
+
+/* The next message the client received (hello's reply first), or "". */
+static inline const char *
+broker_fixture_client_read(struct broker_fixture_client *cl)
+{
+	static char buf[WIRE_MAX_REPLY + 1];
+	int fd;
+	ssize_t n = wire_recv(cl->fd, buf, sizeof buf - 1, &fd, MSG_DONTWAIT);
+
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+/* Asserts the next message the client received contains want. */
+static inline void
+broker_fixture_client_expect(struct broker_fixture_client *cl,
+			     const char *want)
+{
+	const char *got = broker_fixture_client_read(cl);
+
+	if (strstr(got, want) == NULL)
+		fail_msg("message '%s' lacks '%s'", got, want);
+}
+
+/* Sends one request from the client through the dispatcher. */
+static inline void
+broker_fixture_client_request(struct broker_fixture_client *cl,
+			      const char *json)
+{
+	request_dispatch(cl->conn, json, strlen(json));
 }
 
 #endif

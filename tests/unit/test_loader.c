@@ -4,8 +4,10 @@
  * of that path failing on purpose: each failure gives the model ERROR with
  * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
  * loaded segment is read-only for whoever receives its descriptor.  While
- * a load runs, its progress is visible and a cancel ends it early; a load
- * blocked in a read is abandoned at its unload's deadline.
+ * a load runs, its progress and size are visible and a cancel ends it
+ * early; a load blocked in a read is abandoned at its unload's deadline and
+ * its waiting requester answered; a second SIGINT lets a cancelled load
+ * that stops within the grace end cleanly.
  * WRAP: shm_open ftruncate posix_fallocate mmap pread statvfs
  */
 #include <errno.h>
@@ -310,35 +312,145 @@ abandoned_thread_cleaned_up(void)
 	       unit_fd_count() == fds_before_stuck;
 }
 
+/* Sends a load of big_path as name from cl and waits until the loader
+ * sits in its second chunk read, which returns when the test says. */
+static struct model *
+load_paused(struct broker_fixture_client *cl, const char *name, bool wait)
+{
+	int64_t deadline = clock_monotonic_ms() + 10000;
+	char req[512];
+	struct model *m;
+
+	fault = FAULT_PAUSE;
+	atomic_store(&chunk_reads, 0);
+	snprintf(req, sizeof req, "{\"id\":2,\"op\":\"load\",\"name\":\"%s\","
+		 "\"path\":\"%s\",\"wait\":%s}", name, big_path,
+		 wait ? "true" : "false");
+	broker_fixture_client_request(cl, req);
+	assert_non_null(m = registry_find(name));
+	while (loader_progress(m) < (8u << 20) &&
+	       clock_monotonic_ms() < deadline)
+		poll(NULL, 0, 1);
+	assert_int_equal(loader_progress(m), 8u << 20);
+	return m;
+}
+
 static void
 test_loader_abandoned_at_deadline(void **state)
 {
-	int64_t deadline = clock_monotonic_ms() + 10000, t0;
+	struct broker_fixture_client cl;
+	int64_t t0;
 	struct model *m;
 
 	(void)state;
 	fds_before_stuck = unit_fd_count();
-	fault = FAULT_PAUSE;
-	atomic_store(&chunk_reads, 0);
-	m = registry_add("stuck");
-	m->provider = &provider_raw;
-	assert_int_equal(loader_start(m, big_path), 0);
-	while (loader_progress(m) < (8u << 20) &&
-	       clock_monotonic_ms() < deadline)
-		poll(NULL, 0, 1);
+	broker_fixture_client_open(&cl);
+	broker_fixture_client_expect(&cl, "\"ok\":true");
+	m = load_paused(&cl, "stuck", true);
 	/* The loader now sits in its second read, which does not return. */
 	t0 = clock_monotonic_ms();
 	unload_begin(m, 150, NULL, NULL, false);
 	broker_fixture_run_until(stuck_in_error);
-	assert_in_range(clock_monotonic_ms() - t0, 140, 3000);
+	assert_in_range(clock_monotonic_ms() - t0, UNLOAD_CANCEL_GRACE_MS - 10,
+			3000);
 	assert_non_null(strstr(m->error, "its load did not stop"));
 	assert_int_equal(loader_abandoned_count(), 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
+	/* The waiting load is answered, once. */
+	broker_fixture_client_expect(&cl, "\"id\":2,\"ok\":false,\"error\":"
+				     "{\"model\":\"stuck\",\"code\":\"cancelled\"");
+	assert_string_equal(broker_fixture_client_read(&cl), "");
 	/* When the read finally returns, the thread cleans up alone. */
 	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
+	conn_close_all();
+	close(cl.fd);
 	broker_fixture_run_until(abandoned_thread_cleaned_up);
 	fault = FAULT_NONE;
 	registry_clear();
+}
+
+static bool
+registry_empty(void)
+{
+	return registry_count() == 0;
+}
+
+static struct broker_fixture_client *watched;
+
+static bool
+watched_readable(void)
+{
+	struct pollfd p = {.fd = watched->fd, .events = POLLIN};
+
+	return poll(&p, 1, 0) == 1;
+}
+
+/* Asserts the next message to cl contains each of the strings. */
+static void
+expect_all(struct broker_fixture_client *cl, const char *a, const char *b)
+{
+	const char *got;
+
+	watched = cl;
+	broker_fixture_run_until(watched_readable);
+	got = broker_fixture_client_read(cl);
+	if (strstr(got, a) == NULL || strstr(got, b) == NULL)
+		fail_msg("message '%s' lacks '%s' or '%s'", got, a, b);
+}
+
+/* A load without wait is answered with the file's size; an unload during
+ * the load reports the segment the cancelled load removed as freed. */
+static void
+test_loader_size_and_freed_while_loading(void **state)
+{
+	struct broker_fixture_client cl;
+
+	(void)state;
+	broker_fixture_client_open(&cl);
+	broker_fixture_client_expect(&cl, "\"ok\":true");
+	load_paused(&cl, "big", false);
+	expect_all(&cl, "\"state\":\"LOADING\"", "\"size\":20971520");
+	broker_fixture_client_request(&cl, "{\"id\":3,\"op\":\"unload\","
+				      "\"name\":\"big\",\"timeout\":10}");
+	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
+	broker_fixture_run_until(registry_empty);
+	expect_all(&cl, "\"freed_bytes\":20971520", "\"segments_unlinked\":1");
+	fault = FAULT_NONE;
+	conn_close_all();
+	close(cl.fd);
+}
+
+static bool
+shutdown_over(void)
+{
+	return broker.shutdown_done;
+}
+
+/* A second SIGINT during a shutdown that cancels a load: the load stops
+ * 50 ms later, within the grace, so nothing is abandoned and the shutdown
+ * is clean.  Runs last: the broker has shut down after it. */
+static void
+test_loader_interrupt_lets_a_stopping_load_end(void **state)
+{
+	struct broker_fixture_client cl;
+
+	(void)state;
+	broker_fixture_client_open(&cl);
+	broker_fixture_client_expect(&cl, "\"ok\":true");
+	load_paused(&cl, "late", false);
+	shutdown_begin(10000, NULL, NULL, "by the test");
+	shutdown_force();
+	event_base_loop(broker.base, EVLOOP_NONBLOCK);
+	poll(NULL, 0, 50);
+	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
+	broker_fixture_run_until(shutdown_over);
+	fault = FAULT_NONE;
+	assert_int_equal(broker.exit_code, 0);
+	assert_int_equal(loader_abandoned_count(), 0);
+	assert_int_equal(registry_count(), 0);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
+	conn_close_all();
+	close(cl.fd);
 }
 
 /* A file large enough to be filled by two threads. */
@@ -419,6 +531,7 @@ group_teardown(void **state)
 	registry_clear();
 	unload_shutdown();
 	loader_shutdown();
+	json_decref(broker.shutdown_stuck_pids);
 	broker_fixture_teardown();
 	unlink(raw_path);
 	unlink(st_path);
@@ -441,6 +554,8 @@ main(void)
 		cmocka_unit_test(test_loader_progress_and_cancel),
 		cmocka_unit_test(test_loader_abandoned_at_deadline),
 		cmocka_unit_test(test_loader_two_threads),
+		cmocka_unit_test(test_loader_size_and_freed_while_loading),
+		cmocka_unit_test(test_loader_interrupt_lets_a_stopping_load_end),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

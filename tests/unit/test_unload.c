@@ -4,7 +4,8 @@
  * a failing provider hook is logged and the segment is unlinked anyway; a
  * worker that holds on is sent the event and the signal, then named in the
  * ERROR after the deadline; a second unload ends the ERROR once it let
- * go; a shutdown with nothing loaded succeeds at once.
+ * go; an unload joined with a shorter timeout keeps the first's deadline;
+ * a shutdown with nothing loaded succeeds at once.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -153,6 +154,34 @@ test_unload_timeout_names_holder(void **state)
 }
 
 static void
+test_unload_join_keeps_the_deadline(void **state)
+{
+	struct model *m = ready_model(&provider_raw);
+	int64_t deadline, t0 = clock_monotonic_ms();
+	int sv[2];
+
+	(void)state;
+	m->provider_state = NULL;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
+					     SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(conn_accept(sv[0]), 0);
+	assert_non_null(attach_add(TAILQ_FIRST(&broker.conns), m));
+	unload_begin(m, 5000, NULL, NULL, false);
+	deadline = m->unload_deadline_ms;
+	unload_begin(m, 50, NULL, NULL, false);
+	assert_int_equal(m->unload_deadline_ms, deadline);
+	while (clock_monotonic_ms() - t0 < 300) {
+		event_base_loop(broker.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		poll(NULL, 0, 5);
+	}
+	assert_int_equal(m->state, MODEL_UNLOADING);
+	/* The holder goes: the unload ends clean. */
+	conn_close_all();
+	close(sv[1]);
+	broker_fixture_run_until(registry_empty);
+}
+
+static void
 test_unload_shutdown_with_nothing_loaded(void **state)
 {
 	int64_t t0 = clock_monotonic_ms();
@@ -206,6 +235,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unload_hook_failure_goes_on),
 		cmocka_unit_test(test_unload_timeout_names_holder),
+		cmocka_unit_test(test_unload_join_keeps_the_deadline),
 		cmocka_unit_test(test_unload_shutdown_with_nothing_loaded),
 	};
 

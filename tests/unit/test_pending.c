@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_pending.c - the requests whose reply is deferred (load with wait,
+ * unload, shutdown), sent through the real dispatcher on a socketpair:
+ * out of memory for the deferred reply, each is answered `internal` at once
+ * and nothing starts; a connection that goes away leaves no reply owed to
+ * it behind.
+ * WRAP: calloc
+ */
+#include <signal.h>
+#include <stdlib.h>
+
+#include "unit.h"
+
+#include "mbrokerd.h"
+
+#include "broker_fixture.h"
+
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+
+/* When set, allocating a pending entry fails. */
+static bool fail_pending;
+static struct broker_fixture_client client;
+
+static void
+request(const char *json)
+{
+	broker_fixture_client_request(&client, json);
+}
+
+static void
+expect(const char *want)
+{
+	broker_fixture_client_expect(&client, want);
+}
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	if (fail_pending && n * size == sizeof(struct pending))
+		return NULL;
+	return __real_calloc(n, size);
+}
+
+/* A READY model "m" backed by a real 4 KiB segment. */
+static struct model *
+ready_model(void)
+{
+	struct model *m = registry_add("m");
+	char err[256];
+	int rw;
+
+	assert_non_null(m);
+	m->provider = &provider_raw;
+	m->generation = 1;
+	assert_int_equal(segment_name(m->segment, sizeof m->segment, "m", 1), 0);
+	rw = segment_create(m->segment, 4096, err, sizeof err);
+	assert_true(rw >= 0);
+	m->ro_fd = segment_seal(rw);
+	close(rw);
+	m->size = 4096;
+	registry_set_state(m, MODEL_LOADING);
+	registry_set_state(m, MODEL_READY);
+	return m;
+}
+
+static bool
+registry_empty(void)
+{
+	return registry_count() == 0;
+}
+
+static void
+test_pending_out_of_memory_answers_internal(void **state)
+{
+	struct model *m = ready_model();
+
+	(void)state;
+	fail_pending = true;
+	request("{\"id\":2,\"op\":\"load\",\"name\":\"x\",\"path\":\"/x\","
+		"\"wait\":true}");
+	expect("\"id\":2,\"ok\":false,\"error\":{\"code\":\"internal\"");
+	assert_null(registry_find("x"));
+	request("{\"id\":3,\"op\":\"unload\",\"name\":\"m\"}");
+	expect("\"id\":3,\"ok\":false,\"error\":{\"code\":\"internal\"");
+	assert_int_equal(m->state, MODEL_READY);
+	request("{\"id\":4,\"op\":\"shutdown\"}");
+	expect("\"id\":4,\"ok\":false,\"error\":{\"code\":\"internal\"");
+	assert_false(broker.shutting_down);
+	fail_pending = false;
+	/* With memory, the unload is answered when it ends. */
+	request("{\"id\":5,\"op\":\"unload\",\"name\":\"m\"}");
+	broker_fixture_run_until(registry_empty);
+	expect("\"id\":5,\"ok\":true");
+	assert_string_equal(broker_fixture_client_read(&client), "");
+}
+
+static void
+test_pending_lost_connection_owes_nothing(void **state)
+{
+	struct model *m = ready_model();
+	struct broker_fixture_client holder;
+
+	(void)state;
+	/* A second client holds m, so the unload waits. */
+	broker_fixture_client_open(&holder);
+	assert_non_null(attach_add(holder.conn, m));
+	request("{\"id\":6,\"op\":\"unload\",\"name\":\"m\",\"timeout\":60}");
+	assert_int_equal(m->state, MODEL_UNLOADING);
+	assert_false(TAILQ_EMPTY(&m->unload_waiters));
+	conn_lost(client.conn, "test");
+	assert_true(TAILQ_EMPTY(&m->unload_waiters));
+	/* The unload goes on without it and ends when the holder leaves. */
+	conn_lost(holder.conn, "test");
+	broker_fixture_run_until(registry_empty);
+	close(holder.fd);
+}
+
+/* Each test talks on a fresh connection that said hello. */
+static int
+setup(void **state)
+{
+	(void)state;
+	broker_fixture_client_open(&client);
+	expect("\"ok\":true");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	fail_pending = false;
+	conn_close_all();
+	registry_clear();
+	close(client.fd);
+	return 0;
+}
+
+static int
+group_setup(void **state)
+{
+	(void)state;
+	if (broker_fixture_setup(LOG_LEVEL_ERROR) < 0)
+		return -1;
+	/* The holder is this process: its unload signal is ignored. */
+	broker.cfg.unload_signal = SIGUSR2;
+	signal(SIGUSR2, SIG_IGN);
+	return unload_init();
+}
+
+static int
+group_teardown(void **state)
+{
+	(void)state;
+	unload_shutdown();
+	broker_fixture_teardown();
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+			test_pending_out_of_memory_answers_internal, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_pending_lost_connection_owes_nothing, setup,
+			teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
