@@ -135,6 +135,32 @@ test_request_hello_reply(void **state)
 	json_decref(r);
 }
 
+/* The role's exact format, as docs/protocol.md states it: 1 to 15
+ * letters a-z, said in the refusal. */
+static void
+test_request_hello_role_bounds(void **state)
+{
+	static const char *const refused[] = {
+		"\"abcdefghijklmnop\"", "\"\"", "\"Worker\"", "\"w-1\"", "7",
+	};
+	char text[128];
+	json_t *r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		snprintf(text, sizeof text, "{\"id\":1,\"op\":\"hello\","
+			 "\"version\":1,\"role\":%s}", refused[i]);
+		expect_error(text, "bad_request",
+			     "\"role\" must be 1 to 15 lowercase letters a-z");
+		assert_false(conn->hello);
+	}
+	r = ask("{\"id\":2,\"op\":\"hello\",\"version\":1,"
+		"\"role\":\"abcdefghijklmno\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(conn->role, "abcdefghijklmno");
+	json_decref(r);
+}
+
 static void
 test_request_malformed(void **state)
 {
@@ -306,6 +332,8 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_hello_reply, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_request_hello_role_bounds,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_malformed, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_load_validation, setup,
