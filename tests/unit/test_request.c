@@ -246,6 +246,91 @@ test_request_queries(void **state)
 	json_decref(r);
 }
 
+/* Fails unless o has exactly the members named in the NULL-terminated
+ * list (plus "id" and "ok" when reply is true). */
+static void
+expect_members(const json_t *o, bool reply, const char *const *names)
+{
+	size_t n = reply ? 2 : 0;
+
+	for (; *names != NULL; names++, n++)
+		if (json_object_get(o, *names) == NULL)
+			fail_msg("no member \"%s\"", *names);
+	if (json_object_size(o) != n) {
+		char *text = json_dumps(o, JSON_COMPACT);
+
+		fail_msg("members not in docs/protocol.md: %s", text);
+	}
+}
+
+/* Every member docs/protocol.md names, and no other, in the replies of
+ * hello, ping, ack, list (a READY and an ERROR model), stats and workers. */
+static void
+test_request_reply_members(void **state)
+{
+	static const char *const hello_m[] = {
+		"version", "broker", "instance", "pid", "ack_semaphore",
+		"signal", "shutting_down", "rights", "max_message", NULL};
+	static const char *const none[] = {NULL};
+	static const char *const ack_m[] = {"released", NULL};
+	static const char *const list_m[] = {"models", "total", NULL};
+	static const char *const ready_m[] = {
+		"name", "format", "state", "generation", "size", "attached",
+		"path", "pids", "checksum", "tensors", "load_ms", NULL};
+	static const char *const error_m[] = {
+		"name", "format", "state", "generation", "size", "attached",
+		"path", "pids", "error", NULL};
+	static const char *const stats_m[] = {
+		"pid", "instance", "version", "uptime_ms", "models", "workers",
+		"connections", "abandoned_loads", "bytes_shared",
+		"bytes_reserved", "max_shm_bytes", "shmem_kb", "loads",
+		"load_failures", "unloads", "unload_timeouts", "attaches",
+		"detaches", "acks", "shutting_down", NULL};
+	static const char *const workers_m[] = {"workers", "total", NULL};
+	static const char *const worker_m[] = {
+		"pid", "exited", "uid", "gid", "conn", "role", "attachments",
+		NULL};
+	static const char *const attachment_m[] = {
+		"attachment", "model", "generation", NULL};
+	struct model *ready = registry_add("ready"), *broken = registry_add("broken");
+	const json_t *models, *worker;
+	json_t *r;
+
+	(void)state;
+	ready->provider = broken->provider = &provider_raw;
+	ready->state = MODEL_READY;
+	broken->state = MODEL_ERROR;
+	r = ask("{\"id\":1,\"op\":\"hello\",\"version\":1,\"role\":\"worker\"}");
+	expect_members(r, true, hello_m);
+	json_decref(r);
+	r = ask("{\"id\":2,\"op\":\"ping\"}");
+	expect_members(r, true, none);
+	json_decref(r);
+	assert_non_null(attach_add(conn, ready));
+	r = ask("{\"id\":3,\"op\":\"list\"}");
+	expect_members(r, true, list_m);
+	models = json_object_get(r, "models");
+	expect_members(json_array_get(models, 0), false, ready_m);
+	expect_members(json_array_get(models, 1), false, error_m);
+	json_decref(r);
+	r = ask("{\"id\":4,\"op\":\"stats\"}");
+	expect_members(r, true, stats_m);
+	json_decref(r);
+	r = ask("{\"id\":5,\"op\":\"workers\"}");
+	expect_members(r, true, workers_m);
+	worker = json_array_get(json_object_get(r, "workers"), 0);
+	expect_members(worker, false, worker_m);
+	expect_members(json_array_get(json_object_get(worker, "attachments"), 0),
+		       false, attachment_m);
+	json_decref(r);
+	r = ask("{\"id\":6,\"op\":\"ack\"}");
+	expect_members(r, true, ack_m);
+	json_decref(r);
+	ready->state = broken->state = MODEL_UNINITIALIZED;
+	registry_remove(ready);
+	registry_remove(broken);
+}
+
 static void
 test_request_list_pages(void **state)
 {
@@ -341,6 +426,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_request_unknown_models, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_queries, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_reply_members, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_list_pages, setup,
 						teardown),
