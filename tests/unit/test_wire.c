@@ -137,20 +137,21 @@ test_wire_decode_refusals(void **state)
 static int
 shape_of_string(const char *body, size_t n)
 {
-	size_t len = strlen(body), total = 10 + n * len;
-	char *msg = malloc(total + 1), err[128];
+	static char msg[2 * WIRE_MAX_STRING + 16];
+	size_t len = strlen(body), off = 6;
+	char err[128];
 	int r;
 
-	assert_non_null(msg);
-	memcpy(msg, "{\"k\":\"", 6);
-	for (size_t i = 0; i < n; i++)
-		memcpy(msg + 6 + i * len, body, len);
-	memcpy(msg + 6 + n * len, "\"}", 3);
-	r = wire_check_shape(msg, strlen(msg), WIRE_MAX_DEPTH, WIRE_MAX_STRING,
-			     err, sizeof err);
+	assert_true(off + n * len + 2 <= sizeof msg);
+	memcpy(msg, "{\"k\":\"", off);
+	for (size_t i = 0; i < n; i++, off += len)
+		memcpy(msg + off, body, len);
+	msg[off++] = '"';
+	msg[off++] = '}';
+	r = wire_check_shape(msg, off, WIRE_MAX_DEPTH, WIRE_MAX_STRING, err,
+			     sizeof err);
 	if (r < 0)
 		assert_non_null(strstr(err, "a string longer than 4096 bytes"));
-	free(msg);
 	return r;
 }
 
