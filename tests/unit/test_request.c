@@ -186,6 +186,42 @@ test_request_malformed(void **state)
 	json_decref(r);
 }
 
+/* A name or op cut short in the message never leaves half a UTF-8
+ * character there, nor do bytes that are not UTF-8 get in: the reply
+ * keeps its "message", valid UTF-8. */
+static void
+test_request_message_cut_utf8(void **state)
+{
+	char text[256], want[128];
+	const char *a63 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+	struct model *broken;
+
+	(void)state;
+	hello();
+	assert_int_equal(strlen(a63), 63);
+	snprintf(text, sizeof text, "{\"id\":1,\"op\":\"attach\","
+		 "\"name\":\"%s\u00e9\"}", a63);
+	snprintf(want, sizeof want, "no model called %s", a63);
+	expect_error(text, "unknown_model", want);
+	snprintf(text, sizeof text, "{\"id\":1,\"op\":\"%s\u00e9\"}", a63);
+	snprintf(want, sizeof want, "unknown op \"%s?\"", a63);
+	expect_error(text, "bad_request", want);
+	/* Bytes that are no UTF-8 at all (from a preload's path, say). */
+	broken = registry_add("broken");
+	broken->state = MODEL_ERROR;
+	snprintf(broken->error, sizeof broken->error,
+		 "caf\xc3\xa9, \xff and overlong \xc0\x80");
+	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
+		     "not_ready", "caf\xc3\xa9, ? and overlong ??");
+	snprintf(broken->error, sizeof broken->error, "surrogate \xed\xa0\x80, "
+		 "past U+10FFFF \xf4\x90\x80\x80, U+1F600 \xf0\x9f\x98\x80");
+	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
+		     "not_ready", "ERROR: surrogate ???, past U+10FFFF ????, "
+		     "U+1F600 \xf0\x9f\x98\x80");
+	broken->state = MODEL_UNINITIALIZED;
+	registry_remove(broken);
+}
+
 static void
 test_request_load_validation(void **state)
 {
@@ -421,6 +457,8 @@ main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_malformed, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_request_message_cut_utf8,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_load_validation, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_unknown_models, setup,
