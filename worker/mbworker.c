@@ -274,6 +274,7 @@ main(int argc, char **argv)
 	       mb_attachment_generation(att), mb_attachment_size(att),
 	       mb_tensor_count(att), mbworker_now_ms() - t0);
 	if (o.tensor != NULL && mbworker_print_tensor(att, o.tensor) < 0) {
+		mbworker_handler_client = NULL;
 		mb_close(client);
 		return 1;
 	}
@@ -286,6 +287,8 @@ main(int argc, char **argv)
 			passes++;
 		why = mbworker_wait(client, o.model, o.interval_ms);
 	}
+	/* No handler may use the client once it can be closed. */
+	mbworker_handler_client = NULL;
 	if (why == 2) {
 		printf("mbworker[%ld]: broker lost after %ld passes; mapping "
 		       "still valid: checksum %s\n", (long)getpid(), passes,
@@ -311,7 +314,6 @@ main(int argc, char **argv)
 	}
 	if (o.ack_delay_ms > 0)
 		mbworker_sleep_ms(o.ack_delay_ms);
-	mbworker_handler_client = NULL;
 	if (mbworker_acked_in_handler) {
 		printf("mbworker[%ld]: unload requested after %ld pass(es); "
 		       "acknowledged in the signal handler\n", (long)getpid(),
