@@ -34,7 +34,8 @@ req_hello(struct request *req)
 				    "abcdefghijklmnopqrstuvwxyz") !=
 				     json_string_length(role))) {
 		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
-			    "\"role\" must be a short lowercase word");
+			    "\"role\" must be 1 to %d lowercase letters a-z",
+			    (int)sizeof req->conn->role - 1);
 		return;
 	}
 	if (role != NULL)

@@ -166,18 +166,16 @@ wire_check_shape(const void *buf, size_t len, int max_depth,
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = p[i];
 
-		if (in_string) {
+		if (in_string && !escaped && c == '"') {
+			in_string = false;
+		} else if (in_string) {
+			/* The bytes between the quotes, as written. */
 			if (++string_len > max_string) {
 				snprintf(err, errlen, "a string longer than "
 					 "%zu bytes", max_string);
 				return -1;
 			}
-			if (escaped)
-				escaped = false;
-			else if (c == '\\')
-				escaped = true;
-			else if (c == '"')
-				in_string = false;
+			escaped = !escaped && c == '\\';
 		} else if (c == '"') {
 			in_string = true;
 			string_len = 0;

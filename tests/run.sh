@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # run.sh - runs mbroker's tests: every cmocka unit binary, then every
-# integration script, and closes with "N passed, N failed".  Before and
-# after, /dev/shm must hold nothing of a test instance.
+# integration script, and closes with "N passed, N failed, N skipped".  A
+# test that cannot run here (not root, ...) exits 77 and is counted as
+# skipped, with the last line it wrote on stderr as the reason; with CI=true
+# (CI runs as root, so everything must run) a skip counts as a failure.
+# Before and after, /dev/shm must hold nothing of a test instance.
 #   tests/run.sh [--unit | --integration | --valgrind] BUILD_DIR
 set -uo pipefail
 
@@ -18,16 +21,35 @@ export BUILD
 root=$(cd "$(dirname "$0")/.." && pwd)
 passed=0
 failed=0
+skipped=0
 failures=()
+errlog=$(mktemp)
+trap 'rm -f "$errlog"' EXIT
 
 leftovers() {
 	ls /dev/shm | grep -E '^(sem\.)?mbroker\.(it|ut)-' || true
+}
+
+# skip_reason: the last line the test wrote on stderr, without the
+# "SKIP [name]: " that lib.sh's skip puts before it.
+skip_reason() {
+	local line
+	line=$(grep -v '^[[:space:]]*$' "$errlog" | tail -n 1 | cut -c 1-200)
+	line=${line#SKIP \[*\]: }
+	echo "${line:-no reason given}"
 }
 
 record() {
 	if [ "$1" -eq 0 ]; then
 		passed=$((passed + 1))
 		echo "PASS $2 (${3} ms)"
+	elif [ "$1" -eq 77 ] && [ "${CI:-}" = true ]; then
+		failed=$((failed + 1))
+		failures+=("$2")
+		echo "FAIL $2 (skipped, but CI=true allows no skip: $(skip_reason))"
+	elif [ "$1" -eq 77 ]; then
+		skipped=$((skipped + 1))
+		echo "SKIP $2 ($(skip_reason))"
 	else
 		failed=$((failed + 1))
 		failures+=("$2")
@@ -40,8 +62,11 @@ run_one() {
 	shift
 	local t0 status
 	t0=$(date +%s%N)
-	"$@"
+	# stderr is shown once the test ends (a pipe would wait for any
+	# process the test left behind); the file keeps a skip's reason.
+	"$@" 2>"$errlog"
 	status=$?
+	cat "$errlog" >&2
 	record $status "$name" $((($(date +%s%N) - t0) / 1000000))
 }
 
@@ -78,5 +103,5 @@ echo
 if [ $failed -gt 0 ]; then
 	echo "failed: ${failures[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

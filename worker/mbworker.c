@@ -49,7 +49,8 @@ static const char mbworker_usage[] =
 	"or --passes passes are done, then acknowledges and exits 0.\n"
 	"  --tensor NAME     print that tensor's dtype, shape and first bytes\n"
 	"  --ack-delay MS    wait MS before acknowledging an unload\n"
-	"  --ack-in-handler  acknowledge inside the signal handler itself\n"
+	"  --ack-in-handler  acknowledge inside the signal handler itself (only\n"
+	"                    the signal ends the loop, not the event)\n"
 	"  --no-ack          never acknowledge (for timeout tests)\n"
 	"Exit status: 0 done, 1 broker error, 2 usage, 3 checksum mismatch.\n";
 
@@ -214,15 +215,20 @@ mbworker_events(struct mb_client *client, const char *model)
 	return 0;
 }
 
-/* Waits for ms or until an event or signal arrives. */
+/*
+ * Waits for ms or until an event or signal arrives.  With --ack-in-handler
+ * only the signal ends the wait: the handler must be the one that acks,
+ * whichever of the event and the signal comes first.
+ */
 static int
 mbworker_wait(struct mb_client *client, const char *model, long ms)
 {
 	struct pollfd p = {.fd = mb_event_fd(client), .events = POLLIN};
+	bool events = mbworker_handler_client == NULL;
 
 	if (!mbworker_unload)
-		poll(&p, 1, (int)ms);
-	return mbworker_events(client, model);
+		poll(&p, events ? 1 : 0, (int)ms);
+	return events ? mbworker_events(client, model) : 0;
 }
 
 int
@@ -260,16 +266,18 @@ main(int argc, char **argv)
 		mb_close(client);
 		return 3;
 	}
+	/* Armed before the line below, which tests wait for. */
+	if (o.ack_in_handler)
+		mbworker_handler_client = client;
 	printf("mbworker[%ld]: attached %s generation %" PRIu64 ", %zu bytes, "
 	       "%zu tensors, checksum ok (%.1f ms)\n", (long)getpid(), o.model,
 	       mb_attachment_generation(att), mb_attachment_size(att),
 	       mb_tensor_count(att), mbworker_now_ms() - t0);
 	if (o.tensor != NULL && mbworker_print_tensor(att, o.tensor) < 0) {
+		mbworker_handler_client = NULL;
 		mb_close(client);
 		return 1;
 	}
-	if (o.ack_in_handler)
-		mbworker_handler_client = client;
 	while (!mbworker_unload && why == 0 &&
 	       (o.passes < 0 || passes < o.passes)) {
 		volatile uint64_t sink = mbworker_pass(mb_attachment_data(att),
@@ -279,6 +287,8 @@ main(int argc, char **argv)
 			passes++;
 		why = mbworker_wait(client, o.model, o.interval_ms);
 	}
+	/* No handler may use the client once it can be closed. */
+	mbworker_handler_client = NULL;
 	if (why == 2) {
 		printf("mbworker[%ld]: broker lost after %ld passes; mapping "
 		       "still valid: checksum %s\n", (long)getpid(), passes,
@@ -304,7 +314,6 @@ main(int argc, char **argv)
 	}
 	if (o.ack_delay_ms > 0)
 		mbworker_sleep_ms(o.ack_delay_ms);
-	mbworker_handler_client = NULL;
 	if (mbworker_acked_in_handler) {
 		printf("mbworker[%ld]: unload requested after %ld pass(es); "
 		       "acknowledged in the signal handler\n", (long)getpid(),

@@ -9,8 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "skipping: needs root to run clients as other users" >&2
-	exit 0
+	skip "needs root to run clients as other users"
 fi
 USERS=4242
 ADMINS=4343

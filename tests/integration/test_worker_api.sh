@@ -27,6 +27,7 @@ grep -q "no tensor nope" "$T/nope.err" || fail "missing tensor message"
 
 start_worker m --ack-in-handler
 in_handler=$WORKER_PID
+in_handler_log=$WORKER_LOG
 start_worker m --ack-delay 300
 slow=$WORKER_PID
 wait_attached 2
@@ -39,6 +40,10 @@ mirror="/dev/shm/mbroker.$INSTANCE.registry"
 tail -c +65 "$mirror" | tr -d '\0' | grep -q '"name":"m","format":"safetensors","state":"READY"' ||
 	fail "mirror: $(tail -c +65 "$mirror" | tr -d '\0' | head -c 300)"
 
+# The handler is armed once the worker says it attached; from then on only
+# the signal (not the shutdown event) makes that worker ack, in the handler.
+wait_until 20 grep -q "checksum ok" "$in_handler_log" ||
+	fail "worker 1: $(cat "$in_handler_log")"
 t0=$(now_ms)
 mbctl shutdown >/dev/null || fail "shutdown failed"
 elapsed=$(elapsed_since "$t0")
@@ -47,6 +52,6 @@ wait_broker_exit 10
 assert_between "$elapsed" 290 3000 "shutdown with a 300 ms ack delay"
 worker_exited_with "$in_handler" 0
 worker_exited_with "$slow" 0
-grep -q "acknowledged in the signal handler" "$T/worker1.log" ||
-	fail "worker 1: $(cat "$T/worker1.log")"
+grep -q "acknowledged in the signal handler" "$in_handler_log" ||
+	fail "worker 1: $(cat "$in_handler_log")"
 assert_no_shm

@@ -135,6 +135,32 @@ test_request_hello_reply(void **state)
 	json_decref(r);
 }
 
+/* The role's exact format, as docs/protocol.md states it: 1 to 15
+ * letters a-z, said in the refusal. */
+static void
+test_request_hello_role_bounds(void **state)
+{
+	static const char *const refused[] = {
+		"\"abcdefghijklmnop\"", "\"\"", "\"Worker\"", "\"w-1\"", "7",
+	};
+	char text[128];
+	json_t *r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		snprintf(text, sizeof text, "{\"id\":1,\"op\":\"hello\","
+			 "\"version\":1,\"role\":%s}", refused[i]);
+		expect_error(text, "bad_request",
+			     "\"role\" must be 1 to 15 lowercase letters a-z");
+		assert_false(conn->hello);
+	}
+	r = ask("{\"id\":2,\"op\":\"hello\",\"version\":1,"
+		"\"role\":\"abcdefghijklmno\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(conn->role, "abcdefghijklmno");
+	json_decref(r);
+}
+
 static void
 test_request_malformed(void **state)
 {
@@ -158,6 +184,42 @@ test_request_malformed(void **state)
 	assert_int_equal(json_integer_value(json_object_get(r, "id")), 99);
 	assert_true(json_is_true(json_object_get(r, "ok")));
 	json_decref(r);
+}
+
+/* A name or op cut short in the message never leaves half a UTF-8
+ * character there, nor do bytes that are not UTF-8 get in: the reply
+ * keeps its "message", valid UTF-8. */
+static void
+test_request_message_cut_utf8(void **state)
+{
+	char text[256], want[128];
+	const char *a63 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+	struct model *broken;
+
+	(void)state;
+	hello();
+	assert_int_equal(strlen(a63), 63);
+	snprintf(text, sizeof text, "{\"id\":1,\"op\":\"attach\","
+		 "\"name\":\"%s\u00e9\"}", a63);
+	snprintf(want, sizeof want, "no model called %s", a63);
+	expect_error(text, "unknown_model", want);
+	snprintf(text, sizeof text, "{\"id\":1,\"op\":\"%s\u00e9\"}", a63);
+	snprintf(want, sizeof want, "unknown op \"%s?\"", a63);
+	expect_error(text, "bad_request", want);
+	/* Bytes that are no UTF-8 at all (from a preload's path, say). */
+	broken = registry_add("broken");
+	broken->state = MODEL_ERROR;
+	snprintf(broken->error, sizeof broken->error,
+		 "caf\xc3\xa9, \xff and overlong \xc0\x80");
+	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
+		     "not_ready", "caf\xc3\xa9, ? and overlong ??");
+	snprintf(broken->error, sizeof broken->error, "surrogate \xed\xa0\x80, "
+		 "past U+10FFFF \xf4\x90\x80\x80, U+1F600 \xf0\x9f\x98\x80");
+	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
+		     "not_ready", "ERROR: surrogate ???, past U+10FFFF ????, "
+		     "U+1F600 \xf0\x9f\x98\x80");
+	broken->state = MODEL_UNINITIALIZED;
+	registry_remove(broken);
 }
 
 static void
@@ -218,6 +280,91 @@ test_request_queries(void **state)
 	r = ask("{\"id\":5,\"op\":\"ack\"}");
 	assert_int_equal(json_integer_value(json_object_get(r, "released")), 0);
 	json_decref(r);
+}
+
+/* Fails unless o has exactly the members named in the NULL-terminated
+ * list (plus "id" and "ok" when reply is true). */
+static void
+expect_members(const json_t *o, bool reply, const char *const *names)
+{
+	size_t n = reply ? 2 : 0;
+
+	for (; *names != NULL; names++, n++)
+		if (json_object_get(o, *names) == NULL)
+			fail_msg("no member \"%s\"", *names);
+	if (json_object_size(o) != n) {
+		char *text = json_dumps(o, JSON_COMPACT);
+
+		fail_msg("members not in docs/protocol.md: %s", text);
+	}
+}
+
+/* Every member docs/protocol.md names, and no other, in the replies of
+ * hello, ping, ack, list (a READY and an ERROR model), stats and workers. */
+static void
+test_request_reply_members(void **state)
+{
+	static const char *const hello_m[] = {
+		"version", "broker", "instance", "pid", "ack_semaphore",
+		"signal", "shutting_down", "rights", "max_message", NULL};
+	static const char *const none[] = {NULL};
+	static const char *const ack_m[] = {"released", NULL};
+	static const char *const list_m[] = {"models", "total", NULL};
+	static const char *const ready_m[] = {
+		"name", "format", "state", "generation", "size", "attached",
+		"path", "pids", "checksum", "tensors", "load_ms", NULL};
+	static const char *const error_m[] = {
+		"name", "format", "state", "generation", "size", "attached",
+		"path", "pids", "error", NULL};
+	static const char *const stats_m[] = {
+		"pid", "instance", "version", "uptime_ms", "models", "workers",
+		"connections", "abandoned_loads", "bytes_shared",
+		"bytes_reserved", "max_shm_bytes", "shmem_kb", "loads",
+		"load_failures", "unloads", "unload_timeouts", "attaches",
+		"detaches", "acks", "shutting_down", NULL};
+	static const char *const workers_m[] = {"workers", "total", NULL};
+	static const char *const worker_m[] = {
+		"pid", "exited", "uid", "gid", "conn", "role", "attachments",
+		NULL};
+	static const char *const attachment_m[] = {
+		"attachment", "model", "generation", NULL};
+	struct model *ready = registry_add("ready"), *broken = registry_add("broken");
+	const json_t *models, *worker;
+	json_t *r;
+
+	(void)state;
+	ready->provider = broken->provider = &provider_raw;
+	ready->state = MODEL_READY;
+	broken->state = MODEL_ERROR;
+	r = ask("{\"id\":1,\"op\":\"hello\",\"version\":1,\"role\":\"worker\"}");
+	expect_members(r, true, hello_m);
+	json_decref(r);
+	r = ask("{\"id\":2,\"op\":\"ping\"}");
+	expect_members(r, true, none);
+	json_decref(r);
+	assert_non_null(attach_add(conn, ready));
+	r = ask("{\"id\":3,\"op\":\"list\"}");
+	expect_members(r, true, list_m);
+	models = json_object_get(r, "models");
+	expect_members(json_array_get(models, 0), false, ready_m);
+	expect_members(json_array_get(models, 1), false, error_m);
+	json_decref(r);
+	r = ask("{\"id\":4,\"op\":\"stats\"}");
+	expect_members(r, true, stats_m);
+	json_decref(r);
+	r = ask("{\"id\":5,\"op\":\"workers\"}");
+	expect_members(r, true, workers_m);
+	worker = json_array_get(json_object_get(r, "workers"), 0);
+	expect_members(worker, false, worker_m);
+	expect_members(json_array_get(json_object_get(worker, "attachments"), 0),
+		       false, attachment_m);
+	json_decref(r);
+	r = ask("{\"id\":6,\"op\":\"ack\"}");
+	expect_members(r, true, ack_m);
+	json_decref(r);
+	ready->state = broken->state = MODEL_UNINITIALIZED;
+	registry_remove(ready);
+	registry_remove(broken);
 }
 
 static void
@@ -306,13 +453,19 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_hello_reply, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_request_hello_role_bounds,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_malformed, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_request_message_cut_utf8,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_load_validation, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_unknown_models, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_queries, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_request_reply_members, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_request_list_pages, setup,
 						teardown),

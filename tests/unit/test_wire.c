@@ -133,6 +133,59 @@ test_wire_decode_refusals(void **state)
 	expect_decode_error("", 0, "invalid JSON");
 }
 
+/* Whether {"k":"<body repeated n times>"} passes the shape check. */
+static int
+shape_of_string(const char *body, size_t n)
+{
+	static char msg[2 * WIRE_MAX_STRING + 16];
+	size_t len = strlen(body), off = 6;
+	char err[128];
+	int r;
+
+	assert_true(off + n * len + 2 <= sizeof msg);
+	memcpy(msg, "{\"k\":\"", off);
+	for (size_t i = 0; i < n; i++, off += len)
+		memcpy(msg + off, body, len);
+	msg[off++] = '"';
+	msg[off++] = '}';
+	r = wire_check_shape(msg, off, WIRE_MAX_DEPTH, WIRE_MAX_STRING, err,
+			     sizeof err);
+	if (r < 0)
+		assert_non_null(strstr(err, "a string longer than 4096 bytes"));
+	return r;
+}
+
+/* Whether n nested arrays inside the request object pass. */
+static int
+shape_of_depth(int n)
+{
+	char msg[128], err[128];
+	int len = snprintf(msg, sizeof msg, "{\"k\":%.*s%.*s}", n,
+			   "[[[[[[[[[[[[[[[[[[[[", n, "]]]]]]]]]]]]]]]]]]]]");
+
+	return wire_check_shape(msg, (size_t)len, WIRE_MAX_DEPTH,
+				WIRE_MAX_STRING, err, sizeof err);
+}
+
+/* The limits docs/protocol.md states, at the bound and one past it: a
+ * string of 4096 bytes between its quotes (escapes as written), a key
+ * too, and 16 levels counting the request object. */
+static void
+test_wire_check_shape_bounds(void **state)
+{
+	(void)state;
+	assert_int_equal(WIRE_MAX_STRING, 4096);
+	assert_int_equal(shape_of_string("a", 4096), 0);
+	assert_int_equal(shape_of_string("a", 4097), -1);
+	assert_int_equal(shape_of_string("\\n", 2048), 0);
+	assert_int_equal(shape_of_string("\\\"", 2048), 0);
+	assert_int_equal(shape_of_string("\\u00e9", 683), -1);
+	assert_int_equal(shape_of_string("\\u00e9", 682), 0);
+	assert_int_equal(shape_of_string("", 0), 0);
+	assert_int_equal(shape_of_depth(WIRE_MAX_DEPTH - 1), 0);
+	assert_int_equal(shape_of_depth(WIRE_MAX_DEPTH), -1);
+}
+
 int
 main(void)
 {
@@ -144,6 +197,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wire_eof_and_eagain, setup,
 						teardown),
 		cmocka_unit_test(test_wire_decode_refusals),
+		cmocka_unit_test(test_wire_check_shape_bounds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
