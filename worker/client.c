@@ -378,12 +378,13 @@ client_expected_uid(int64_t want)
  * expected uid (by default ours): anyone could have bound it first.
  */
 static int
-client_check_peer(struct mb_client *c, int64_t want, const char *path,
-		  char *why, size_t whylen)
+client_check_peer(struct mb_client *c, int64_t want, char *why,
+		  size_t whylen)
 {
 	struct ucred cred;
 	socklen_t len = sizeof cred;
 	int64_t expect = client_expected_uid(want);
+	char trusted[32];
 
 	if (expect == -EINVAL) {
 		snprintf(why, whylen, "MBROKER_BROKER_UID is not a uid");
@@ -394,15 +395,13 @@ client_check_peer(struct mb_client *c, int64_t want, const char *path,
 	if (cred.uid == 0 || (expect >= 0 && cred.uid == (uid_t)expect) ||
 	    (expect < 0 && (cred.uid == getuid() || cred.uid == geteuid())))
 		return 0;
-	if (expect >= 0)
-		snprintf(why, whylen, "%s is served by uid %u (pid %d), not by "
-			 "uid %lld or root", path, (unsigned)cred.uid,
-			 (int)cred.pid, (long long)expect);
-	else
-		snprintf(why, whylen, "%s is served by uid %u (pid %d), not by "
-			 "uid %u or root (set MBROKER_BROKER_UID to trust it)",
-			 path, (unsigned)cred.uid, (int)cred.pid,
-			 (unsigned)geteuid());
+	if (expect < 0)
+		expect = geteuid();
+	snprintf(trusted, sizeof trusted, "uid %lld or ", (long long)expect);
+	snprintf(why, whylen, "it is served by uid %u (pid %d), not by %sroot%s",
+		 (unsigned)cred.uid, (int)cred.pid, expect == 0 ? "" : trusted,
+		 want < 0 && getenv("MBROKER_BROKER_UID") == NULL
+			 ? " (set MBROKER_BROKER_UID to trust it)" : "");
 	return MB_EPEER;
 }
 
@@ -475,7 +474,7 @@ client_connect(const struct client_params *p, struct mb_client **out,
 				      CLIENT_ACK_ID);
 	if ((r = client_open_fds(c)) < 0 ||
 	    (r = client_connect_socket(c, &sun, deadline)) < 0 ||
-	    (r = client_check_peer(c, p->broker_uid, path, why, whylen)) < 0)
+	    (r = client_check_peer(c, p->broker_uid, why, whylen)) < 0)
 		goto fail;
 	if ((r = client_hello(c, p->role, deadline)) < 0) {
 		snprintf(why, whylen, "%s", c->last_error);

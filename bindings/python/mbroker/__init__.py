@@ -309,9 +309,10 @@ class Client:
                 raise UntrustedBroker(self.path, uid, pid,
                                       f"uid {expected} or root")
         elif uid not in (0, os.getuid(), os.geteuid()):
+            own = f"uid {os.geteuid()} or " if os.geteuid() else ""
             raise UntrustedBroker(self.path, uid, pid,
-                                  f"uid {os.geteuid()} or root (set "
-                                  "MBROKER_BROKER_UID to trust it)")
+                                  f"{own}root (set MBROKER_BROKER_UID to "
+                                  "trust it)")
 
     @property
     def attached(self) -> int:
