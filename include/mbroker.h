@@ -148,7 +148,10 @@ MB_EXPORT const char *mb_last_error(const struct mb_client *client);
  * descriptor which is mapped PROT_READ and closed.  Blocks for one round
  * trip.  On success *out is a new attachment, released with mb_detach (or
  * by mb_ack / mb_close).  Returns MB_ENOMODEL, MB_ENOTREADY, MB_EUNLOADING,
- * MB_ESHUTDOWN, MB_ELIMIT (MB_MAX_ATTACHMENTS reached) or a system error.
+ * MB_ESHUTDOWN, MB_ELIMIT (MB_MAX_ATTACHMENTS reached), -ETIMEDOUT past
+ * the bound of mb_set_timeout, -ECANCELED when mb_ack ran while it waited
+ * for the reply (the new attachment is handed back: the ack asked for
+ * everything) or a system error.
  */
 MB_EXPORT int mb_attach(struct mb_client *client, const char *name,
 			struct mb_attachment **out);

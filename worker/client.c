@@ -574,8 +574,12 @@ mb_next_event(struct mb_client *c, struct mb_event *out)
 			close(fd);
 		json_decref(msg);
 	}
-	if ((e = c->events) == NULL)
+	/* Also when nothing was queued: a process that shares the connection
+	 * after a fork may have left the eventfd set. */
+	if ((e = c->events) == NULL) {
+		client_pending_sync(c);
 		return 0;
+	}
 	c->events = e->next;
 	if (c->events == NULL) {
 		c->events_tail = NULL;

@@ -325,6 +325,7 @@ test_lib_bounded_against_stopped_broker(void **state)
 {
 	struct mb_client *c, *late = (struct mb_client *)1, *admin;
 	struct mb_attachment *att;
+	char *reply;
 	int64_t t0;
 
 	(void)state;
@@ -349,7 +350,8 @@ test_lib_bounded_against_stopped_broker(void **state)
 	/* The late replies granted attachments nobody holds: they are given
 	 * back as soon as they are read. */
 	mb_set_timeout(c, 10000);
-	assert_int_equal(mb_request(c, "{\"op\":\"ping\"}", &(char *){NULL}), 0);
+	assert_int_equal(mb_request(c, "{\"op\":\"ping\"}", &reply), 0);
+	free(reply);
 	for (int i = 0; i < 500 && !attached_is(admin, 0); i++)
 		poll(NULL, 0, 10);
 	assert_true(attached_is(admin, 0));

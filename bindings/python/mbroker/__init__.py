@@ -442,10 +442,12 @@ class Client:
             os.close(fd)
         return reply
 
-    def attach(self, name: str,
-               deadline: Optional[float] = None) -> Attachment:
+    def attach(self, name: str) -> Attachment:
         """Maps a READY model read-only.  Raises AttachCancelled when an
         ack ran (in a signal handler) while it waited for the reply."""
+        return self._attach(name, None)
+
+    def _attach(self, name: str, deadline: Optional[float]) -> Attachment:
         acks = self._acks
         reply, fd = self._call("attach", {"name": name}, deadline)
         if fd < 0:
@@ -471,7 +473,7 @@ class Client:
             if each is None or (deadline is not None and deadline < each):
                 each = deadline
             try:
-                return self.attach(name, each)
+                return self._attach(name, each)
             except BrokerError as e:
                 if e.code not in ("not_ready", "unknown_model"):
                     raise
