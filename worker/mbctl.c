@@ -3,7 +3,8 @@
  * mbctl.c - the admin CLI, a client of libmbroker: one command per call,
  * tables for people by default, the broker's reply as it came with --json.
  * Exit status: 0 success, 1 the broker refused or failed, 2 usage, 3 no
- * broker to talk to.
+ * broker to talk to (none, one silent for --timeout, or one of a uid that
+ * is not trusted).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -54,6 +54,5 @@ assert_between "$(elapsed_since "$t0")" 900 5000 "unload once the broker stopped
 grep -q "did not answer within 1 s" "$T/unload.err" ||
 	fail "unload message: $(cat "$T/unload.err")"
 kill -CONT "$BROKER_PID"
-kill -9 "$WORKER_PID"
-wait "$WORKER_PID" 2>/dev/null || true
+{ kill -9 "$WORKER_PID" && wait "$WORKER_PID"; } 2>/dev/null || true
 shutdown_clean
