@@ -109,33 +109,29 @@ mbctl_connect(const struct mbctl *m, struct mb_client **out, char *why,
 static int
 mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
 {
+	json_t *ping = json_pack("{s:s}", "op", "ping");
 	struct mb_client *probe = NULL;
 	int r;
 
 	mbctl_connect(m, &probe, NULL, 0);
-	for (;;) {
-		json_t *ping = json_pack("{s:s}", "op", "ping");
-
-		r = client_wait(m->client, id,
-				client_deadline(MBCTL_PROBE_MS), reply, NULL);
-		if (r != -ETIMEDOUT) {
-			json_decref(ping);
-			break;
-		}
+	while ((r = client_wait(m->client, id, client_deadline(MBCTL_PROBE_MS),
+				reply, NULL)) == -ETIMEDOUT) {
 		/* No second connection (the broker is going away): only
 		 * --timeout more for the reply itself. */
-		r = probe != NULL ? client_call(probe, ping, NULL, NULL)
-				  : client_wait(m->client, id,
-						client_deadline(m->timeout_ms),
-						reply, NULL);
-		json_decref(ping);
-		if (probe == NULL || r == -ETIMEDOUT)
+		if (probe == NULL) {
+			r = client_wait(m->client, id,
+					client_deadline(m->timeout_ms), reply,
+					NULL);
+			break;
+		}
+		if ((r = client_call(probe, ping, NULL, NULL)) == -ETIMEDOUT)
 			break;
 		if (r < 0) {
 			mb_close(probe);
 			probe = NULL;
 		}
 	}
+	json_decref(ping);
 	mb_close(probe);
 	return r;
 }
@@ -148,20 +144,18 @@ mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
 static int
 mbctl_call(struct mbctl *m, json_t *req, bool waits, json_t **reply)
 {
-	int64_t id;
+	int64_t deadline = client_deadline(m->timeout_ms), id;
 	int r;
 
 	*reply = NULL;
-	id = client_send(m->client, req,
-			 client_deadline(m->timeout_ms));
+	id = client_send(m->client, req, deadline);
 	json_decref(req);
 	if (id < 0)
 		r = (int)id;
 	else if (waits)
 		r = mbctl_wait_alive(m, id, reply);
 	else
-		r = client_wait(m->client, id, client_deadline(m->timeout_ms),
-				reply, NULL);
+		r = client_wait(m->client, id, deadline, reply, NULL);
 	if (m->json && *reply != NULL) {
 		char *s = json_dumps(*reply, JSON_COMPACT);
 
