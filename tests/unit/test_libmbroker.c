@@ -360,6 +360,16 @@ test_lib_bounded_against_stopped_broker(void **state)
 	mb_close(admin);
 }
 
+/* The broker runs on for the next tests even when one failed stopped. */
+static int
+continue_broker(void **state)
+{
+	(void)state;
+	if (broker > 0)
+		kill(broker, SIGCONT);
+	return 0;
+}
+
 static void
 test_lib_attach_wait_until_ready(void **state)
 {
@@ -497,7 +507,8 @@ main(void)
 		cmocka_unit_test(test_lib_request_and_ack),
 		cmocka_unit_test(test_lib_ack_during_attach_undoes_it),
 		cmocka_unit_test(test_lib_event_fd_ready_while_queued),
-		cmocka_unit_test(test_lib_bounded_against_stopped_broker),
+		cmocka_unit_test_teardown(test_lib_bounded_against_stopped_broker,
+					  continue_broker),
 		cmocka_unit_test(test_lib_attach_wait_until_ready),
 		cmocka_unit_test(test_lib_unload_event_then_broker_lost),
 	};
