@@ -136,6 +136,16 @@ mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
 	return r;
 }
 
+/* Says that the broker was silent for --timeout; returns exit status 3. */
+static int
+mbctl_timed_out(const struct mbctl *m)
+{
+	fprintf(stderr, "mbctl: the broker at %s did not answer within %g s "
+		"(--timeout); is it stopped?\n", m->socket,
+		m->timeout_ms / 1000.0);
+	return 3;
+}
+
 /*
  * Sends req (taken), prints the outcome; returns the exit status.  A
  * request that waits by design (waits) is waited for while the broker
@@ -165,12 +175,8 @@ mbctl_call(struct mbctl *m, json_t *req, bool waits, json_t **reply)
 	}
 	if (r == 0)
 		return 0;
-	if (r == -ETIMEDOUT) {
-		fprintf(stderr, "mbctl: the broker at %s did not answer within "
-			"%g s (--timeout); is it stopped?\n", m->socket,
-			m->timeout_ms / 1000.0);
-		return 3;
-	}
+	if (r == -ETIMEDOUT)
+		return mbctl_timed_out(m);
 	if (mb_last_error(m->client)[0] != '\0')
 		fprintf(stderr, "mbctl: %s (%s)\n", mb_last_error(m->client),
 			mb_strerror(r));
@@ -516,7 +522,9 @@ main(int argc, char **argv)
 		mbctl_usage_exit("unknown command", argv[i]);
 	if (m.socket == NULL && mb_default_socket_path(def, sizeof def) == 0)
 		m.socket = def;
-	if ((r = mbctl_connect(&m, &m.client, why, sizeof why)) < 0) {
+	if ((r = mbctl_connect(&m, &m.client, why, sizeof why)) == -ETIMEDOUT)
+		return mbctl_timed_out(&m);
+	if (r < 0) {
 		fprintf(stderr, "mbctl: cannot reach the broker at %s: %s%s%s\n",
 			m.socket != NULL ? m.socket : "?", mb_strerror(r),
 			why[0] != '\0' ? ": " : "", why);
