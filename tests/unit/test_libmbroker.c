@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_libmbroker.c - the public API as a worker author meets it, against
- * a real mbrokerd started for the test ($BUILD/mbrokerd): connecting,
+ * a real mbrokerd started for the test ($BUILD/mbrokerd): connecting (and
+ * the check of the broker's uid),
  * refusals with their codes and messages, the bytes and tensors of an
  * attachment, a mapping that cannot be made writable, events, repeated
  * acks (which count even when the semaphore post fails), an ack that
@@ -114,6 +115,29 @@ test_lib_connect_refused(void **state)
 	assert_int_equal(mb_connect(path, &c), -ENOENT);
 	assert_null(c);
 	mb_close(NULL);
+}
+
+static void
+test_lib_connect_checks_broker_uid(void **state)
+{
+	struct mb_client *c = (struct mb_client *)1;
+
+	(void)state;
+	assert_int_equal(connect_retry(&c), 0);
+	mb_close(c);
+	setenv("MBROKER_BROKER_UID", "nobody", 1);
+	assert_int_equal(mb_connect(sock, &c), -EINVAL);
+	assert_null(c);
+	setenv("MBROKER_BROKER_UID", "0", 1);
+	assert_int_equal(mb_connect(sock, &c), getuid() == 0 ? 0 : MB_EPEER);
+	mb_close(c);
+	unsetenv("MBROKER_BROKER_UID");
+	/* Root is trusted whatever was expected; anyone else only when
+	 * expected (test_broker_uid runs a broker as another user). */
+	assert_int_equal(mb_connect_ex(sock, (int64_t)getuid() + 1, -1, &c),
+			 getuid() == 0 ? 0 : MB_EPEER);
+	mb_close(c);
+	assert_string_equal(mb_err_name(MB_EPEER), "MB_EPEER");
 }
 
 static void
@@ -503,6 +527,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lib_connect_refused),
+		cmocka_unit_test(test_lib_connect_checks_broker_uid),
 		cmocka_unit_test(test_lib_attach_and_tensors),
 		cmocka_unit_test(test_lib_request_and_ack),
 		cmocka_unit_test(test_lib_ack_during_attach_undoes_it),

@@ -502,6 +502,7 @@ class Client:
                         os.close(fd)
                     continue
             if not self._events:
+                self._sync_pending()  # a forked sibling may have set it
                 return
             event = self._events.pop(0)
             if not self._events:
