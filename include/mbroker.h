@@ -110,10 +110,11 @@ MB_EXPORT int mb_connect(const char *socket_path, struct mb_client **out);
 /*
  * mb_connect with a check of who serves the socket and a bound on the
  * wait.  Before sending anything the library reads the listening process's
- * uid (SO_PEERCRED) and refuses it with MB_EPEER unless it is root or
- * broker_uid; a broker_uid of -1 means $MBROKER_BROKER_UID when set (a
- * decimal uid; -EINVAL when malformed), else this process's own real or
- * effective uid.  Connect and hello together take at most timeout_ms
+ * uid (SO_PEERCRED) and refuses it with MB_EPEER unless it is root (who
+ * could read our memory anyway) or broker_uid; a broker_uid of -1 means
+ * $MBROKER_BROKER_UID when set (a decimal uid; -EINVAL when malformed),
+ * else this process's own real or effective uid.  On success *out is a
+ * new client, freed with mb_close.  Connect and hello take at most timeout_ms
  * (-1: no bound), else -ETIMEDOUT: a broker that is stopped, or too busy
  * to accept, cannot hang the caller.  The timeout does not carry over to
  * later calls (see mb_set_timeout).

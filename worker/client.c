@@ -398,7 +398,8 @@ client_check_peer(struct mb_client *c, int64_t want, char *why,
 	if (expect < 0)
 		expect = geteuid();
 	snprintf(trusted, sizeof trusted, "uid %lld or ", (long long)expect);
-	snprintf(why, whylen, "it is served by uid %u (pid %d), not by %sroot%s",
+	snprintf(why, whylen,
+		 "it is served by uid %u (pid %d), not by %sroot%s",
 		 (unsigned)cred.uid, (int)cred.pid, expect == 0 ? "" : trusted,
 		 want < 0 && getenv("MBROKER_BROKER_UID") == NULL
 			 ? " (set MBROKER_BROKER_UID to trust it)" : "");

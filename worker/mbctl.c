@@ -24,8 +24,8 @@
 #define MBCTL_PROBE_MS 1000
 
 static const char mbctl_usage[] =
-	"usage: mbctl [--socket PATH] [--json] [--timeout S] [--broker-uid UID]\n"
-	"             COMMAND\n"
+	"usage: mbctl [--socket PATH] [--json] [--timeout S]\n"
+	"             [--broker-uid UID] COMMAND\n"
 	"\n"
 	"  ping                        check that the broker answers\n"
 	"  load NAME PATH [--format raw|safetensors] [--wait]\n"

@@ -532,8 +532,9 @@ main(void)
 		cmocka_unit_test(test_lib_request_and_ack),
 		cmocka_unit_test(test_lib_ack_during_attach_undoes_it),
 		cmocka_unit_test(test_lib_event_fd_ready_while_queued),
-		cmocka_unit_test_teardown(test_lib_bounded_against_stopped_broker,
-					  continue_broker),
+		cmocka_unit_test_teardown(
+			test_lib_bounded_against_stopped_broker,
+			continue_broker),
 		cmocka_unit_test(test_lib_attach_wait_until_ready),
 		cmocka_unit_test(test_lib_unload_event_then_broker_lost),
 	};

@@ -477,7 +477,8 @@ class Client:
             except BrokerError as e:
                 if e.code not in ("not_ready", "unknown_model"):
                     raise
-                left = step if deadline is None else deadline - time.monotonic()
+                left = (step if deadline is None
+                        else deadline - time.monotonic())
                 time.sleep(max(0.0, min(left, step)))
                 if deadline is not None and left <= step:
                     raise
