@@ -279,7 +279,7 @@ bench_rate(const char *sock, const char *op, int clients, double seconds)
 			double end;
 			int r;
 
-			if ((r = client_connect(sock, "admin", &c, NULL, 0)) < 0)
+			if ((r = client_connect(&(struct client_params){.path = sock, .role = "admin", .broker_uid = -1, .timeout_ms = -1}, &c, NULL, 0)) < 0)
 				bench_die("connect", r);
 			count = 0;
 			end = bench_now() + seconds;

@@ -71,7 +71,9 @@ extern "C" {
 	X(PROTOCOL, -1019, "protocol_error",                                   \
 	  "malformed message from the broker")                                 \
 	X(DENIED, -1020, "permission_denied", "permission denied")             \
-	X(INTERNAL, -1021, "internal", "internal broker error")
+	X(INTERNAL, -1021, "internal", "internal broker error")                \
+	X(PEER, -1022, "untrusted_broker",                                     \
+	  "the socket is served by an unexpected user")
 
 enum mb_error {
 #define MB_ERROR_ENUM(name, value, wire, msg) MB_E##name = value,
@@ -96,12 +98,38 @@ MB_EXPORT int mb_default_socket_path(char *buf, size_t len);
 
 /*
  * Connects to the broker at socket_path (NULL: the default path) and says
- * hello with MB_PROTOCOL_VERSION.  Blocks until the broker answers.
+ * hello with MB_PROTOCOL_VERSION.  Blocks until the broker answers, without
+ * a bound: mb_connect_ex(socket_path, -1, -1, out).
  * On success *out is a new client, freed with mb_close.  Returns -ENOENT or
  * -ECONNREFUSED when no broker listens there, MB_EVERSION when the broker
- * speaks another protocol version.
+ * speaks another protocol version, MB_EPEER when the socket is served by
+ * another user than expected (see mb_connect_ex).
  */
 MB_EXPORT int mb_connect(const char *socket_path, struct mb_client **out);
+
+/*
+ * mb_connect with a check of who serves the socket and a bound on the
+ * wait.  Before sending anything the library reads the listening process's
+ * uid (SO_PEERCRED) and refuses it with MB_EPEER unless it is root (who
+ * could read our memory anyway) or broker_uid; a broker_uid of -1 means
+ * $MBROKER_BROKER_UID when set (a decimal uid; -EINVAL when malformed),
+ * else this process's own real or effective uid.  On success *out is a
+ * new client, freed with mb_close.  Connect and hello take at most timeout_ms
+ * (-1: no bound), else -ETIMEDOUT: a broker that is stopped, or too busy
+ * to accept, cannot hang the caller.  The timeout does not carry over to
+ * later calls (see mb_set_timeout).
+ */
+MB_EXPORT int mb_connect_ex(const char *socket_path, int64_t broker_uid,
+			    int timeout_ms, struct mb_client **out);
+
+/*
+ * Bounds each later round trip of this client (mb_attach, mb_detach,
+ * mb_request) to timeout_ms; -1, the default, waits as long as the broker
+ * lives.  A call past its bound returns -ETIMEDOUT and its request stays
+ * sent: a late reply is dropped when it arrives, and an attachment it
+ * granted is handed back to the broker at once.  This function can't fail.
+ */
+MB_EXPORT void mb_set_timeout(struct mb_client *client, int timeout_ms);
 
 /*
  * Unmaps every attachment still held, frees their handles and closes the
@@ -121,10 +149,27 @@ MB_EXPORT const char *mb_last_error(const struct mb_client *client);
  * descriptor which is mapped PROT_READ and closed.  Blocks for one round
  * trip.  On success *out is a new attachment, released with mb_detach (or
  * by mb_ack / mb_close).  Returns MB_ENOMODEL, MB_ENOTREADY, MB_EUNLOADING,
- * MB_ESHUTDOWN, MB_ELIMIT (MB_MAX_ATTACHMENTS reached) or a system error.
+ * MB_ESHUTDOWN, MB_ELIMIT (MB_MAX_ATTACHMENTS reached), -ETIMEDOUT past
+ * the bound of mb_set_timeout, -ECANCELED when mb_ack ran while it waited
+ * for the reply (the new attachment is handed back: the ack asked for
+ * everything) or a system error.
  */
 MB_EXPORT int mb_attach(struct mb_client *client, const char *name,
 			struct mb_attachment **out);
+
+/*
+ * mb_attach that waits, for at most timeout_ms (-1: no bound), until a
+ * model called name is READY: while the broker answers MB_ENOTREADY (a
+ * load in progress, or a failed one) or MB_ENOMODEL (no load asked yet) it
+ * asks again, every 5 ms at first and then every 100 ms at most; events
+ * that arrive meanwhile are queued as usual.  Returns 0 with *out as
+ * mb_attach does; when the time is up, the broker's last refusal
+ * (MB_ENOTREADY or MB_ENOMODEL, with mb_last_error saying the model's
+ * state) or -ETIMEDOUT when the broker did not answer in time; any other
+ * error at once.
+ */
+MB_EXPORT int mb_attach_wait(struct mb_client *client, const char *name,
+			     int timeout_ms, struct mb_attachment **out);
 
 /*
  * The attachment's read-only bytes and their size.  The pointer is valid
@@ -188,8 +233,13 @@ struct mb_event {
 };
 
 /*
- * A descriptor that polls readable when an event may be pending (it is the
- * connection itself).  Valid until mb_close.
+ * A descriptor that polls readable (POLLIN, EPOLLIN) whenever an event may
+ * be pending: it watches both the connection and the library's queue of
+ * events that arrived while a call waited for its reply, so a worker
+ * sleeping in poll() is woken whatever read the event first.  It is an
+ * epoll instance (not the socket): poll it, never read it.  It stays
+ * readable until mb_next_event has returned every queued event (and, once
+ * the broker is gone, for good).  Valid until mb_close.
  */
 MB_EXPORT int mb_event_fd(const struct mb_client *client);
 

@@ -10,6 +10,7 @@
  * faulting; mb_detach and mb_close unmap what is left.
  */
 #include <errno.h>
+#include <poll.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@
 
 #include "client.h"
 #include "safetensors.h"
+
+/* mb_attach_wait asks again after 5 ms, then twice as late each time, up
+ * to every 100 ms. */
+#define ATTACH_WAIT_FIRST_MS 5
+#define ATTACH_WAIT_MAX_MS 100
 
 struct mb_attachment {
 	struct mb_client *client;
@@ -101,13 +107,16 @@ attach_map(struct mb_attachment *att, int fd)
 	return 0;
 }
 
-int
-mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
+/* Attaches name with one round trip that ends by deadline (-1: none). */
+static int
+attach_once(struct mb_client *c, const char *name, int64_t deadline,
+	    struct mb_attachment **out)
 {
 	struct mb_attachment *att;
 	json_t *req, *reply = NULL;
 	unsigned acks;
 	int fd = -1, r, slot;
+	int64_t id;
 
 	*out = NULL;
 	if ((slot = attach_free_slot(c)) < 0)
@@ -122,8 +131,9 @@ mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
 		return -ENOMEM;
 	}
 	acks = atomic_load(&c->ack_count);
-	r = client_call(c, req, &reply, &fd);
+	id = client_send(c, req, deadline);
 	json_decref(req);
+	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, &fd);
 	if (r == 0 && (r = attach_parse_reply(att, reply)) == 0 && fd < 0)
 		r = MB_EPROTOCOL;
 	json_decref(reply);
@@ -165,6 +175,44 @@ mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
 	}
 	*out = att;
 	return 0;
+}
+
+int
+mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
+{
+	return attach_once(c, name, client_deadline(c->timeout_ms), out);
+}
+
+/* The deadline of one try: the caller's or the client's bound per round
+ * trip, whichever comes first. */
+static int64_t
+attach_try_deadline(const struct mb_client *c, int64_t deadline)
+{
+	int64_t each = client_deadline(c->timeout_ms);
+
+	return each < 0 || (deadline >= 0 && deadline < each) ? deadline : each;
+}
+
+int
+mb_attach_wait(struct mb_client *c, const char *name, int timeout_ms,
+	       struct mb_attachment **out)
+{
+	int64_t deadline = client_deadline(timeout_ms), left;
+	int step = ATTACH_WAIT_FIRST_MS, r;
+
+	while ((r = attach_once(c, name, attach_try_deadline(c, deadline),
+				out)) == MB_ENOTREADY || r == MB_ENOMODEL) {
+		left = deadline < 0 ? step : deadline - client_now_ms();
+		if (left < 0)
+			left = 0;
+		poll(NULL, 0, left < step ? (int)left : step);
+		/* Time is up: the last refusal says why. */
+		if (left <= step && deadline >= 0)
+			break;
+		step = step * 2 > ATTACH_WAIT_MAX_MS ? ATTACH_WAIT_MAX_MS
+						     : step * 2;
+	}
+	return r;
 }
 
 void

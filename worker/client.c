@@ -1,23 +1,82 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * client.c - libmbroker's connection to the broker: connect and hello,
- * the request/reply round trip, and the events (unload, shutdown, broker
- * lost) that arrive between replies and wait in a queue for
- * mb_next_event.  Never prints, never raises SIGPIPE (MSG_NOSIGNAL).
+ * client.c - libmbroker's connection to the broker: connect, the check of
+ * who serves the socket, hello, the request/reply round trip with its
+ * deadline, and the events (unload, shutdown, broker lost) that arrive
+ * between replies and wait in a queue for mb_next_event.  The queue is
+ * mirrored by an eventfd so that mb_event_fd polls readable while it holds
+ * an event.  Never prints, never raises SIGPIPE (MSG_NOSIGNAL).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
 #include "errors.h"
+
+/* How often a connect is retried while the broker's backlog is full. */
+#define CLIENT_CONNECT_RETRY_MS 10
+
+int64_t
+client_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+client_deadline(int timeout_ms)
+{
+	return timeout_ms < 0 ? -1 : client_now_ms() + timeout_ms;
+}
+
+/* Polls the connection for events until deadline (-1: forever, a past
+ * one: just looks).  Returns 0 when ready, -ETIMEDOUT or -errno. */
+static int
+client_poll(struct mb_client *c, short events, int64_t deadline)
+{
+	struct pollfd p = {.fd = c->fd, .events = events};
+
+	for (;;) {
+		int64_t left = deadline < 0 ? -1 : deadline - client_now_ms();
+		int n;
+
+		if (deadline >= 0 && left < 0)
+			left = 0;
+		n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n == 0 && deadline >= 0 && client_now_ms() >= deadline)
+			return -ETIMEDOUT;
+	}
+}
+
+/* Makes the eventfd say whether the queue holds an event. */
+static void
+client_pending_sync(struct mb_client *c)
+{
+	uint64_t v = 1;
+
+	if (c->events != NULL)
+		(void)!write(c->pending, &v, sizeof v);
+	else
+		(void)!read(c->pending, &v, sizeof v);
+}
 
 static void
 client_queue(struct mb_client *c, const struct mb_event *ev)
@@ -32,6 +91,8 @@ client_queue(struct mb_client *c, const struct mb_event *ev)
 	else
 		c->events = e;
 	c->events_tail = e;
+	if (c->events == e)
+		client_pending_sync(c);
 }
 
 static void
@@ -72,28 +133,49 @@ client_take_event(struct mb_client *c, const json_t *msg)
 }
 
 /*
- * Reads one message (blocking unless flags has MSG_DONTWAIT).  Returns a
- * new object, or NULL with *err set: -EAGAIN, MB_ELOST or MB_EPROTOCOL.
+ * A reply nobody waits for any more (its request timed out, or an ack's):
+ * dropped, but an attachment it granted is handed back at once, so that
+ * the broker does not wait for a worker that never mapped it.
+ */
+static void
+client_drop_stale(struct mb_client *c, const json_t *msg)
+{
+	const json_t *att = json_object_get(msg, "attachment");
+	char text[96];
+	int len;
+
+	if (!json_is_true(json_object_get(msg, "ok")) || !json_is_integer(att))
+		return;
+	len = snprintf(text, sizeof text,
+		       "{\"id\":%lld,\"op\":\"detach\",\"attachment\":%lld}",
+		       (long long)++c->next_id,
+		       (long long)json_integer_value(att));
+	(void)wire_send(c->fd, text, (size_t)len, -1, MSG_DONTWAIT);
+}
+
+/*
+ * Reads one message, waiting until deadline (a past one: only what is
+ * there).  Returns a new object, or NULL with *err set: -ETIMEDOUT,
+ * MB_ELOST, MB_EPROTOCOL or -errno.
  */
 static json_t *
-client_read(struct mb_client *c, int flags, int *fd, int *err)
+client_read(struct mb_client *c, int64_t deadline, int *fd, int *err)
 {
 	char reason[128];
 	json_t *msg;
 	ssize_t n;
 
-	n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, flags);
+	/* Reads first and polls only when nothing is there yet: a reply to
+	 * a quick request costs no extra system call. */
+	while ((n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd,
+			      MSG_DONTWAIT)) == -EAGAIN)
+		if ((*err = client_poll(c, POLLIN, deadline)) < 0)
+			return NULL;
 	/* The broker closed with our request unread (it refused us): the
 	 * kernel reports the reset first, then still delivers what it said
 	 * before closing. */
 	if (n == -ECONNRESET)
 		n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, MSG_DONTWAIT);
-	if (n == -EAGAIN && !(flags & MSG_DONTWAIT))
-		n = 0;
-	if (n == -EAGAIN) {
-		*err = -EAGAIN;
-		return NULL;
-	}
 	if (n <= 0) {
 		client_mark_lost(c);
 		*err = MB_ELOST;
@@ -131,7 +213,7 @@ static int
 client_refused(struct mb_client *c)
 {
 	int fd, err = 0, r = MB_ELOST;
-	json_t *msg = client_read(c, MSG_DONTWAIT, &fd, &err);
+	json_t *msg = client_read(c, 0, &fd, &err);
 
 	if (fd >= 0)
 		close(fd);
@@ -142,18 +224,14 @@ client_refused(struct mb_client *c)
 	return r;
 }
 
-int
-client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
+int64_t
+client_send(struct mb_client *c, json_t *req, int64_t deadline)
 {
 	int64_t id = ++c->next_id;
 	char *text;
 	size_t len;
 	int r;
 
-	if (reply != NULL)
-		*reply = NULL;
-	if (fd_out != NULL)
-		*fd_out = -1;
 	c->last_error[0] = '\0';
 	if (c->lost)
 		return MB_ELOST;
@@ -169,20 +247,41 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 			 WIRE_MAX_REPLY);
 		return MB_ELIMIT;
 	}
-	r = wire_send(c->fd, text, len, -1, 0);
+	while ((r = wire_send(c->fd, text, len, -1, MSG_DONTWAIT)) == -EAGAIN &&
+	       (r = client_poll(c, POLLOUT, deadline)) == 0)
+		;
 	free(text);
+	if (r == -ETIMEDOUT)
+		snprintf(c->last_error, sizeof c->last_error,
+			 "the broker did not take the request in time");
 	if (r == -EPIPE || r == -ECONNRESET)
 		return client_refused(c);
-	if (r < 0)
-		return r;
+	return r < 0 ? r : id;
+}
+
+int
+client_wait(struct mb_client *c, int64_t id, int64_t deadline,
+	    json_t **reply, int *fd_out)
+{
+	int64_t start = client_now_ms();
+	int r;
+
+	if (reply != NULL)
+		*reply = NULL;
+	if (fd_out != NULL)
+		*fd_out = -1;
 	for (;;) {
 		int fd, err = 0;
-		json_t *msg = client_read(c, 0, &fd, &err);
+		json_t *msg = client_read(c, deadline, &fd, &err);
 		const json_t *rid;
 
 		if (msg == NULL) {
 			if (err == MB_EPROTOCOL)
 				continue;
+			if (err == -ETIMEDOUT)
+				snprintf(c->last_error, sizeof c->last_error,
+					 "no reply from the broker in %lld ms",
+					 (long long)(client_now_ms() - start));
 			return err;
 		}
 		rid = json_object_get(msg, "id");
@@ -192,9 +291,12 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 		    (json_is_integer(rid) && json_integer_value(rid) != id) ||
 		    (!json_is_integer(rid) &&
 		     !json_is_false(json_object_get(msg, "ok")))) {
-			/* An event, or the reply to an mb_ack. */
-			if (fd >= 0)
+			/* An event, the reply to an mb_ack or to a request
+			 * that timed out. */
+			if (fd >= 0) {
 				close(fd);
+				client_drop_stale(c, msg);
+			}
 			json_decref(msg);
 			continue;
 		}
@@ -212,20 +314,37 @@ client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
 	}
 }
 
+int
+client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
+{
+	int64_t deadline = client_deadline(c->timeout_ms);
+	int64_t id = client_send(c, req, deadline);
+
+	if (reply != NULL)
+		*reply = NULL;
+	if (fd_out != NULL)
+		*fd_out = -1;
+	if (id < 0)
+		return (int)id;
+	return client_wait(c, id, deadline, reply, fd_out);
+}
+
 /* Says hello; on success opens the ack semaphore the broker named. */
 static int
-client_hello(struct mb_client *c, const char *role)
+client_hello(struct mb_client *c, const char *role, int64_t deadline)
 {
 	json_t *req = json_pack("{s:s, s:i, s:s}", "op", "hello", "version",
 				MB_PROTOCOL_VERSION, "role", role);
 	json_t *reply = NULL;
 	const json_t *sem;
+	int64_t id;
 	int r;
 
 	if (req == NULL)
 		return -ENOMEM;
-	r = client_call(c, req, &reply, NULL);
+	id = client_send(c, req, deadline);
 	json_decref(req);
+	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, NULL);
 	if (r == 0) {
 		sem = json_object_get(reply, "ack_semaphore");
 		/* Without it the ack message alone still counts. */
@@ -236,16 +355,108 @@ client_hello(struct mb_client *c, const char *role)
 	return r;
 }
 
+/* The uid the broker must run as (besides root): want, else
+ * $MBROKER_BROKER_UID, else -1 for our own.  -EINVAL when malformed. */
+static int64_t
+client_expected_uid(int64_t want)
+{
+	const char *env = getenv("MBROKER_BROKER_UID");
+	char *end;
+	long long v;
+
+	if (want >= 0 || env == NULL || *env == '\0')
+		return want < 0 ? -1 : want;
+	errno = 0;
+	v = strtoll(env, &end, 10);
+	if (*end != '\0' || errno != 0 || v < 0 || v > UINT32_MAX - 1LL)
+		return -EINVAL;
+	return v;
+}
+
+/*
+ * Refuses a socket served by a process that is neither root, nor the
+ * expected uid (by default ours): anyone could have bound it first.
+ */
+static int
+client_check_peer(struct mb_client *c, int64_t want, char *why,
+		  size_t whylen)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	int64_t expect = client_expected_uid(want);
+	char trusted[32];
+
+	if (expect == -EINVAL) {
+		snprintf(why, whylen, "MBROKER_BROKER_UID is not a uid");
+		return -EINVAL;
+	}
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid == 0 || (expect >= 0 && cred.uid == (uid_t)expect) ||
+	    (expect < 0 && (cred.uid == getuid() || cred.uid == geteuid())))
+		return 0;
+	if (expect < 0)
+		expect = geteuid();
+	snprintf(trusted, sizeof trusted, "uid %lld or ", (long long)expect);
+	snprintf(why, whylen,
+		 "it is served by uid %u (pid %d), not by %sroot%s",
+		 (unsigned)cred.uid, (int)cred.pid, expect == 0 ? "" : trusted,
+		 want < 0 && getenv("MBROKER_BROKER_UID") == NULL
+			 ? " (set MBROKER_BROKER_UID to trust it)" : "");
+	return MB_EPEER;
+}
+
+/* Connects the socket, retrying while the broker's backlog is full. */
+static int
+client_connect_socket(struct mb_client *c, const struct sockaddr_un *sun,
+		      int64_t deadline)
+{
+	while (connect(c->fd, (const struct sockaddr *)sun, sizeof *sun) < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (deadline >= 0 && client_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		poll(NULL, 0, CLIENT_CONNECT_RETRY_MS);
+	}
+	return 0;
+}
+
+/* The client's descriptors: the socket, the queue's eventfd, the epoll
+ * instance over both. */
+static int
+client_open_fds(struct mb_client *c)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+
+	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		       0);
+	c->pending = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (c->fd < 0 || c->pending < 0 || c->epfd < 0)
+		return -errno;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0 ||
+	    epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->pending, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
 int
-client_connect(const char *path, const char *role, struct mb_client **out,
+client_connect(const struct client_params *p, struct mb_client **out,
 	       char *why, size_t whylen)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	char def[sizeof sun.sun_path];
+	int64_t deadline = client_deadline(p->timeout_ms);
+	char def[sizeof sun.sun_path], ignored[8];
+	const char *path = p->path;
 	struct mb_client *c;
 	int r;
 
 	*out = NULL;
+	if (why == NULL) {
+		why = ignored;
+		whylen = sizeof ignored;
+	}
+	why[0] = '\0';
 	if (path == NULL) {
 		if ((r = mb_default_socket_path(def, sizeof def)) < 0)
 			return r;
@@ -256,35 +467,48 @@ client_connect(const char *path, const char *role, struct mb_client **out,
 	strcpy(sun.sun_path, path);
 	if ((c = calloc(1, sizeof *c)) == NULL)
 		return -ENOMEM;
+	c->fd = c->pending = c->epfd = -1;
+	c->timeout_ms = -1;
 	c->sem = SEM_FAILED;
 	c->ack_len = (size_t)snprintf(c->ack_msg, sizeof c->ack_msg,
 				      "{\"id\":%d,\"op\":\"ack\"}",
 				      CLIENT_ACK_ID);
-	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		r = -errno;
-		free(c);
-		return r;
-	}
-	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-		r = -errno;
-		mb_close(c);
-		return r;
-	}
-	if ((r = client_hello(c, role)) < 0) {
-		if (why != NULL)
-			snprintf(why, whylen, "%s", c->last_error);
-		mb_close(c);
-		return r;
+	if ((r = client_open_fds(c)) < 0 ||
+	    (r = client_connect_socket(c, &sun, deadline)) < 0 ||
+	    (r = client_check_peer(c, p->broker_uid, why, whylen)) < 0)
+		goto fail;
+	if ((r = client_hello(c, p->role, deadline)) < 0) {
+		snprintf(why, whylen, "%s", c->last_error);
+		goto fail;
 	}
 	*out = c;
 	return 0;
+fail:
+	mb_close(c);
+	return r;
 }
 
 int
 mb_connect(const char *socket_path, struct mb_client **out)
 {
-	return client_connect(socket_path, "worker", out, NULL, 0);
+	return mb_connect_ex(socket_path, -1, -1, out);
+}
+
+int
+mb_connect_ex(const char *socket_path, int64_t broker_uid, int timeout_ms,
+	      struct mb_client **out)
+{
+	struct client_params p = {.path = socket_path, .role = "worker",
+				  .broker_uid = broker_uid,
+				  .timeout_ms = timeout_ms};
+
+	return client_connect(&p, out, NULL, 0);
+}
+
+void
+mb_set_timeout(struct mb_client *c, int timeout_ms)
+{
+	c->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
 }
 
 void
@@ -311,6 +535,10 @@ mb_close(struct mb_client *c)
 		sem_close(c->sem);
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->pending >= 0)
+		close(c->pending);
+	if (c->epfd >= 0)
+		close(c->epfd);
 	free(c);
 }
 
@@ -323,7 +551,7 @@ mb_last_error(const struct mb_client *c)
 int
 mb_event_fd(const struct mb_client *c)
 {
-	return c->fd;
+	return c->epfd;
 }
 
 int
@@ -333,23 +561,31 @@ mb_next_event(struct mb_client *c, struct mb_event *out)
 
 	while (c->events == NULL && !c->lost) {
 		int fd, err = 0;
-		json_t *msg = client_read(c, MSG_DONTWAIT, &fd, &err);
+		json_t *msg = client_read(c, 0, &fd, &err);
 
-		if (fd >= 0)
-			close(fd);
 		if (msg == NULL) {
 			if (err == MB_EPROTOCOL)
 				continue;
 			break;
 		}
-		client_take_event(c, msg); /* anything else: a stale reply */
+		/* Anything but an event: a reply nobody waits for. */
+		if (!client_take_event(c, msg) && fd >= 0)
+			client_drop_stale(c, msg);
+		if (fd >= 0)
+			close(fd);
 		json_decref(msg);
 	}
-	if ((e = c->events) == NULL)
+	/* Also when nothing was queued: a process that shares the connection
+	 * after a fork may have left the eventfd set. */
+	if ((e = c->events) == NULL) {
+		client_pending_sync(c);
 		return 0;
+	}
 	c->events = e->next;
-	if (c->events == NULL)
+	if (c->events == NULL) {
 		c->events_tail = NULL;
+		client_pending_sync(c);
+	}
 	*out = e->ev;
 	free(e);
 	return 1;

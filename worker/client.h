@@ -9,6 +9,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -34,8 +35,17 @@ struct client_event {
 	struct mb_event ev;
 };
 
+/*
+ * fd is the connection (non-blocking: every wait is a poll with a
+ * deadline); pending an eventfd that is readable exactly while the event
+ * queue is not empty; epfd, what mb_event_fd returns, watches both, so it
+ * polls readable whether an event waits in the socket or in the queue.
+ */
 struct mb_client {
 	int fd;
+	int pending;
+	int epfd;
+	int timeout_ms; /* each round trip; -1: no bound (mb_set_timeout) */
 	sem_t *sem;
 	int64_t next_id;
 	bool lost;
@@ -50,21 +60,47 @@ struct mb_client {
 	char buf[WIRE_MAX_REPLY + 1];
 };
 
-/*
- * Connects and says hello with role ("worker", "admin").  0 or an error;
- * *out is a new client.  When the broker refused, its message goes to why
- * (which may be NULL).
- */
-int client_connect(const char *path, const char *role, struct mb_client **out,
-		   char *why, size_t whylen);
+/* What to expect of the connection: see mb_connect_ex. */
+struct client_params {
+	const char *path;    /* NULL: mb_default_socket_path */
+	const char *role;    /* "worker", "admin" */
+	int64_t broker_uid;  /* -1: $MBROKER_BROKER_UID, else ours or root */
+	int timeout_ms;      /* connect and hello; -1: no bound */
+};
 
 /*
- * Sends req (its "id" is set here) and waits for the reply with that id;
- * events that arrive meanwhile are queued.  *reply gets the reply (new
- * reference) and *fd a descriptor that came with it (or -1); either may be
- * NULL.  Returns 0 when the reply is ok, its error code when not (message
- * in last_error), or a transport error.
+ * Connects, checks who serves the socket and says hello.  0 or an error;
+ * *out is a new client.  When the broker refused or is not who was
+ * expected, the reason goes to why (which may be NULL).
  */
+int client_connect(const struct client_params *p, struct mb_client **out,
+		   char *why, size_t whylen);
+
+/* The absolute CLOCK_MONOTONIC deadline (ms) timeout_ms from now; -1 for a
+ * negative timeout (no deadline). */
+int64_t client_deadline(int timeout_ms);
+/* The current CLOCK_MONOTONIC time in ms. */
+int64_t client_now_ms(void);
+
+/*
+ * Sends req with a new "id" (set here), waiting for room until deadline.
+ * Returns the id (> 0), or MB_ELOST, MB_ELIMIT, -ETIMEDOUT or -errno.
+ */
+int64_t client_send(struct mb_client *c, json_t *req, int64_t deadline);
+
+/*
+ * Waits until deadline (-1: forever) for the reply to request id; events
+ * that arrive meanwhile are queued.  *reply gets the reply (new reference)
+ * and *fd a descriptor that came with it (or -1); either may be NULL.
+ * Returns 0 when the reply is ok, its error code when not (message in
+ * last_error), -ETIMEDOUT when the deadline passed first (the request
+ * stays outstanding: wait again, or its late reply is dropped), or a
+ * transport error.
+ */
+int client_wait(struct mb_client *c, int64_t id, int64_t deadline,
+		json_t **reply, int *fd);
+
+/* client_send then client_wait, bounded by the client's timeout_ms. */
 int client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd);
 
 /* Frees an attachment handle whose mapping is already gone (attach.c). */

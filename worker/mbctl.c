@@ -3,7 +3,8 @@
  * mbctl.c - the admin CLI, a client of libmbroker: one command per call,
  * tables for people by default, the broker's reply as it came with --json.
  * Exit status: 0 success, 1 the broker refused or failed, 2 usage, 3 no
- * broker to talk to.
+ * broker to talk to (none, one silent for --timeout, or one of a uid that
+ * is not trusted).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,8 +18,14 @@
 #include "client.h"
 #include "mbctl.h"
 
+/* --timeout when not given, and how often a long wait checks that the
+ * broker still answers. */
+#define MBCTL_TIMEOUT_MS 10000
+#define MBCTL_PROBE_MS 1000
+
 static const char mbctl_usage[] =
-	"usage: mbctl [--socket PATH] [--json] COMMAND\n"
+	"usage: mbctl [--socket PATH] [--json] [--timeout S]\n"
+	"             [--broker-uid UID] COMMAND\n"
 	"\n"
 	"  ping                        check that the broker answers\n"
 	"  load NAME PATH [--format raw|safetensors] [--wait]\n"
@@ -34,8 +41,14 @@ static const char mbctl_usage[] =
 	"The socket defaults to $MBROKER_SOCKET, else\n"
 	"$XDG_RUNTIME_DIR/mbroker/default.sock, else\n"
 	"/tmp/mbroker-<uid>/default.sock.\n"
+	"--timeout S (default 10): give up on a broker silent for S s (one\n"
+	"that is stopped or hung); load --wait, unload and shutdown wait as\n"
+	"long as the broker keeps answering within S s.\n"
+	"--broker-uid UID: trust a broker of that uid (default\n"
+	"$MBROKER_BROKER_UID, else only our own uid or root).\n"
 	"Exit status: 0 success, 1 refused or failed (the broker's message on\n"
-	"stderr), 2 usage, 3 cannot reach the broker.\n";
+	"stderr), 2 usage, 3 cannot reach the broker, it is not who was\n"
+	"expected, or it did not answer in time.\n";
 
 
 static __attribute__((noreturn)) void
@@ -73,13 +86,86 @@ mbctl_str(const json_t *o, const char *key)
 	return s != NULL ? s : "";
 }
 
-/* Sends req (taken), prints the outcome; returns the exit status. */
-static int
-mbctl_call(struct mbctl *m, json_t *req, json_t **reply)
+int
+mbctl_connect(const struct mbctl *m, struct mb_client **out, char *why,
+	      size_t whylen)
 {
-	int r = client_call(m->client, req, reply, NULL);
+	struct client_params p = {.path = m->socket, .role = "admin",
+				  .broker_uid = m->broker_uid,
+				  .timeout_ms = m->timeout_ms};
+	int r = client_connect(&p, out, why, whylen);
 
+	if (r == 0)
+		mb_set_timeout(*out, m->timeout_ms);
+	return r;
+}
+
+/*
+ * Waits for the reply to request id, which the broker may take long to
+ * give by design (a load to finish, workers to let go).  As long as the
+ * broker answers a ping on a second connection within --timeout it is
+ * waited for; when it does not (stopped, or hung), -ETIMEDOUT.
+ */
+static int
+mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
+{
+	json_t *ping = json_pack("{s:s}", "op", "ping");
+	struct mb_client *probe = NULL;
+	int r;
+
+	mbctl_connect(m, &probe, NULL, 0);
+	while ((r = client_wait(m->client, id, client_deadline(MBCTL_PROBE_MS),
+				reply, NULL)) == -ETIMEDOUT) {
+		/* No second connection (the broker is going away): only
+		 * --timeout more for the reply itself. */
+		if (probe == NULL) {
+			r = client_wait(m->client, id,
+					client_deadline(m->timeout_ms), reply,
+					NULL);
+			break;
+		}
+		if ((r = client_call(probe, ping, NULL, NULL)) == -ETIMEDOUT)
+			break;
+		if (r < 0) {
+			mb_close(probe);
+			probe = NULL;
+		}
+	}
+	json_decref(ping);
+	mb_close(probe);
+	return r;
+}
+
+/* Says that the broker was silent for --timeout; returns exit status 3. */
+static int
+mbctl_timed_out(const struct mbctl *m)
+{
+	fprintf(stderr, "mbctl: the broker at %s did not answer within %g s "
+		"(--timeout); is it stopped?\n", m->socket,
+		m->timeout_ms / 1000.0);
+	return 3;
+}
+
+/*
+ * Sends req (taken), prints the outcome; returns the exit status.  A
+ * request that waits by design (waits) is waited for while the broker
+ * lives; any other is bounded by --timeout.
+ */
+static int
+mbctl_call(struct mbctl *m, json_t *req, bool waits, json_t **reply)
+{
+	int64_t deadline = client_deadline(m->timeout_ms), id;
+	int r;
+
+	*reply = NULL;
+	id = client_send(m->client, req, deadline);
 	json_decref(req);
+	if (id < 0)
+		r = (int)id;
+	else if (waits)
+		r = mbctl_wait_alive(m, id, reply);
+	else
+		r = client_wait(m->client, id, deadline, reply, NULL);
 	if (m->json && *reply != NULL) {
 		char *s = json_dumps(*reply, JSON_COMPACT);
 
@@ -89,6 +175,8 @@ mbctl_call(struct mbctl *m, json_t *req, json_t **reply)
 	}
 	if (r == 0)
 		return 0;
+	if (r == -ETIMEDOUT)
+		return mbctl_timed_out(m);
 	if (mb_last_error(m->client)[0] != '\0')
 		fprintf(stderr, "mbctl: %s (%s)\n", mb_last_error(m->client),
 			mb_strerror(r));
@@ -149,7 +237,7 @@ mbctl_paged(struct mbctl *m, const char *op, const char *key,
 	do {
 		reply = NULL;
 		r = mbctl_call(m, json_pack("{s:s, s:I}", "op", op, "offset",
-					    offset), &reply);
+					    offset), false, &reply);
 		if (r == 0 && !m->json)
 			json_array_foreach(json_object_get(reply, key), i, item)
 				print(item);
@@ -182,7 +270,8 @@ mbctl_stats(struct mbctl *m)
 {
 	json_t *reply = NULL, *v;
 	const char *key;
-	int r = mbctl_call(m, json_pack("{s:s}", "op", "stats"), &reply);
+	int r = mbctl_call(m, json_pack("{s:s}", "op", "stats"), false,
+			   &reply);
 
 	if (r == 0 && !m->json) {
 		json_object_foreach(reply, key, v) {
@@ -243,7 +332,7 @@ mbctl_unload(struct mbctl *m, int argc, char **argv)
 	req = json_pack("{s:s, s:s}", "op", "unload", "name", argv[1]);
 	if (timeout >= 0)
 		json_object_set_new(req, "timeout", json_real(timeout));
-	r = mbctl_call(m, req, &reply);
+	r = mbctl_call(m, req, true, &reply);
 	if (r == 0 && !m->json) {
 		snprintf(what, sizeof what, "%s unloaded in %lld ms", argv[1],
 			 (long long)mbctl_int(reply, "waited_ms"));
@@ -263,7 +352,7 @@ mbctl_shutdown(struct mbctl *m, int argc, char **argv)
 
 	if (timeout >= 0)
 		json_object_set_new(req, "timeout", json_real(timeout));
-	r = mbctl_call(m, req, &reply);
+	r = mbctl_call(m, req, true, &reply);
 	if (r == 0 && !m->json) {
 		snprintf(what, sizeof what, "shutdown complete in %lld ms, %lld "
 			 "model(s) unloaded", (long long)mbctl_int(reply, "elapsed_ms"),
@@ -305,8 +394,8 @@ mbctl_load(struct mbctl *m, int argc, char **argv)
 	if (format != NULL)
 		json_object_set_new(req, "format", json_string(format));
 	if (wait && !m->json)
-		progress = mbctl_progress_start(m->socket, argv[1]);
-	r = mbctl_call(m, req, &reply);
+		progress = mbctl_progress_start(m, argv[1]);
+	r = mbctl_call(m, req, wait, &reply);
 	mbctl_progress_stop(progress);
 	if (r == 0 && !m->json) {
 		mbctl_size(size, sizeof size, mbctl_int(reply, "size"));
@@ -332,7 +421,7 @@ mbctl_ping(struct mbctl *m)
 	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	r = mbctl_call(m, json_pack("{s:s}", "op", "ping"), &reply);
+	r = mbctl_call(m, json_pack("{s:s}", "op", "ping"), false, &reply);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	if (r == 0 && !m->json)
 		printf("pong in %.0f us\n", (b.tv_sec - a.tv_sec) * 1e6 +
@@ -368,6 +457,30 @@ mbctl_run(struct mbctl *m, int argc, char **argv)
 	mbctl_usage_exit("unknown command or arguments", cmd);
 }
 
+/* The global --timeout: seconds, more than 0, as milliseconds. */
+static int
+mbctl_timeout_ms(const char *arg)
+{
+	char *end;
+	double v = strtod(arg, &end);
+
+	if (*end != '\0' || end == arg || !(v > 0) || v > INT_MAX / 1000)
+		mbctl_usage_exit("--timeout wants seconds, got", arg);
+	return v * 1000 < 1 ? 1 : (int)(v * 1000);
+}
+
+/* --broker-uid: a decimal uid. */
+static int64_t
+mbctl_uid(const char *arg)
+{
+	char *end;
+	long long v = strtoll(arg, &end, 10);
+
+	if (*end != '\0' || end == arg || v < 0 || v >= UINT32_MAX)
+		mbctl_usage_exit("--broker-uid wants a uid, got", arg);
+	return v;
+}
+
 static bool
 mbctl_known(const char *cmd)
 {
@@ -384,7 +497,7 @@ mbctl_known(const char *cmd)
 int
 main(int argc, char **argv)
 {
-	struct mbctl m = {0};
+	struct mbctl m = {.timeout_ms = MBCTL_TIMEOUT_MS, .broker_uid = -1};
 	char def[PATH_MAX], why[512] = "";
 	int i, r;
 
@@ -393,6 +506,10 @@ main(int argc, char **argv)
 			m.json = true;
 		else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
 			m.socket = argv[++i];
+		else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+			m.timeout_ms = mbctl_timeout_ms(argv[++i]);
+		else if (strcmp(argv[i], "--broker-uid") == 0 && i + 1 < argc)
+			m.broker_uid = mbctl_uid(argv[++i]);
 		else if (strcmp(argv[i], "--help") == 0) {
 			fputs(mbctl_usage, stdout);
 			return 0;
@@ -405,8 +522,9 @@ main(int argc, char **argv)
 		mbctl_usage_exit("unknown command", argv[i]);
 	if (m.socket == NULL && mb_default_socket_path(def, sizeof def) == 0)
 		m.socket = def;
-	if ((r = client_connect(m.socket, "admin", &m.client, why,
-				sizeof why)) < 0) {
+	if ((r = mbctl_connect(&m, &m.client, why, sizeof why)) == -ETIMEDOUT)
+		return mbctl_timed_out(&m);
+	if (r < 0) {
 		fprintf(stderr, "mbctl: cannot reach the broker at %s: %s%s%s\n",
 			m.socket != NULL ? m.socket : "?", mb_strerror(r),
 			why[0] != '\0' ? ": " : "", why);

@@ -7,14 +7,22 @@
 #define MB_WORKER_MBCTL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
 struct mbctl {
 	const char *socket;
 	bool json;
+	int timeout_ms;     /* --timeout: how long the broker may be silent */
+	int64_t broker_uid; /* --broker-uid, -1 when not given */
 	struct mb_client *client;
 };
+
+/* Connects to the broker m names with role "admin", bounded by
+ * --timeout; 0 or an error, with the reason in why. */
+int mbctl_connect(const struct mbctl *m, struct mb_client **out, char *why,
+		  size_t whylen);
 
 /* Formatting of reply fields for people. */
 void mbctl_size(char *buf, size_t len, json_int_t bytes);
@@ -27,7 +35,7 @@ int mbctl_workers(struct mbctl *m);
 /* Shows a load's progress on stderr (a bar on a terminal, a line each
  * tenth otherwise) from a thread of its own until mbctl_progress_stop. */
 struct mbctl_progress;
-struct mbctl_progress *mbctl_progress_start(const char *socket,
+struct mbctl_progress *mbctl_progress_start(const struct mbctl *m,
 					    const char *name);
 void mbctl_progress_stop(struct mbctl_progress *p);
 

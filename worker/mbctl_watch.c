@@ -6,6 +6,7 @@
  * first waits for the load's reply; and `mbctl top`, a refreshing view of
  * models, workers and memory.
  */
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,7 +22,7 @@
 struct mbctl_progress {
 	pthread_t thread;
 	atomic_bool done;
-	const char *socket;
+	const struct mbctl *m;
 	const char *name;
 	bool tty;
 };
@@ -82,7 +83,7 @@ mbctl_progress_run(void *arg)
 	int last_tenth = -1;
 	bool shown = false;
 
-	if (client_connect(p->socket, "admin", &c, NULL, 0) < 0) {
+	if (mbctl_connect(p->m, &c, NULL, 0) < 0) {
 		json_decref(req);
 		return NULL;
 	}
@@ -113,13 +114,13 @@ mbctl_progress_run(void *arg)
 }
 
 struct mbctl_progress *
-mbctl_progress_start(const char *socket, const char *name)
+mbctl_progress_start(const struct mbctl *m, const char *name)
 {
 	struct mbctl_progress *p = calloc(1, sizeof *p);
 
 	if (p == NULL)
 		return NULL;
-	p->socket = socket;
+	p->m = m;
 	p->name = name;
 	p->tty = isatty(STDERR_FILENO);
 	if (pthread_create(&p->thread, NULL, mbctl_progress_run, p) != 0) {
@@ -153,7 +154,7 @@ mbctl_top_once(struct mbctl *m, bool tty)
 	if (r < 0) {
 		json_decref(reply);
 		fprintf(stderr, "mbctl: %s\n", mb_strerror(r));
-		return r == MB_ELOST ? 3 : 1;
+		return r == MB_ELOST || r == -ETIMEDOUT ? 3 : 1;
 	}
 	if (tty)
 		printf("\033[H\033[2J");

@@ -21,15 +21,25 @@ The broker also sends a signal (SIGUSR1 by default) whose default action
 ends the process: call ``mbroker.handle_unload_signal(client)`` to ack from
 a handler, or ``handle_unload_signal(client, ack=False)`` to ignore it and
 act on the events.
+
+``connect(path, timeout=S)`` bounds the connect and hello, ``client.timeout``
+each later round trip, and ``client.attach_wait(name, S)`` waits for a
+model to become READY; past a bound they raise TimeoutError.  The broker
+must run as this process's uid or root (or ``broker_uid=``, or
+$MBROKER_BROKER_UID): anyone else serving the socket raises UntrustedBroker.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import mmap
 import os
+import select
 import signal
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -56,6 +66,22 @@ class BrokerError(Exception):
 
 class BrokerLost(ConnectionError):
     """The connection to the broker closed; mappings stay valid."""
+
+
+class UntrustedBroker(ConnectionError):
+    """The socket is served by a process of another uid than expected (own
+    uid or root, or the one given): it is refused before anything is sent."""
+
+    def __init__(self, path: str, uid: int, pid: int, expected: str):
+        super().__init__(f"{path} is served by uid {uid} (pid {pid}), "
+                         f"not by {expected}")
+        self.uid = uid
+        self.pid = pid
+
+
+class AttachCancelled(Exception):
+    """An ack (from a signal handler) ran while attach waited for its reply:
+    the new attachment was handed back at once, as the ack asked."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,50 @@ def default_socket_path() -> str:
     if runtime.startswith("/"):
         return os.path.join(runtime, "mbroker", "default.sock")
     return f"/tmp/mbroker-{os.getuid()}/default.sock"
+
+
+def _expected_uid(broker_uid: Optional[int]) -> Optional[int]:
+    """The uid the broker may run as besides root: broker_uid, else
+    $MBROKER_BROKER_UID, else None for our own."""
+    if broker_uid is not None:
+        return broker_uid
+    env = os.environ.get("MBROKER_BROKER_UID", "")
+    if not env:
+        return None
+    if not env.isdigit():
+        raise ValueError(f"MBROKER_BROKER_UID is not a uid: {env!r}")
+    return int(env)
+
+
+class _Semaphore:
+    """The broker's ack semaphore, opened by name through libc; posting it
+    wakes the broker at once (the ack message is what counts)."""
+
+    def __init__(self, name: str):
+        self._libc = None
+        self._sem = None
+        for lib in (None, ctypes.util.find_library("pthread")):
+            try:
+                libc = ctypes.CDLL(lib, use_errno=True)
+                libc.sem_open.restype = ctypes.c_void_p
+                libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+                libc.sem_post.argtypes = [ctypes.c_void_p]
+                libc.sem_close.argtypes = [ctypes.c_void_p]
+            except (OSError, AttributeError):
+                continue
+            self._libc = libc
+            break
+        if self._libc is not None:
+            self._sem = self._libc.sem_open(name.encode(), 0) or None
+
+    def post(self) -> None:
+        if self._sem is not None:
+            self._libc.sem_post(self._sem)
+
+    def close(self) -> None:
+        if self._sem is not None:
+            self._libc.sem_close(self._sem)
+            self._sem = None
 
 
 def _parse_safetensors(buf: memoryview) -> Dict[str, TensorInfo]:
@@ -173,22 +243,76 @@ class Attachment:
 
 
 class Client:
-    """A connection to mbrokerd.  Not thread-safe; one per process."""
+    """A connection to mbrokerd.  Not thread-safe; one per process.
 
-    def __init__(self, path: Optional[str] = None, role: str = "worker"):
+    ``timeout`` (seconds) bounds the connect and hello; afterwards the
+    ``timeout`` attribute bounds each round trip (None: no bound), past
+    which TimeoutError is raised and the late reply is dropped when it
+    comes.  ``broker_uid`` is the uid the broker may run as besides root
+    (default: $MBROKER_BROKER_UID, else this process's own)."""
+
+    _CONNECT_RETRY = 0.01
+
+    def __init__(self, path: Optional[str] = None, role: str = "worker",
+                 timeout: Optional[float] = None,
+                 broker_uid: Optional[int] = None):
         self.path = path or default_socket_path()
         self.lost = False
+        self.timeout: Optional[float] = None
         self._next_id = 0
+        self._acks = 0
+        self._sem: Optional[_Semaphore] = None
         self._events: List[Event] = []
         self._attachments: List[Attachment] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._pending = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._epoll = select.epoll()
         try:
-            self._sock.connect(self.path)
-            self.hello = self.request("hello", version=PROTOCOL_VERSION,
-                                      role=role)
+            self._sock.setblocking(False)
+            self._epoll.register(self._sock, select.EPOLLIN)
+            self._epoll.register(self._pending, select.EPOLLIN)
+            deadline = self._deadline(timeout)
+            self._connect(deadline)
+            self._check_peer(broker_uid)
+            self.hello, _ = self._call("hello", {"version": PROTOCOL_VERSION,
+                                                 "role": role}, deadline)
+            if isinstance(self.hello.get("ack_semaphore"), str):
+                self._sem = _Semaphore(self.hello["ack_semaphore"])
         except BaseException:
-            self._sock.close()
+            self.close()
             raise
+
+    @staticmethod
+    def _deadline(timeout: Optional[float]) -> Optional[float]:
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _connect(self, deadline: Optional[float]) -> None:
+        """Connects, retrying while the broker's backlog is full."""
+        while True:
+            try:
+                self._sock.connect(self.path)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self.path}: the broker accepts "
+                                       "no connection") from None
+                time.sleep(self._CONNECT_RETRY)
+
+    def _check_peer(self, broker_uid: Optional[int]) -> None:
+        """Refuses a socket served by anyone but root or the expected uid:
+        anyone could have bound it first."""
+        expected = _expected_uid(broker_uid)
+        pid, uid, _ = struct.unpack("iII", self._sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))
+        if expected is not None:
+            if uid not in (0, expected):
+                raise UntrustedBroker(self.path, uid, pid,
+                                      f"uid {expected} or root")
+        elif uid not in (0, os.getuid(), os.geteuid()):
+            own = f"uid {os.geteuid()} or " if os.geteuid() else ""
+            raise UntrustedBroker(self.path, uid, pid,
+                                  f"{own}root (set MBROKER_BROKER_UID to "
+                                  "trust it)")
 
     @property
     def attached(self) -> int:
@@ -196,17 +320,46 @@ class Client:
         return len(self._attachments)
 
     def fileno(self) -> int:
-        """Readable when an event may be pending (for select/poll)."""
-        return self._sock.fileno()
+        """Readable (for select/poll) whenever an event may be pending:
+        one waiting in the socket, or one a request read on its way and
+        queued.  An epoll instance: poll it, never read it."""
+        return self._epoll.fileno()
 
-    def _recv(self, blocking: bool = True) -> Tuple[Optional[dict], int]:
-        flags = 0 if blocking else socket.MSG_DONTWAIT
+    def _sync_pending(self) -> None:
+        """Makes the eventfd say whether the queue holds an event."""
         try:
-            data, fds, _, _ = socket.recv_fds(self._sock, MAX_REPLY, 4, flags)
+            if self._events:
+                os.eventfd_write(self._pending, 1)
+            else:
+                os.eventfd_read(self._pending)
         except BlockingIOError:
-            return None, -1
-        except ConnectionResetError:
-            data, fds = b"", []
+            pass
+
+    def _poll(self, events: int, deadline: Optional[float]) -> None:
+        """Waits until the socket is ready for events, or the deadline."""
+        poller = select.poll()
+        poller.register(self._sock, events)
+        while True:
+            left = None if deadline is None else max(
+                0.0, deadline - time.monotonic())
+            if poller.poll(None if left is None else left * 1000):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("no reply from the broker in time")
+
+    def _recv(self, deadline: Optional[float] = None,
+              blocking: bool = True) -> Tuple[Optional[dict], int]:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._sock, MAX_REPLY, 4)
+                break
+            except BlockingIOError:
+                if not blocking:
+                    return None, -1
+                self._poll(select.POLLIN, deadline)
+            except ConnectionResetError:
+                data, fds = b"", []
+                break
         for extra in fds[1:]:
             os.close(extra)
         if not data:
@@ -218,6 +371,7 @@ class Client:
         if not self.lost:
             self.lost = True
             self._events.append(Event("broker_lost"))
+            self._sync_pending()
 
     def _take_event(self, msg: dict) -> bool:
         if "event" not in msg:
@@ -225,27 +379,53 @@ class Client:
         self._events.append(Event(msg["event"], msg.get("model"),
                                   msg.get("generation"),
                                   msg.get("timeout_ms")))
+        self._sync_pending()
         return True
 
-    def _call(self, op: str, fields: Dict[str, Any]) -> Tuple[dict, int]:
+    def _drop_stale(self, msg: dict, fd: int) -> None:
+        """A reply nobody waits for (its request timed out): an attachment
+        it granted is handed back at once."""
+        if fd < 0:
+            return
+        os.close(fd)
+        if msg.get("ok") and isinstance(msg.get("attachment"), int):
+            self._next_id += 1
+            try:
+                self._sock.send(json.dumps(
+                    {"op": "detach", "attachment": msg["attachment"],
+                     "id": self._next_id}).encode(), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+
+    def _send(self, request: dict, deadline: Optional[float]) -> None:
+        data = json.dumps(request).encode()
+        while True:
+            try:
+                self._sock.send(data)
+                return
+            except BlockingIOError:
+                self._poll(select.POLLOUT, deadline)
+            except (BrokenPipeError, ConnectionResetError):
+                self._lose()
+                raise BrokerLost("connection to the broker lost") from None
+
+    def _call(self, op: str, fields: Dict[str, Any],
+              deadline: Optional[float] = None) -> Tuple[dict, int]:
         if self.lost:
             raise BrokerLost("connection to the broker lost")
+        if deadline is None:
+            deadline = self._deadline(self.timeout)
         self._next_id += 1
-        request = dict(fields, op=op, id=self._next_id)
-        try:
-            self._sock.send(json.dumps(request).encode())
-        except (BrokenPipeError, ConnectionResetError):
-            self._lose()
-            raise BrokerLost("connection to the broker lost") from None
+        want = self._next_id
+        self._send(dict(fields, op=op, id=want), deadline)
         while True:
-            msg, fd = self._recv()
+            msg, fd = self._recv(deadline)
             if self._take_event(msg):
                 continue
             rid = msg.get("id")
-            if rid == self._next_id or (rid is None and msg.get("ok") is False):
+            if rid == want or (rid is None and msg.get("ok") is False):
                 break
-            if fd >= 0:
-                os.close(fd)
+            self._drop_stale(msg, fd)
         if not msg.get("ok"):
             if fd >= 0:
                 os.close(fd)
@@ -256,20 +436,53 @@ class Client:
 
     def request(self, op: str, **fields: Any) -> Dict[str, Any]:
         """Sends one request and returns the broker's reply; raises
-        BrokerError when it says no."""
+        BrokerError when it says no, TimeoutError past ``timeout``."""
         reply, fd = self._call(op, fields)
         if fd >= 0:
             os.close(fd)
         return reply
 
     def attach(self, name: str) -> Attachment:
-        """Maps a READY model read-only."""
-        reply, fd = self._call("attach", {"name": name})
+        """Maps a READY model read-only.  Raises AttachCancelled when an
+        ack ran (in a signal handler) while it waited for the reply."""
+        return self._attach(name, None)
+
+    def _attach(self, name: str, deadline: Optional[float]) -> Attachment:
+        acks = self._acks
+        reply, fd = self._call("attach", {"name": name}, deadline)
         if fd < 0:
             raise BrokerError("protocol_error", "no descriptor", reply)
         att = Attachment(self, reply, fd)
         self._attachments.append(att)
+        if self._acks != acks:
+            # The ack let go of what was attached then, not of this one.
+            att.detach()
+            raise AttachCancelled(f"an ack during the attach of {name} "
+                                  "let it go")
         return att
+
+    def attach_wait(self, name: str, timeout: Optional[float]) -> Attachment:
+        """attach() that waits up to timeout seconds (None: no bound) for a
+        model called name to be READY, asking again while the broker says
+        not_ready or unknown_model; then raises the last BrokerError (or
+        TimeoutError when the broker did not answer in time)."""
+        deadline = self._deadline(timeout)
+        step = 0.005
+        while True:
+            each = self._deadline(self.timeout)
+            if each is None or (deadline is not None and deadline < each):
+                each = deadline
+            try:
+                return self._attach(name, each)
+            except BrokerError as e:
+                if e.code not in ("not_ready", "unknown_model"):
+                    raise
+                left = (step if deadline is None
+                        else deadline - time.monotonic())
+                time.sleep(max(0.0, min(left, step)))
+                if deadline is not None and left <= step:
+                    raise
+                step = min(step * 2, 0.1)
 
     def _forget(self, att: Attachment) -> None:
         if att in self._attachments:
@@ -283,20 +496,27 @@ class Client:
                     msg, fd = self._recv(blocking=False)
                 except BrokerLost:
                     msg, fd = None, -1
-                if fd >= 0:
-                    os.close(fd)
                 if msg is not None:
-                    self._take_event(msg)
+                    if not self._take_event(msg):
+                        self._drop_stale(msg, fd)
+                    elif fd >= 0:
+                        os.close(fd)
                     continue
             if not self._events:
+                self._sync_pending()  # a forked sibling may have set it
                 return
-            yield self._events.pop(0)
+            event = self._events.pop(0)
+            if not self._events:
+                self._sync_pending()
+            yield event
 
     def ack(self) -> None:
-        """Lets go of every attachment and tells the broker so (what it
-        waits for after an unload or shutdown event).  Safe to call from
-        a signal handler: one send, no reply awaited.  A mapping that numpy
-        arrays still view stays mapped until they are gone."""
+        """Lets go of every attachment, tells the broker so (what it waits
+        for after an unload or shutdown event) and posts its ack semaphore
+        to wake it at once.  Safe to call from a signal handler: one send,
+        no reply awaited; an attach it interrupts is undone.  A mapping
+        that numpy arrays still view stays mapped until they are gone."""
+        self._acks += 1
         for att in list(self._attachments):
             att._release()
         self._attachments.clear()
@@ -305,12 +525,20 @@ class Client:
                 self._sock.send(b'{"id":0,"op":"ack"}', socket.MSG_DONTWAIT)
             except OSError:
                 pass
+        if self._sem is not None:
+            self._sem.post()
 
     def close(self) -> None:
         for att in list(self._attachments):
             att._release()
         self._attachments.clear()
+        if self._sem is not None:
+            self._sem.close()
         self._sock.close()
+        self._epoll.close()
+        if self._pending >= 0:
+            os.close(self._pending)
+            self._pending = -1
 
     def __enter__(self) -> "Client":
         return self
@@ -330,6 +558,9 @@ def handle_unload_signal(client: Client, ack: bool = True) -> None:
                   else signal.SIG_IGN)
 
 
-def connect(path: Optional[str] = None) -> Client:
-    """Connects to the broker at path (default: default_socket_path())."""
-    return Client(path)
+def connect(path: Optional[str] = None, timeout: Optional[float] = None,
+            broker_uid: Optional[int] = None) -> Client:
+    """Connects to the broker at path (default: default_socket_path()),
+    within timeout seconds (None: no bound), checking that it runs as
+    broker_uid or root (default: see Client)."""
+    return Client(path, timeout=timeout, broker_uid=broker_uid)

@@ -3,14 +3,22 @@
 a safetensors model written with numpy is seen through a zero-copy,
 read-only numpy view equal to what was written; refusals raise
 BrokerError with the broker's code; an unload reaches a Python worker,
-which acks well within the deadline; nothing is left in /dev/shm."""
+which acks well within the deadline; the client's descriptor stays
+readable while a request has queued an event; an ack posts the broker's
+semaphore and undoes an attach it interrupted; every wait is bounded
+against a stopped broker; attach_wait waits for a load; nothing is left
+in /dev/shm."""
+import ctypes
 import json
 import os
 import select
+import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -153,6 +161,119 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(worker.wait(5), 0)
             admin.request("load", name="m", path=os.path.join(
                 self.tmp.name, "m.safetensors"), wait=True)
+
+    def _attached(self, admin):
+        return admin.request("list")["models"][0]["attached"]
+
+    def test_fileno_readable_while_an_event_is_queued(self):
+        with mbroker.connect(self.sock) as worker, \
+                mbroker.connect(self.sock) as admin:
+            mbroker.handle_unload_signal(worker, ack=False)
+            model = worker.attach("m")
+            replies = []
+            unloader = threading.Thread(target=lambda: replies.append(
+                admin.request("unload", name="m", timeout=5)))
+            unloader.start()
+            deadline = time.monotonic() + 10
+            while not select.select([worker], [], [], 0)[0]:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+            # A request reads the event on its way and queues it: select
+            # must still say so.
+            worker.request("ping")
+            self.assertTrue(select.select([worker], [], [], 0)[0])
+            events = list(worker.events())
+            self.assertEqual([e.type for e in events], ["unload"])
+            self.assertFalse(select.select([worker], [], [], 0)[0])
+            model.detach()
+            unloader.join(10)
+            self.assertEqual(replies[0]["state"], "UNINITIALIZED")
+            admin.request("load", name="m", path=os.path.join(
+                self.tmp.name, "m.safetensors"), wait=True)
+
+    def test_ack_posts_the_semaphore(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sem_open.restype = ctypes.c_void_p
+        libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.sem_getvalue.argtypes = [ctypes.c_void_p,
+                                      ctypes.POINTER(ctypes.c_int)]
+        libc.sem_close.argtypes = [ctypes.c_void_p]
+        with mbroker.connect(self.sock) as client:
+            sem = libc.sem_open(client.hello["ack_semaphore"].encode(), 0)
+            self.assertTrue(sem)
+            self.addCleanup(libc.sem_close, sem)
+            before, after = ctypes.c_int(), ctypes.c_int()
+            libc.sem_getvalue(sem, ctypes.byref(before))
+            client.attach("m")
+            client.ack()
+            libc.sem_getvalue(sem, ctypes.byref(after))
+            self.assertEqual(after.value, before.value + 1)
+            self.assertEqual(client.attached, 0)
+
+    def test_ack_during_attach_undoes_it(self):
+        real = socket.recv_fds
+        with mbroker.connect(self.sock) as worker, \
+                mbroker.connect(self.sock) as admin:
+            def ack_first(*args):
+                # The signal lands after the attach left, before its reply
+                # is read.
+                socket.recv_fds = real
+                worker.ack()
+                return real(*args)
+            socket.recv_fds = ack_first
+            self.addCleanup(setattr, socket, "recv_fds", real)
+            with self.assertRaises(mbroker.AttachCancelled):
+                worker.attach("m")
+            self.assertEqual(worker.attached, 0)
+            self.assertEqual(self._attached(admin), 0)
+            worker.attach("m")
+            self.assertEqual(self._attached(admin), 1)
+
+    def test_bounded_against_a_stopped_broker(self):
+        with mbroker.connect(self.sock) as client, \
+                mbroker.connect(self.sock) as admin:
+            client.timeout = 0.3
+            self.broker.send_signal(signal.SIGSTOP)
+            self.addCleanup(self.broker.send_signal, signal.SIGCONT)
+            for call in (lambda: mbroker.connect(self.sock, timeout=0.3),
+                         lambda: client.attach("m"),
+                         lambda: client.attach_wait("m", 0.4)):
+                t0 = time.monotonic()
+                with self.assertRaises(TimeoutError):
+                    call()
+                self.assertTrue(0.25 <= time.monotonic() - t0 < 5)
+            self.broker.send_signal(signal.SIGCONT)
+            # The late replies granted attachments nobody holds: they are
+            # handed back as soon as they are read.
+            client.timeout = 10
+            client.request("ping")
+            deadline = time.monotonic() + 10
+            while self._attached(admin) != 0:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+
+    def test_attach_wait_until_ready(self):
+        with mbroker.connect(self.sock) as client:
+            t0 = time.monotonic()
+            with self.assertRaises(mbroker.BrokerError) as cm:
+                client.attach_wait("m2", 0.3)
+            self.assertEqual(cm.exception.code, "unknown_model")
+            self.assertTrue(0.25 <= time.monotonic() - t0 < 5)
+
+            def load_later():
+                time.sleep(0.3)
+                with mbroker.connect(self.sock) as admin:
+                    admin.request("load", name="m2", path=os.path.join(
+                        self.tmp.name, "m.safetensors"))
+            loader = threading.Thread(target=load_later)
+            loader.start()
+            t0 = time.monotonic()
+            model = client.attach_wait("m2", 10)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+            loader.join()
+            self.assertEqual(model.name, "m2")
+            model.detach()
+            client.request("unload", name="m2")
 
     def test_unload_reaches_a_python_worker(self):
         self._unload_with_worker(WORKER, "acked")
