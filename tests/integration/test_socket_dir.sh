@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: MIT
+# The socket's directory is the broker's alone.  A directory of another
+# uid, one others can write (0777, or sticky 1777 like /tmp), or a symlink
+# is refused: exit 2, a message saying why, nothing created.  A directory
+# of ours that others can only read is narrowed to 0700; one that exists
+# already (as systemd's RuntimeDirectory= makes it) gets --allow-gid's
+# group and 0750, so the group reaches the socket.  The default path is a
+# runtime directory of the user's own: root's /run/mbroker, else
+# $XDG_RUNTIME_DIR, else /run/user/<uid> when it is the user's own, else
+# /tmp/mbroker-<uid>, which a squatter can block but not take over; the
+# broker, mbctl and the Python client agree on it.  Needs root (chown,
+# other uids, a private mount namespace for /run and /tmp).
+. "$(dirname "$0")/lib.sh"
+
+if [ "$(id -u)" -ne 0 ] || ! unshare -m true 2>/dev/null; then
+	echo "skipping: needs root and unshare -m" >&2
+	exit 77
+fi
+NOBODY=65534
+GROUP=4242
+chmod 0711 "$T"
+mode_of() {
+	stat -c '%a %u %g' "$1"
+}
+
+# expect_refused DIR MESSAGE: a broker on DIR/b.sock exits 2 saying
+# MESSAGE and creates nothing (a broker that starts ends after 10 s).
+expect_refused() {
+	local dir=$1 message=$2 status=0
+	timeout 10 "$BIN/mbrokerd" --instance "$INSTANCE" --socket "$dir/b.sock" \
+		2>"$T/refused.log" || status=$?
+	[ $status -eq 2 ] || fail "socket in $dir: exit $status, not 2"
+	grep -q "socket directory $dir $message" "$T/refused.log" ||
+		fail "no '$message': $(cat "$T/refused.log")"
+	[ ! -e "$dir/b.sock" ] || fail "a socket was created in $dir"
+	assert_no_shm
+}
+
+mkdir -m 0700 "$T/foreign" && chown $NOBODY:$NOBODY "$T/foreign"
+expect_refused "$T/foreign" "belongs to uid $NOBODY, not to us (uid 0)"
+mkdir "$T/open" && chmod 0777 "$T/open"
+expect_refused "$T/open" "has mode 0777, writable by others"
+mkdir "$T/sticky" && chmod 1777 "$T/sticky"
+expect_refused "$T/sticky" "has mode 1777, writable by others"
+mkdir -m 0700 "$T/mine" && ln -s "$T/mine" "$T/link"
+expect_refused "$T/link" "is a symlink"
+
+# Ours, readable by others: narrowed to 0700.
+mkdir "$T/wide" && chmod 0755 "$T/wide"
+SOCK="$T/wide/b.sock"
+start_broker
+[ "$(mode_of "$T/wide")" = "700 0 0" ] || fail "wide: $(mode_of "$T/wide")"
+shutdown_clean
+
+# An existing 0700 directory gets the group, so its members get in.
+mkdir -m 0700 "$T/run"
+SOCK="$T/run/b.sock"
+start_broker --allow-gid $GROUP
+[ "$(mode_of "$T/run")" = "750 0 $GROUP" ] || fail "run: $(mode_of "$T/run")"
+[ "$(mode_of "$SOCK")" = "660 0 $GROUP" ] || fail "socket: $(mode_of "$SOCK")"
+setpriv --reuid 5001 --regid $GROUP --groups $GROUP "$BIN/mbctl" \
+	--socket "$SOCK" ping >/dev/null || fail "the group cannot reach the socket"
+shutdown_clean
+
+# The default path, in a private mount namespace with empty /run and /tmp.
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cat >"$T/default.sh" <<'INNER'
+set -eu
+BIN=$1 INST=$2 PYDIR=$3
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -m 0755 /run/user
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+BROKER=
+trap '[ -z "$BROKER" ] || kill -9 $BROKER 2>/dev/null' EXIT
+bad() {
+	echo "FAIL: $*"
+	exit 1
+}
+# as UID [VAR=VALUE...] -- CMD...: CMD as UID with only those variables
+# of the socket path set.
+as() {
+	local uid=$1
+	shift
+	setpriv --reuid "$uid" --regid "$uid" --clear-groups \
+		env -u MBROKER_SOCKET -u XDG_RUNTIME_DIR "$@"
+}
+# agree WANT UID [VAR=VALUE...]: a broker started without --socket
+# listens on WANT, and mbctl and the Python client find it there.
+agree() {
+	local want=$1 uid=$2 i=0 py
+	shift 2
+	as "$uid" "$@" "$BIN/mbrokerd" --instance "$INST" &
+	BROKER=$!
+	until as "$uid" "$@" "$BIN/mbctl" ping >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -lt 500 ] || bad "no broker answers for uid $uid $*"
+		sleep 0.02
+	done
+	[ -S "$want" ] || bad "uid $uid $*: no socket at $want"
+	py=$(as "$uid" "$@" python3 -c "import sys; sys.path.insert(0, '$PYDIR')
+import mbroker; print(mbroker.default_socket_path())")
+	[ "$py" = "$want" ] || bad "uid $uid $*: Python says $py, not $want"
+	as "$uid" "$@" "$BIN/mbctl" shutdown >/dev/null
+	wait $BROKER || bad "uid $uid $*: broker exited $?"
+	BROKER=
+	echo "ok $want"
+}
+agree /run/mbroker/default.sock 0
+agree /run/mbroker/default.sock 0 XDG_RUNTIME_DIR=/run/user/0
+mkdir -m 0700 /run/user/xdg && chown 65534 /run/user/xdg
+agree /run/user/xdg/mbroker/default.sock 65534 XDG_RUNTIME_DIR=/run/user/xdg
+mkdir -m 0700 /run/user/65534 && chown 65534 /run/user/65534
+agree /run/user/65534/mbroker/default.sock 65534
+chown 0 /run/user/65534
+agree /tmp/mbroker-65534/default.sock 65534
+rm -rf /tmp/mbroker-65534
+# A squatter of /tmp/mbroker-<uid> blocks the broker, visibly.
+mkdir -m 0777 /tmp/mbroker-65534 && chown 4242 /tmp/mbroker-65534
+status=0
+as 65534 "$BIN/mbrokerd" --instance "$INST" 2>/tmp/squat.log || status=$?
+[ $status -eq 2 ] || bad "the squatted directory: exit $status, not 2"
+grep -q "socket directory /tmp/mbroker-65534 belongs to uid 4242" /tmp/squat.log ||
+	bad "squatted: $(cat /tmp/squat.log)"
+[ ! -e /tmp/mbroker-65534/default.sock ] || bad "a socket in the squatted directory"
+echo "ok squatter refused"
+INNER
+unshare -m bash "$T/default.sh" "$BIN" "$INSTANCE-d" "$ROOT/bindings/python" \
+	>"$T/default.log" 2>&1 || fail "default path: $(cat "$T/default.log")"
+[ "$(grep -c '^ok ' "$T/default.log")" -eq 6 ] ||
+	fail "default path: $(cat "$T/default.log")"
+! ls /dev/shm | grep -q "mbroker\.$INSTANCE-d\." ||
+	fail "left in /dev/shm: $(ls /dev/shm | grep "$INSTANCE-d")"
