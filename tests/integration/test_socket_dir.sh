@@ -8,7 +8,7 @@
 # runtime directory of the user's own: root's /run/mbroker, else
 # $XDG_RUNTIME_DIR, else /run/user/<uid> when it is the user's own, else
 # /tmp/mbroker-<uid>, which a squatter can block but not take over; the
-# broker, mbctl and the Python client agree on it.  Needs root (chown,
+# broker, mbctl, the Python client and mbroker-service agree on it.  Needs root (chown,
 # other uids, a private mount namespace for /run and /tmp).
 . "$(dirname "$0")/lib.sh"
 
@@ -66,7 +66,8 @@ shutdown_clean
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cat >"$T/default.sh" <<'INNER'
 set -eu
-BIN=$1 INST=$2 PYDIR=$3
+BIN=$1 INST=$2 ROOT=$3
+DEFAULT_SOCKET=$(sed -n '/^default_socket()/,/^}/p' "$ROOT/scripts/mbroker-service")
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -m 0755 /run/user
 mount -t tmpfs -o mode=1777 tmpfs /tmp
@@ -85,9 +86,10 @@ as() {
 		env -u MBROKER_SOCKET -u XDG_RUNTIME_DIR "$@"
 }
 # agree WANT UID [VAR=VALUE...]: a broker started without --socket
-# listens on WANT, and mbctl and the Python client find it there.
+# listens on WANT, and mbctl, the Python client and mbroker-service find
+# it there.
 agree() {
-	local want=$1 uid=$2 i=0 py
+	local want=$1 uid=$2 i=0 py svc
 	shift 2
 	as "$uid" "$@" "$BIN/mbrokerd" --instance "$INST" &
 	BROKER=$!
@@ -97,9 +99,13 @@ agree() {
 		sleep 0.02
 	done
 	[ -S "$want" ] || bad "uid $uid $*: no socket at $want"
-	py=$(as "$uid" "$@" python3 -c "import sys; sys.path.insert(0, '$PYDIR')
+	py=$(as "$uid" "$@" python3 -c "import sys
+sys.path.insert(0, '$ROOT/bindings/python')
 import mbroker; print(mbroker.default_socket_path())")
 	[ "$py" = "$want" ] || bad "uid $uid $*: Python says $py, not $want"
+	svc=$(as "$uid" "$@" sh -uc "$DEFAULT_SOCKET
+default_socket")
+	[ "$svc" = "$want" ] || bad "uid $uid $*: mbroker-service says $svc"
 	as "$uid" "$@" "$BIN/mbctl" shutdown >/dev/null
 	wait $BROKER || bad "uid $uid $*: broker exited $?"
 	BROKER=
@@ -124,7 +130,7 @@ grep -q "socket directory /tmp/mbroker-65534 belongs to uid 4242" /tmp/squat.log
 [ ! -e /tmp/mbroker-65534/default.sock ] || bad "a socket in the squatted directory"
 echo "ok squatter refused"
 INNER
-unshare -m bash "$T/default.sh" "$BIN" "$INSTANCE-d" "$ROOT/bindings/python" \
+unshare -m bash "$T/default.sh" "$BIN" "$INSTANCE-d" "$ROOT" \
 	>"$T/default.log" 2>&1 || fail "default path: $(cat "$T/default.log")"
 [ "$(grep -c '^ok ' "$T/default.log")" -eq 6 ] ||
 	fail "default path: $(cat "$T/default.log")"
