@@ -31,8 +31,9 @@ static const char mbctl_usage[] =
 	"  shutdown [--timeout S]      orderly shutdown of the broker\n"
 	"  top [--iterations N]        a live view, refreshed every second\n"
 	"\n"
-	"The socket defaults to $MBROKER_SOCKET, else\n"
-	"$XDG_RUNTIME_DIR/mbroker/default.sock, else\n"
+	"The socket defaults to $MBROKER_SOCKET; for root\n"
+	"/run/mbroker/default.sock; else $XDG_RUNTIME_DIR/mbroker/default.sock,\n"
+	"else /run/user/<uid>/mbroker/default.sock, else\n"
 	"/tmp/mbroker-<uid>/default.sock.\n"
 	"Exit status: 0 success, 1 refused or failed (the broker's message on\n"
 	"stderr), 2 usage, 3 cannot reach the broker.\n";
