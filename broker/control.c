@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control.c - the control socket: a SOCK_SEQPACKET Unix socket in a
- * directory that is the broker's alone (its uid, not a symlink, writable
- * by nobody else, then set to 0700, or 0750 for the client group),
- * created 0600 under a umask (0660 for the client group, if any), a stale
- * socket of a dead broker replaced (a live one, even stopped, is never
- * touched), and accept that backs off on EMFILE instead of spinning.
+ * directory that is the broker's alone (its uid, not a symlink, 0700, or
+ * 0750 for the client group; created so, or refused), created 0600 under
+ * a umask (0660 for the client group, if any), a stale socket of a dead
+ * broker replaced (a live one, even stopped, is never touched), and accept
+ * that backs off on EMFILE instead of spinning.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -79,24 +79,36 @@ control_resume(evutil_socket_t fd, short what, void *arg)
 
 /*
  * Makes sure the socket's directory is ours alone, since whoever can write
- * it can replace the socket: created when missing; an existing one must be
- * a real directory (not a symlink) of our uid that nobody else can write.
- * Its mode is then set to 0700, or 0750 with the client group: an
- * existing directory gets the group too, as systemd's RuntimeDirectory=
- * creates it before we start.
+ * it can replace the socket: created 0700 (0750 and the client group)
+ * when missing.  An existing one must be a real directory (not a symlink)
+ * of our uid with exactly that mode and group; it is refused, never
+ * changed, since it may hold more than our socket (a home directory,
+ * /run).  That includes a 0700 directory systemd's RuntimeDirectory=
+ * made when a client group is configured: RuntimeDirectoryMode=0750 and
+ * Group= make it right.
  */
 static int
 control_mkdir(const char *path)
 {
+	gid_t gid = options_socket_gid(&broker.cfg);
 	char dir[sizeof control.path];
 	char *slash;
 	struct stat st;
+	mode_t mode;
 
 	snprintf(dir, sizeof dir, "%s", path);
 	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
 		return 0;
 	*slash = '\0';
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(dir, 0700) == 0) {
+		/* Exactly 0700 whatever the umask or a setgid parent say. */
+		if (chmod(dir, 0700) < 0) {
+			log_warn("cannot set the mode of %s", dir);
+			return -1;
+		}
+		if (rights_share(dir, -1, 0050) < 0)
+			return -1;
+	} else if (errno != EEXIST) {
 		log_warn("cannot create socket directory %s", dir);
 		return -1;
 	}
@@ -119,19 +131,28 @@ control_mkdir(const char *path)
 			  (long)st.st_uid, (long)geteuid());
 		return -1;
 	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+	mode = st.st_mode & 07777;
+	if (mode & (S_IWGRP | S_IWOTH)) {
 		log_error("socket directory %s has mode %04o, writable by "
-			  "others; refusing to listen there (it must be 0700)",
-			  dir, (unsigned)(st.st_mode & 07777));
+			  "others; refusing to listen there", dir,
+			  (unsigned)mode);
 		return -1;
 	}
-	/* Exactly 0700 whatever the umask, a setgid parent or a past
-	 * --allow-gid left; then the group's share, if any. */
-	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0) {
-		log_warn("cannot set the mode of %s", dir);
+	if (gid == 0 && mode != 0700) {
+		log_error("socket directory %s has mode %04o, not 0700; "
+			  "refusing to listen there (chmod 0700 it, or remove "
+			  "it for the broker to create)", dir, (unsigned)mode);
 		return -1;
 	}
-	return rights_share(dir, -1, 0050);
+	if (gid != 0 && (mode != 0750 || st.st_gid != gid)) {
+		log_error("socket directory %s has mode %04o and group %ld, not "
+			  "0750 and the client group %ld; refusing to listen "
+			  "there (chgrp and chmod it, or remove it for the "
+			  "broker to create)", dir, (unsigned)mode,
+			  (long)st.st_gid, (long)gid);
+		return -1;
+	}
+	return 0;
 }
 
 /* Removes a stale socket at path; refuses a live one or a non-socket. */

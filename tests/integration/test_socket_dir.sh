@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: MIT
 # The socket's directory is the broker's alone.  A directory of another
-# uid, one others can write (0777, or sticky 1777 like /tmp), or a symlink
-# is refused: exit 2, a message saying why, nothing created.  A directory
-# of ours that others can only read is narrowed to 0700; one that exists
-# already (as systemd's RuntimeDirectory= makes it) gets --allow-gid's
-# group and 0750, so the group reaches the socket.  The default path is a
+# uid, one others can write (0777, or sticky 1777 like /tmp), a symlink,
+# one of ours with another mode than 0700, or without --allow-gid's group
+# and 0750, is refused and left as it was: exit 2, a message saying why,
+# nothing created.  An existing 0750 directory of that group (systemd's
+# RuntimeDirectory= with RuntimeDirectoryMode=0750 and Group=) is used,
+# and the group reaches the socket.  The default path is a
 # runtime directory of the user's own: root's /run/mbroker, else
 # $XDG_RUNTIME_DIR, else /run/user/<uid> when it is the user's own, else
 # /tmp/mbroker-<uid>, which a squatter can block but not take over; the
@@ -23,16 +24,20 @@ mode_of() {
 	stat -c '%a %u %g' "$1"
 }
 
-# expect_refused DIR MESSAGE: a broker on DIR/b.sock exits 2 saying
-# MESSAGE and creates nothing (a broker that starts ends after 10 s).
+# expect_refused DIR MESSAGE [ARGS...]: a broker on DIR/b.sock exits 2
+# saying MESSAGE, creates nothing and leaves DIR's mode alone (a broker
+# that starts ends after 10 s).
 expect_refused() {
-	local dir=$1 message=$2 status=0
+	local dir=$1 message=$2 status=0 before
+	shift 2
+	before=$(mode_of "$dir")
 	timeout 10 "$BIN/mbrokerd" --instance "$INSTANCE" --socket "$dir/b.sock" \
-		2>"$T/refused.log" || status=$?
+		"$@" 2>"$T/refused.log" || status=$?
 	[ $status -eq 2 ] || fail "socket in $dir: exit $status, not 2"
 	grep -q "socket directory $dir $message" "$T/refused.log" ||
 		fail "no '$message': $(cat "$T/refused.log")"
 	[ ! -e "$dir/b.sock" ] || fail "a socket was created in $dir"
+	[ "$(mode_of "$dir")" = "$before" ] || fail "$dir changed: $(mode_of "$dir")"
 	assert_no_shm
 }
 
@@ -45,21 +50,27 @@ expect_refused "$T/sticky" "has mode 1777, writable by others"
 mkdir -m 0700 "$T/mine" && ln -s "$T/mine" "$T/link"
 expect_refused "$T/link" "is a symlink"
 
-# Ours, readable by others: narrowed to 0700.
+# Ours but open to others, or not shared with the client group: refused,
+# never changed (it may be a home directory, or /run).
 mkdir "$T/wide" && chmod 0755 "$T/wide"
-SOCK="$T/wide/b.sock"
-start_broker
-[ "$(mode_of "$T/wide")" = "700 0 0" ] || fail "wide: $(mode_of "$T/wide")"
-shutdown_clean
-
-# An existing 0700 directory gets the group, so its members get in.
+expect_refused "$T/wide" "has mode 0755, not 0700"
 mkdir -m 0700 "$T/run"
+expect_refused "$T/run" \
+	"has mode 0700 and group 0, not 0750 and the client group $GROUP" \
+	--allow-gid $GROUP
+# As RuntimeDirectoryMode=0750 and Group= make it: used as it is.
+chgrp $GROUP "$T/run" && chmod 0750 "$T/run"
 SOCK="$T/run/b.sock"
 start_broker --allow-gid $GROUP
 [ "$(mode_of "$T/run")" = "750 0 $GROUP" ] || fail "run: $(mode_of "$T/run")"
 [ "$(mode_of "$SOCK")" = "660 0 $GROUP" ] || fail "socket: $(mode_of "$SOCK")"
 setpriv --reuid 5001 --regid $GROUP --groups $GROUP "$BIN/mbctl" \
 	--socket "$SOCK" ping >/dev/null || fail "the group cannot reach the socket"
+shutdown_clean
+# Created by the broker: 0750 and the group at once.
+SOCK="$T/new/b.sock"
+start_broker --allow-gid $GROUP
+[ "$(mode_of "$T/new")" = "750 0 $GROUP" ] || fail "new: $(mode_of "$T/new")"
 shutdown_clean
 
 # The default path, in a private mount namespace with empty /run and /tmp.

@@ -38,7 +38,9 @@ assert_no_shm
 # ignores it: test_sealed_uid), and shares the socket with its group.
 UNIT="$(dirname "$0")/../../contrib/systemd/mbrokerd.service"
 grep -q "^User=mbroker$" "$UNIT" || fail "the unit does not run as user mbroker"
-grep -q "^ExecStart=.* --allow-gid mbroker " "$UNIT" ||
+grep -q "^ExecStart=.* --allow-gid mbroker " "$UNIT" &&
+	grep -q "^Group=mbroker$" "$UNIT" &&
+	grep -q "^RuntimeDirectoryMode=0750$" "$UNIT" ||
 	fail "the unit does not share the socket with group mbroker"
 if command -v systemd-analyze >/dev/null; then
 	sed "s|/usr/local/sbin/mbrokerd|$BIN/mbrokerd|" \
