@@ -104,16 +104,40 @@ instance_lock(const char *name)
 	return 0;
 }
 
+static void
+instance_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (instance_ev != NULL)
+		event_add(instance_ev, NULL);
+}
+
 /* Accepts and closes a newcomer's connection: it has read our pid. */
 static void
 instance_answer(evutil_socket_t fd, short what, void *arg)
 {
+	struct timeval again = {1, 0};
 	int c;
 
 	(void)what;
 	(void)arg;
-	while ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
-		close(c);
+	for (;;) {
+		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			close(c);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		/* Out of descriptors: try again in a second, not in a loop. */
+		if (errno != EAGAIN &&
+		    (event_del(instance_ev) < 0 ||
+		     event_base_once(broker.base, -1, EV_TIMEOUT,
+				     instance_resume, NULL, &again) < 0))
+			log_warnx("the instance lock stops answering");
+		return;
+	}
 }
 
 int
