@@ -13,8 +13,8 @@
 # other uids, a private mount namespace for /run and /tmp).
 . "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" -ne 0 ] || ! unshare -m true 2>/dev/null; then
-	echo "skipping: needs root and unshare -m" >&2
+if [ "$(id -u)" -ne 0 ]; then
+	echo "skipping: needs root" >&2
 	exit 77
 fi
 NOBODY=65534
@@ -74,6 +74,10 @@ start_broker --allow-gid $GROUP
 shutdown_clean
 
 # The default path, in a private mount namespace with empty /run and /tmp.
+if ! unshare -m true 2>/dev/null; then
+	echo "skipping the default path: no private mount namespace" >&2
+	exit 77
+fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cat >"$T/default.sh" <<'INNER'
 set -eu
