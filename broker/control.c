@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * control.c - the control socket: a SOCK_SEQPACKET Unix socket in a 0700
- * directory, created 0600 under a umask (0750 and 0660 for the client
- * group, if any), a stale socket of a dead broker replaced (a live one is
- * never touched), and accept that backs off on EMFILE instead of
- * spinning.
+ * control.c - the control socket: a SOCK_SEQPACKET Unix socket in a
+ * directory that is the broker's alone (its uid, not a symlink, 0700, or
+ * 0750 for the client group; created so, or refused), created 0600 under
+ * a umask (0660 for the client group, if any), a stale socket of a dead
+ * broker replaced (a live one, even stopped, is never touched), and accept
+ * that backs off on EMFILE instead of spinning.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,39 +77,79 @@ control_resume(evutil_socket_t fd, short what, void *arg)
 	event_add(control.ev_accept, NULL);
 }
 
-/* Creates the socket's directory (0700) when it does not exist. */
+/*
+ * Makes sure the socket's directory is ours alone, since whoever can write
+ * it can replace the socket: created 0700 (0750 and the client group)
+ * when missing.  An existing one must be a real directory (not a symlink)
+ * of our uid with exactly that mode and group; it is refused, never
+ * changed, since it may hold more than our socket (a home directory,
+ * /run).  That includes a 0700 directory systemd's RuntimeDirectory=
+ * made when a client group is configured: RuntimeDirectoryMode=0750 and
+ * Group= make it right.
+ */
 static int
 control_mkdir(const char *path)
 {
+	gid_t gid = options_socket_gid(&broker.cfg);
 	char dir[sizeof control.path];
 	char *slash;
 	struct stat st;
+	mode_t mode;
 
 	snprintf(dir, sizeof dir, "%s", path);
 	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
 		return 0;
 	*slash = '\0';
 	if (mkdir(dir, 0700) == 0) {
+		/* Exactly 0700 whatever the umask or a setgid parent say. */
+		if (chmod(dir, 0700) < 0) {
+			log_warn("cannot set the mode of %s", dir);
+			return -1;
+		}
 		if (rights_share(dir, -1, 0050) < 0)
 			return -1;
 	} else if (errno != EEXIST) {
 		log_warn("cannot create socket directory %s", dir);
 		return -1;
 	}
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		log_warnx("%s is not a directory", dir);
+	if (lstat(dir, &st) < 0) {
+		log_warn("socket directory %s", dir);
 		return -1;
 	}
-	/* Whoever can write the directory can replace the socket. */
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
-		log_error("socket directory %s belongs to uid %ld; refusing to "
-			  "listen there", dir, (long)st.st_uid);
+	if (S_ISLNK(st.st_mode)) {
+		log_error("socket directory %s is a symlink; refusing to listen "
+			  "there", dir);
 		return -1;
 	}
-	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
-		log_error("socket directory %s is writable by others (mode "
-			  "%04o); refusing to listen there", dir,
-			  (unsigned)(st.st_mode & 07777));
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("socket directory %s is not a directory", dir);
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		log_error("socket directory %s belongs to uid %ld, not to us "
+			  "(uid %ld); refusing to listen there", dir,
+			  (long)st.st_uid, (long)geteuid());
+		return -1;
+	}
+	mode = st.st_mode & 07777;
+	if (mode & (S_IWGRP | S_IWOTH)) {
+		log_error("socket directory %s has mode %04o, writable by "
+			  "others; refusing to listen there", dir,
+			  (unsigned)mode);
+		return -1;
+	}
+	if (gid == 0 && mode != 0700) {
+		log_error("socket directory %s has mode %04o, not 0700; "
+			  "refusing to listen there (chmod 0700 it, or remove "
+			  "it for the broker to create)", dir, (unsigned)mode);
+		return -1;
+	}
+	if (gid != 0 && (mode != 0750 || st.st_gid != gid)) {
+		log_error("socket directory %s has mode %04o and group %ld, not "
+			  "0750 and the client group %ld; refusing to listen "
+			  "there (chgrp and chmod it, or remove it for the "
+			  "broker to create)", dir, (unsigned)mode,
+			  (long)st.st_gid, (long)gid);
 		return -1;
 	}
 	return 0;
@@ -128,13 +169,16 @@ control_clear_stale(const struct sockaddr_un *sun)
 			  sun->sun_path);
 		return -1;
 	}
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	/* Without blocking: a stopped broker's full backlog says EAGAIN. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	r = connect(fd, (const struct sockaddr *)sun, sizeof *sun);
+	r = connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0 ? 0
+									: errno;
 	close(fd);
-	if (r == 0) {
-		log_error("another broker listens on %s", sun->sun_path);
+	if (r == 0 || r == EAGAIN) {
+		log_error("another broker listens on %s%s", sun->sun_path,
+			  r == EAGAIN ? " (it accepts nobody: stopped?)" : "");
 		return -1;
 	}
 	if (unlink(sun->sun_path) < 0) {

@@ -6,8 +6,11 @@
  * RemoveIPC can take it away, so whoever holds it may remove what a dead
  * broker of the same instance left behind, and a live broker's names are
  * never touched.  Whoever finds it taken learns the holder's pid from
- * SO_PEERCRED.  Abstract sockets belong to a network namespace: brokers of
- * one instance must share one (docs/design.md).
+ * SO_PEERCRED; the holder accepts and closes those connections so that
+ * its backlog never fills, and the newcomer connects without blocking, so
+ * a stopped holder cannot make it hang.  Abstract sockets belong to a
+ * network namespace: brokers of one instance must share one
+ * (docs/design.md).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +30,7 @@
 #define INSTANCE_SHM_DIR "/dev/shm"
 
 static int instance_fd = -1;
+static struct event *instance_ev;
 
 /* The lock's address; returns its length for bind and connect. */
 static socklen_t
@@ -42,12 +46,13 @@ instance_address(struct sockaddr_un *sun, const char *name)
 			   (size_t)n);
 }
 
-/* Says who holds the lock, as far as it can tell. */
+/* Says who holds the lock, as far as it can tell without waiting. */
 static void
 instance_report_holder(const struct sockaddr_un *sun, socklen_t len,
 		       const char *name)
 {
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			0);
 	struct ucred cred = {0};
 	socklen_t clen = sizeof cred;
 
@@ -61,6 +66,10 @@ instance_report_holder(const struct sockaddr_un *sun, socklen_t len,
 			log_error("instance %s: already running (pid %ld), "
 				  "held by uid %ld", name, (long)cred.pid,
 				  (long)cred.uid);
+	} else if (fd >= 0 && errno == EAGAIN) {
+		/* Its backlog is full: the holder lives but does not run. */
+		log_error("instance %s: already running (its holder does not "
+			  "answer: stopped?)", name);
 	} else {
 		log_error("instance %s: already running", name);
 	}
@@ -95,12 +104,59 @@ instance_lock(const char *name)
 	return 0;
 }
 
-void
+static void
+instance_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (instance_ev != NULL)
+		event_add(instance_ev, NULL);
+}
+
+/* Accepts and closes a newcomer's connection: it has read our pid. */
+static void
+instance_answer(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval again = {1, 0};
+	int c;
+
+	(void)what;
+	(void)arg;
+	for (;;) {
+		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			close(c);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		/* Out of descriptors: try again in a second, not in a loop. */
+		if (errno != EAGAIN &&
+		    (event_del(instance_ev) < 0 ||
+		     event_base_once(broker.base, -1, EV_TIMEOUT,
+				     instance_resume, NULL, &again) < 0))
+			log_warnx("the instance lock stops answering");
+		return;
+	}
+}
+
+int
 instance_record_pid(void)
 {
 	/* SO_PEERCRED reports the process that called listen(). */
-	if (listen(instance_fd, 1) < 0)
+	if (listen(instance_fd, 8) < 0) {
 		log_warn("the instance lock cannot tell our pid");
+		return 0;
+	}
+	if (fcntl(instance_fd, F_SETFL, O_NONBLOCK) < 0 ||
+	    (instance_ev = event_new(broker.base, instance_fd,
+				     EV_READ | EV_PERSIST, instance_answer,
+				     NULL)) == NULL ||
+	    event_add(instance_ev, NULL) < 0) {
+		log_warnx("cannot answer on the instance lock");
+		return -1;
+	}
+	return 0;
 }
 
 /* Whether a /dev/shm entry belongs to this instance. */
@@ -155,6 +211,9 @@ instance_clean_stale(const char *name, const char *shm_dir)
 void
 instance_unlock(void)
 {
+	if (instance_ev != NULL)
+		event_free(instance_ev);
+	instance_ev = NULL;
 	if (instance_fd >= 0)
 		close(instance_fd);
 	instance_fd = -1;

@@ -109,17 +109,29 @@ mbrokerd_daemonize(void)
 	return pipefd[1];
 }
 
-static void
+/* Whether the pid file is ours to remove at exit. */
+static bool mbrokerd_pid_written;
+
+/* Writes --pid-file; 0, or -1 logged (the start then fails). */
+static int
 mbrokerd_pid_file(void)
 {
 	FILE *f = fopen(broker.cfg.pid_file, "we");
+	int r;
 
 	if (f == NULL) {
-		log_warn("cannot write pid file %s", broker.cfg.pid_file);
-		return;
+		log_error("cannot write pid file %s: %s", broker.cfg.pid_file,
+			  strerror(errno));
+		return -1;
 	}
-	fprintf(f, "%ld\n", (long)getpid());
-	fclose(f);
+	mbrokerd_pid_written = true;
+	r = fprintf(f, "%ld\n", (long)getpid());
+	if (fclose(f) != 0 || r < 0) {
+		log_error("cannot write pid file %s: %s", broker.cfg.pid_file,
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /* Starts loading the --model preloads; a model that cannot be read ends
@@ -174,12 +186,12 @@ mbrokerd_teardown(void)
 				   mbrokerd_signals[0]; i++)
 		if (mbrokerd_signals[i] != NULL)
 			event_free(mbrokerd_signals[i]);
+	if (mbrokerd_pid_written)
+		unlink(broker.cfg.pid_file);
+	instance_unlock();
 	if (broker.base != NULL)
 		event_base_free(broker.base);
-	if (broker.cfg.daemonize)
-		unlink(broker.cfg.pid_file);
 	json_decref(broker.shutdown_stuck_pids);
-	instance_unlock();
 	options_free(&broker.cfg);
 	return broker.exit_code;
 }
@@ -226,9 +238,12 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/* After --daemon, so the lock names the process that serves. */
-	instance_record_pid();
-	if (broker.cfg.daemonize)
-		mbrokerd_pid_file();
+	if (instance_record_pid() < 0 ||
+	    (broker.cfg.daemonize && mbrokerd_pid_file() < 0)) {
+		log_error("start-up failed; removing what was created");
+		mbrokerd_teardown();
+		return 2;
+	}
 	log_info("mbrokerd %s listening on %s (instance %s, protocol %d, "
 		 "shutdown timeout %.1f s)", MB_VERSION_STRING,
 		 broker.cfg.socket_path, broker.cfg.instance,

@@ -423,8 +423,10 @@ void shutdown_check(void);
 int instance_lock(const char *instance);
 /* Removes what a dead broker of this instance left in dir. */
 void instance_clean_stale(const char *instance, const char *dir);
-/* Lets the lock name this process as its holder (after --daemon). */
-void instance_record_pid(void);
+/* Lets the lock name this process as its holder (after --daemon) to
+ * every newcomer, answered from the event loop.  0, or -1 logged. */
+int instance_record_pid(void);
+/* Releases the lock; before event_base_free. */
 void instance_unlock(void);
 
 /* mirror.c */

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * names.c - validation of model and instance names, the shared-memory names
- * built from them, and the default control socket path.
+ * built from them, and the default control socket path (a runtime
+ * directory of the user's own; /tmp only when there is none).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mbroker.h"
@@ -59,18 +61,35 @@ names_prefix(char *buf, size_t len, const char *instance)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+/* Whether /run/user/<uid> is there and is the user's own. */
+static bool
+names_run_user(char *buf, size_t len, uid_t uid)
+{
+	struct stat st;
+	int n = snprintf(buf, len, "/run/user/%u", (unsigned)uid);
+
+	return n > 0 && (size_t)n < len && lstat(buf, &st) == 0 &&
+	       S_ISDIR(st.st_mode) && st.st_uid == uid;
+}
+
 int
 mb_default_socket_path(char *buf, size_t len)
 {
 	const char *env = getenv("MBROKER_SOCKET");
+	uid_t uid = getuid();
+	char run[64];
 	int n;
 
 	if (env != NULL && env[0] != '\0')
 		n = snprintf(buf, len, "%s", env);
+	else if (uid == 0)
+		n = snprintf(buf, len, "/run/mbroker/default.sock");
 	else if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && env[0] == '/')
 		n = snprintf(buf, len, "%s/mbroker/default.sock", env);
+	else if (names_run_user(run, sizeof run, uid))
+		n = snprintf(buf, len, "%s/mbroker/default.sock", run);
 	else
 		n = snprintf(buf, len, "/tmp/mbroker-%u/default.sock",
-			     (unsigned)getuid());
+			     (unsigned)uid);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }

@@ -3,8 +3,8 @@
 mbroker: each worker process attaches the model once (one physical copy
 for the whole pool) and serves requests from its read-only tensors.
 
-    build/mbrokerd --socket /tmp/mb.sock --model whisper=model.safetensors &
-    PYTHONPATH=bindings/python python3 examples/python_pool.py /tmp/mb.sock whisper
+    build/mbrokerd --socket /tmp/mb/broker.sock --model whisper=model.safetensors &
+    PYTHONPATH=bindings/python python3 examples/python_pool.py /tmp/mb/broker.sock whisper
 """
 import multiprocessing
 import sys

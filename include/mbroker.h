@@ -90,8 +90,11 @@ struct mb_client;
 struct mb_attachment;
 
 /*
- * Writes the socket path used when none is given: $MBROKER_SOCKET, else
- * $XDG_RUNTIME_DIR/mbroker/default.sock, else /tmp/mbroker-<uid>/default.sock.
+ * Writes the socket path used when none is given: $MBROKER_SOCKET; else,
+ * for root, /run/mbroker/default.sock; else
+ * $XDG_RUNTIME_DIR/mbroker/default.sock, else
+ * /run/user/<uid>/mbroker/default.sock when that directory is the user's
+ * own, else /tmp/mbroker-<uid>/default.sock.
  * Returns 0, or -ENAMETOOLONG when it does not fit in len bytes.
  */
 MB_EXPORT int mb_default_socket_path(char *buf, size_t len);

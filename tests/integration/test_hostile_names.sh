@@ -17,7 +17,7 @@ expect_refused() {
 }
 
 mkdir -m 0777 "$T/open"
-expect_refused "socket directory $T/open is writable by others (mode 0777)" \
+expect_refused "socket directory $T/open has mode 0777, writable by others" \
 	--socket "$T/open/b.sock"
 : >"$T/not-a-socket"
 expect_refused "$T/not-a-socket exists and is not a socket" \

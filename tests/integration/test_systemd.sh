@@ -3,7 +3,8 @@
 # NOTIFY_SOCKET: READY=1 only once the preload is over (never while the
 # model is LOADING, and an attach succeeds right after it), STATUS= lines
 # while loading, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 when the
-# shutdown starts.  The unit file passes systemd-analyze verify.
+# shutdown starts.  The unit file runs the broker as its own account
+# and passes systemd-analyze verify.
 . "$(dirname "$0")/lib.sh"
 
 make_model "$T/m.safetensors" 6000000
@@ -33,6 +34,14 @@ wait_until 5 notified "STOPPING=1 STATUS=shutting down (on SIGTERM)" ||
 	fail "no STOPPING=1: $(cat "$T/notify.log")"
 assert_no_shm
 
+# The unit runs as its own account, where the 0400 seal holds (root
+# ignores it: test_sealed_uid), and shares the socket with its group.
+UNIT="$(dirname "$0")/../../contrib/systemd/mbrokerd.service"
+grep -q "^User=mbroker$" "$UNIT" || fail "the unit does not run as user mbroker"
+grep -q "^ExecStart=.* --allow-gid mbroker " "$UNIT" &&
+	grep -q "^Group=mbroker$" "$UNIT" &&
+	grep -q "^RuntimeDirectoryMode=0750$" "$UNIT" ||
+	fail "the unit does not share the socket with group mbroker"
 if command -v systemd-analyze >/dev/null; then
 	sed "s|/usr/local/sbin/mbrokerd|$BIN/mbrokerd|" \
 		"$(dirname "$0")/../../contrib/systemd/mbrokerd.service" \

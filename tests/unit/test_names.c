@@ -4,7 +4,11 @@
  * from them, and the default socket path.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "unit.h"
 
@@ -61,25 +65,80 @@ test_names_shm(void **state)
 			 -ENAMETOOLONG);
 }
 
+/*
+ * The default path as uid sees it with XDG_RUNTIME_DIR set to xdg (NULL:
+ * unset), written by a child that takes uid when it differs from ours.
+ */
+static void
+default_path_as(uid_t uid, const char *xdg, char *out, size_t len)
+{
+	int p[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		char buf[256];
+
+		close(p[0]);
+		if (xdg != NULL)
+			setenv("XDG_RUNTIME_DIR", xdg, 1);
+		else
+			unsetenv("XDG_RUNTIME_DIR");
+		if ((uid != getuid() && setresuid(uid, uid, uid) < 0) ||
+		    mb_default_socket_path(buf, sizeof buf) < 0 ||
+		    write(p[1], buf, strlen(buf)) != (ssize_t)strlen(buf))
+			_exit(1);
+		_exit(0);
+	}
+	close(p[1]);
+	n = read(p[0], out, len - 1);
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_true(n > 0);
+	out[n] = '\0';
+}
+
 static void
 test_names_default_socket(void **state)
 {
-	char buf[128], want[64];
+	/* A user other than root: ourselves, or nobody when we are root. */
+	uid_t user = getuid() == 0 ? 65534 : getuid();
+	char buf[128], want[64], run[32];
+	struct stat st;
 
 	(void)state;
 	setenv("MBROKER_SOCKET", "/x/y.sock", 1);
 	assert_int_equal(mb_default_socket_path(buf, sizeof buf), 0);
 	assert_string_equal(buf, "/x/y.sock");
 	unsetenv("MBROKER_SOCKET");
-	setenv("XDG_RUNTIME_DIR", "relative", 1);
-	assert_int_equal(mb_default_socket_path(buf, sizeof buf), 0);
-	snprintf(want, sizeof want, "/tmp/mbroker-%u/default.sock",
-		 (unsigned)getuid());
-	assert_string_equal(buf, want);
-	setenv("XDG_RUNTIME_DIR", "/run/user/5", 1);
-	assert_int_equal(mb_default_socket_path(buf, sizeof buf), 0);
+
+	default_path_as(user, "/run/user/5", buf, sizeof buf);
 	assert_string_equal(buf, "/run/user/5/mbroker/default.sock");
+	/* Without a usable XDG_RUNTIME_DIR: /run/user/<uid> if it is the
+	 * user's own directory, else /tmp. */
+	snprintf(run, sizeof run, "/run/user/%u", (unsigned)user);
+	if (lstat(run, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == user)
+		snprintf(want, sizeof want, "%s/mbroker/default.sock", run);
+	else
+		snprintf(want, sizeof want, "/tmp/mbroker-%u/default.sock",
+			 (unsigned)user);
+	default_path_as(user, NULL, buf, sizeof buf);
+	assert_string_equal(buf, want);
+	default_path_as(user, "relative", buf, sizeof buf);
+	assert_string_equal(buf, want);
+	/* Root has a system-wide runtime directory, whatever its session. */
+	if (getuid() == 0) {
+		default_path_as(0, NULL, buf, sizeof buf);
+		assert_string_equal(buf, "/run/mbroker/default.sock");
+		default_path_as(0, "/run/user/0", buf, sizeof buf);
+		assert_string_equal(buf, "/run/mbroker/default.sock");
+	}
+	setenv("MBROKER_SOCKET", "/a/much/longer/path.sock", 1);
 	assert_int_equal(mb_default_socket_path(buf, 10), -ENAMETOOLONG);
+	unsetenv("MBROKER_SOCKET");
 }
 
 int

@@ -38,6 +38,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -104,15 +105,28 @@ class TensorInfo:
 
 
 def default_socket_path() -> str:
-    """$MBROKER_SOCKET, else $XDG_RUNTIME_DIR/mbroker/default.sock, else
-    /tmp/mbroker-<uid>/default.sock, as the broker and mbctl use."""
+    """$MBROKER_SOCKET; for root /run/mbroker/default.sock; else
+    $XDG_RUNTIME_DIR/mbroker/default.sock, else
+    /run/user/<uid>/mbroker/default.sock when that directory is the user's
+    own, else /tmp/mbroker-<uid>/default.sock: what the broker and mbctl
+    use."""
     env = os.environ.get("MBROKER_SOCKET")
     if env:
         return env
+    uid = os.getuid()
+    if uid == 0:
+        return "/run/mbroker/default.sock"
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime.startswith("/"):
         return os.path.join(runtime, "mbroker", "default.sock")
-    return f"/tmp/mbroker-{os.getuid()}/default.sock"
+    run = f"/run/user/{uid}"
+    try:
+        st = os.lstat(run)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+        return os.path.join(run, "mbroker", "default.sock")
+    return f"/tmp/mbroker-{uid}/default.sock"
 
 
 def _expected_uid(broker_uid: Optional[int]) -> Optional[int]:
