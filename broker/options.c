@@ -411,6 +411,7 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			}
 			cfg->max_conns = (unsigned)v;
+			cfg->max_conns_set = true;
 			break;
 		}
 		case OPT_IDLE_TIMEOUT:
