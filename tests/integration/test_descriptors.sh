@@ -31,16 +31,19 @@ expect_refused 1000:1000 "RLIMIT_NOFILE is 1000 (hard limit 1000) but 1024 conne
 expect_refused 300:300 "RLIMIT_NOFILE is 300 (hard limit 300) but 1 connection(s) need 594"
 [ ! -e "$SOCK" ] || fail "a refused start left its socket"
 
-# The soft limit is raised to the hard one, the default lowered to fit.
-BROKER_LOG="$T/lowered.log"
+# The soft limit is raised to the hard one, the default lowered to fit
+# (not under valgrind, which keeps a program's limit where it started).
 BASE_WRAPPER=("${BROKER_WRAPPER[@]}")
-BROKER_WRAPPER=(prlimit --nofile=256:2048 "${BASE_WRAPPER[@]}")
-start_broker
-assert_log "max-connections lowered from 1024 to 81 to fit RLIMIT_NOFILE 2048"
-assert_log "descriptors: RLIMIT_NOFILE 2048 (was 256, hard limit 2048), 81 connection(s) of 18 each, 576 kept for models"
-grep -q "^Max open files *2048 *2048" "/proc/$BROKER_PID/limits" ||
-	fail "limit not raised: $(grep "open files" "/proc/$BROKER_PID/limits")"
-shutdown_clean
+if [ "${MB_VALGRIND:-}" != 1 ]; then
+	BROKER_LOG="$T/lowered.log"
+	BROKER_WRAPPER=(prlimit --nofile=256:2048 "${BASE_WRAPPER[@]}")
+	start_broker
+	assert_log "max-connections lowered from 1024 to 81 to fit RLIMIT_NOFILE 2048"
+	assert_log "descriptors: RLIMIT_NOFILE 2048 (was 256, hard limit 2048), 81 connection(s) of 18 each, 576 kept for models"
+	grep -q "^Max open files *2048 *2048" "/proc/$BROKER_PID/limits" ||
+		fail "limit not raised: $(grep "open files" "/proc/$BROKER_PID/limits")"
+	shutdown_clean
+fi
 
 # Clients that never read their attach replies.
 BROKER_LOG="$T/broker.log"
