@@ -319,10 +319,11 @@ struct conn {
 	unsigned nqueued;
 	unsigned nfds_queued; /* descriptors held in outq */
 	/* Descriptors sent but maybe unread: where each one's message ends,
-	 * in bytes of sent_bytes (a ring, oldest at inflight_head). */
-	uint64_t inflight[CONN_MAX_FDS];
+	 * in bytes of sent_bytes (a ring, oldest at inflight_head).  Signed:
+	 * sent_bytes - unread may be negative. */
+	int64_t inflight[CONN_MAX_FDS];
 	unsigned inflight_head, ninflight;
-	uint64_t sent_bytes; /* sent since the ring was last empty, at most */
+	int64_t sent_bytes; /* sent since the ring was last empty, at most */
 };
 TAILQ_HEAD(conn_list, conn);
 
