@@ -1,18 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * conn.c - one client connection: who is on the other end (SO_PEERCRED and
- * a pidfd, so signals never reach a recycled pid), reading its messages,
- * sending replies without ever blocking on a slow reader, and losing it.
- * The connection is the lease: when it closes, every attachment it held is
- * released.  A connection is freed after the callback that lost it, never
- * inside it.
+ * a pidfd from peer.c, so signals never reach a recycled pid), reading its
+ * messages, sending replies without ever blocking on a slow reader (and
+ * without holding more than CONN_MAX_FDS descriptors it has not read),
+ * logging its refusals within a budget, and losing it.  The connection is
+ * the lease: when it closes, every attachment it held is released.  A
+ * connection is freed after the callback that lost it, never inside it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,12 +24,16 @@
 #include "mbrokerd.h"
 #include "wire.h"
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
-
 /* Messages read from one client per wake-up, so one cannot starve others. */
 #define CONN_READ_BURST 64
+/* Refusal lines: each client 5, then one every 10 s; all clients together
+ * 100, then 10 a second. */
+#define CONN_REFUSAL_BURST 5
+#define CONN_REFUSAL_INTERVAL_MS 10000
+#define CONN_REFUSALS_ALL_BURST 100
+#define CONN_REFUSALS_ALL_INTERVAL_MS 100
+
+static struct loglimit conn_refusals_all;
 
 static char conn_buf[WIRE_MAX_REPLY + 1];
 
@@ -81,12 +89,73 @@ conn_free_later(evutil_socket_t fd, short what, void *arg)
 	conn_free(arg);
 }
 
+/*
+ * Whether one more line fits in l: burst lines at first, then one per
+ * interval_ms (a token bucket); when not, it is counted as suppressed.
+ */
+static bool
+conn_loglimit_take(struct loglimit *l, unsigned burst, int64_t interval_ms)
+{
+	int64_t now = clock_monotonic_ms(), full = burst * interval_ms;
+
+	l->credit_ms += now - l->last_ms;
+	if (l->last_ms == 0 || l->credit_ms > full)
+		l->credit_ms = full;
+	l->last_ms = now;
+	if (l->credit_ms >= interval_ms) {
+		l->credit_ms -= interval_ms;
+		return true;
+	}
+	l->suppressed++;
+	return false;
+}
+
+void
+conn_log_refusal(struct conn *c, const char *fmt, ...)
+{
+	char line[1024];
+	unsigned mine, all;
+	va_list ap;
+
+	c->refusals++;
+	if (!conn_loglimit_take(&c->refusal_log, CONN_REFUSAL_BURST,
+				CONN_REFUSAL_INTERVAL_MS)) {
+		c->refusals_muted++;
+		return;
+	}
+	if (!conn_loglimit_take(&conn_refusals_all, CONN_REFUSALS_ALL_BURST,
+				CONN_REFUSALS_ALL_INTERVAL_MS)) {
+		c->refusals_muted++;
+		c->refusal_log.suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	mine = c->refusal_log.suppressed;
+	all = conn_refusals_all.suppressed;
+	c->refusal_log.suppressed = conn_refusals_all.suppressed = 0;
+	if (mine == 0 && all == 0)
+		log_warnx("%s", line);
+	else
+		log_warnx("%s (not logged since the last line: %u refusal(s) "
+			  "of this client, %u line(s) of all clients)", line,
+			  mine, all);
+}
+
 void
 conn_lost(struct conn *c, const char *why)
 {
 	if (c->lost)
 		return;
 	c->lost = true;
+	if (c->refusals_muted > 0 &&
+	    conn_loglimit_take(&conn_refusals_all, CONN_REFUSALS_ALL_BURST,
+			       CONN_REFUSALS_ALL_INTERVAL_MS))
+		log_warnx("pid %ld (uid %ld, conn %llu) gone after %u refused "
+			  "request(s), %u of them not logged", (long)c->pid,
+			  (long)c->uid, (unsigned long long)c->id, c->refusals,
+			  c->refusals_muted);
 	if (c->nattachments > 0 || strcmp(c->role, "worker") == 0)
 		log_info("client pid %ld (conn %llu, %s) gone: %s, releasing "
 			 "%u attachment(s)", (long)c->pid,
@@ -145,6 +214,67 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Bytes sent to c's client that it has not read yet (SIOCOUTQ), or -1. */
+static int64_t
+conn_unread(const struct conn *c)
+{
+	int n;
+
+	return ioctl(c->fd, SIOCOUTQ, &n) < 0 ? -1 : n;
+}
+
+/*
+ * Forgets the descriptors c's client has read.  It reads in order, so a
+ * message is read once the unread bytes are fewer than those sent after
+ * it.  sent_bytes only ever grows by less than was really sent (a reader
+ * racing the measure makes it smaller), so a descriptor still unread is
+ * never taken for read; at worst one read is counted a little longer.
+ */
+static void
+conn_inflight_update(struct conn *c)
+{
+	int64_t unread;
+
+	if (c->ninflight == 0 || (unread = conn_unread(c)) < 0)
+		return;
+	while (c->ninflight > 0 &&
+	       c->inflight[c->inflight_head] <= c->sent_bytes - unread) {
+		c->inflight_head = (c->inflight_head + 1) % CONN_MAX_FDS;
+		c->ninflight--;
+	}
+}
+
+/* Sends one message to c's client without blocking, and remembers a
+ * descriptor it carries until the client has read it.  0 or -errno. */
+static int
+conn_transmit(struct conn *c, const char *data, size_t len, int pass_fd)
+{
+	bool track = pass_fd >= 0 || c->ninflight > 0;
+	int64_t before = track ? conn_unread(c) : -1, after;
+	int r = wire_send(c->fd, data, len, pass_fd, MSG_DONTWAIT);
+
+	if (r < 0 || !track)
+		return r;
+	after = conn_unread(c);
+	if (c->ninflight == 0)
+		c->sent_bytes = 0;
+	if (before >= 0 && after > before)
+		c->sent_bytes += after - before;
+	if (pass_fd >= 0)
+		c->inflight[(c->inflight_head + c->ninflight++) % CONN_MAX_FDS] =
+			c->sent_bytes;
+	return 0;
+}
+
+/* Whether c's client has CONN_MAX_FDS descriptors unread, queued here or
+ * in flight in its socket: it may not be sent another. */
+static bool
+conn_fds_full(struct conn *c)
+{
+	conn_inflight_update(c);
+	return c->nfds_queued + c->ninflight >= CONN_MAX_FDS;
+}
+
 /* Sends the head of the queue until it is empty or the socket is full. */
 static int
 conn_drain(struct conn *c)
@@ -152,7 +282,7 @@ conn_drain(struct conn *c)
 	struct outmsg *m;
 
 	while ((m = TAILQ_FIRST(&c->outq)) != NULL) {
-		int r = wire_send(c->fd, m->data, m->len, m->fd, MSG_DONTWAIT);
+		int r = conn_transmit(c, m->data, m->len, m->fd);
 
 		if (r == -EAGAIN)
 			return event_add(c->ev_write, NULL) < 0 ? -EIO : 0;
@@ -160,6 +290,8 @@ conn_drain(struct conn *c)
 			return r;
 		TAILQ_REMOVE(&c->outq, m, entry);
 		c->nqueued--;
+		if (m->fd >= 0)
+			c->nfds_queued--;
 		conn_outmsg_free(m);
 	}
 	return 0;
@@ -199,8 +331,16 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_outmsg_free(m);
 		return -EMSGSIZE;
 	}
+	if (pass_fd >= 0 && conn_fds_full(c)) {
+		log_warnx("pid %ld (uid %ld): %d descriptors unread, queued or "
+			  "in flight; dropping the client", (long)c->pid,
+			  (long)c->uid, CONN_MAX_FDS);
+		conn_outmsg_free(m);
+		conn_lost(c, "client does not read its attach replies");
+		return -EPIPE;
+	}
 	if (TAILQ_EMPTY(&c->outq)) {
-		r = wire_send(c->fd, m->data, m->len, pass_fd, MSG_DONTWAIT);
+		r = conn_transmit(c, m->data, m->len, pass_fd);
 		if (r != -EAGAIN) {
 			conn_outmsg_free(m);
 			if (r == 0)
@@ -223,6 +363,8 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);
 	c->nqueued++;
+	if (m->fd >= 0)
+		c->nfds_queued++;
 	if (event_add(c->ev_write, NULL) < 0) {
 		conn_lost(c, "cannot wait for the socket");
 		return -EPIPE;
@@ -259,14 +401,12 @@ conn_identify(struct conn *c)
 		c->uid = cred.uid;
 		c->gid = cred.gid;
 	}
-	len = sizeof c->pidfd;
-	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0) {
-		/* Kernels before 6.5: open it now; the peer is still there
-		 * unless it died already, which its EOF will tell. */
-		c->pidfd = c->pid > 0 ? pidfd_open(c->pid, 0) : -1;
-	}
-	if (c->pidfd >= 0)
-		fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+	c->pidfd = peer_pidfd(c->fd, c->pid, c->uid, &c->unsignalled);
+	if (c->pidfd < 0)
+		log_info("client pid %ld (uid %ld, conn %llu) will not be "
+			 "signalled, only told on its socket: %s", (long)c->pid,
+			 (long)c->uid, (unsigned long long)c->id,
+			 c->unsignalled);
 	c->rights = rights_of_peer(c->fd, c->uid, c->gid);
 }
 
@@ -296,9 +436,8 @@ conn_refuse(int fd)
 void
 conn_bad_request(struct conn *c, const char *why)
 {
-	if (++c->bad_requests == 1 || c->bad_requests % 1000 == 0)
-		log_warnx("pid %ld (uid %ld): bad request #%u: %s",
-			  (long)c->pid, (long)c->uid, c->bad_requests, why);
+	conn_log_refusal(c, "pid %ld (uid %ld): bad request #%u: %s",
+			 (long)c->pid, (long)c->uid, ++c->bad_requests, why);
 }
 
 /* A client that has not said hello in time is dropped. */
@@ -311,9 +450,9 @@ conn_idle(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	reply_error(c, NULL, MB_EBADREQ, NULL, "no hello within %.1f s",
 		    broker.cfg.idle_timeout_ms / 1000.0);
-	log_warnx("pid %ld (uid %ld): no hello within %.1f s; closing",
-		  (long)c->pid, (long)c->uid,
-		  broker.cfg.idle_timeout_ms / 1000.0);
+	conn_log_refusal(c, "pid %ld (uid %ld): no hello within %.1f s; "
+			 "closing", (long)c->pid, (long)c->uid,
+			 broker.cfg.idle_timeout_ms / 1000.0);
 	conn_lost(c, "no hello in time");
 }
 
@@ -370,16 +509,24 @@ conn_accept(int fd)
 int
 conn_signal(struct conn *c, int sig)
 {
-	if (c->pidfd >= 0) {
-		if (pidfd_send_signal(c->pidfd, sig, NULL, 0) == 0)
-			return 0;
-		if (errno != ENOSYS)
-			return -errno;
-	}
-	/* No pidfd support (kernels before 5.3, valgrind): the pid the
-	 * kernel gave at connect, which a recycled pid could receive. */
-	if (c->pid <= 0)
+	struct pollfd p = {.fd = c->pidfd, .events = POLLIN};
+
+	if (c->pidfd < 0) {
+		log_info("pid %ld (conn %llu) not signalled: %s", (long)c->pid,
+			 (unsigned long long)c->id, c->unsignalled);
+		errno = ESRCH;
 		return -ESRCH;
+	}
+	if (pidfd_send_signal(c->pidfd, sig, NULL, 0) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return -errno;
+	/* A pidfd without pidfd_send_signal (valgrind emulates one, not the
+	 * other): the pid, only while the pidfd says its process lives. */
+	if (poll(&p, 1, 0) != 0) {
+		errno = ESRCH;
+		return -ESRCH;
+	}
 	return kill(c->pid, sig) < 0 ? -errno : 0;
 }
 

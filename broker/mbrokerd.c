@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,6 +73,68 @@ mbrokerd_token(void)
 	if (getrandom(&r, sizeof r, 0) != sizeof r)
 		r = (uint32_t)getpid() ^ (uint32_t)clock_monotonic_ms();
 	snprintf(broker.token, sizeof broker.token, "%08x", r);
+}
+
+/*
+ * Raises the descriptor limit to its hard limit and checks that it holds
+ * every connection at its worst (CONN_FDS_EACH) and the reserve.  The
+ * unread descriptors of a non-root broker's clients are charged to that
+ * limit too (unix(7)), CONN_MAX_FDS each at most.  A default
+ * --max-connections that does not fit is lowered, one given is refused.
+ * Returns 0, or -1 logged.
+ */
+static int
+mbrokerd_descriptors(void)
+{
+	struct config *cfg = &broker.cfg;
+	struct rlimit rl;
+	rlim_t was, room;
+	unsigned want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warn("getrlimit");
+		return -1;
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			log_warn("cannot raise RLIMIT_NOFILE from %llu to %llu",
+				 (unsigned long long)was,
+				 (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	room = rl.rlim_cur > BROKER_FD_RESERVE
+		       ? (rl.rlim_cur - BROKER_FD_RESERVE) / CONN_FDS_EACH
+		       : 0;
+	want = cfg->max_conns_set ? cfg->max_conns : 1;
+	if (room < want) {
+		log_error("RLIMIT_NOFILE is %llu (hard limit %llu) but %u "
+			  "connection(s) need %llu descriptors (%d each and %d "
+			  "kept for models): raise the limit (ulimit -n, "
+			  "LimitNOFILE=)%s", (unsigned long long)rl.rlim_cur,
+			  (unsigned long long)rl.rlim_max, want,
+			  (unsigned long long)want * CONN_FDS_EACH +
+				  BROKER_FD_RESERVE,
+			  CONN_FDS_EACH, BROKER_FD_RESERVE,
+			  cfg->max_conns_set ? " or lower --max-connections"
+					     : "");
+		return -1;
+	}
+	if (room < cfg->max_conns) {
+		log_warnx("--max-connections lowered from %u to %llu to fit "
+			  "RLIMIT_NOFILE %llu", cfg->max_conns,
+			  (unsigned long long)room,
+			  (unsigned long long)rl.rlim_cur);
+		cfg->max_conns = (unsigned)room;
+	}
+	log_info("descriptors: RLIMIT_NOFILE %llu (was %llu, hard limit "
+		 "%llu), %u connection(s) of %d each, %d kept for models",
+		 (unsigned long long)rl.rlim_cur, (unsigned long long)was,
+		 (unsigned long long)rl.rlim_max, cfg->max_conns, CONN_FDS_EACH,
+		 BROKER_FD_RESERVE);
+	return 0;
 }
 
 /*
@@ -219,6 +282,8 @@ main(int argc, char **argv)
 	log_set_json(broker.cfg.log_json);
 	broker.started_ms = clock_monotonic_ms();
 	mbrokerd_token();
+	if (mbrokerd_descriptors() < 0)
+		return 2;
 	if ((r = instance_lock(broker.cfg.instance)) != 0)
 		return 2;
 	instance_clean_stale(broker.cfg.instance, "/dev/shm");

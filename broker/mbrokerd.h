@@ -30,6 +30,16 @@
 #define BROKER_MAX_MODELS 256
 /* Most messages queued for one slow client before it is dropped. */
 #define CONN_MAX_QUEUED 256
+/* Most segment descriptors one client may have unread, queued in the
+ * broker or in flight in its socket, before it is dropped. */
+#define CONN_MAX_FDS 16
+/* Descriptors one connection costs the broker at most: its socket, its
+ * pidfd and CONN_MAX_FDS queued. */
+#define CONN_FDS_EACH (2 + CONN_MAX_FDS)
+/* Descriptors kept apart from connections: the broker's own (event base,
+ * sockets, pipes, semaphore, mirror, metrics) and two per model (its
+ * segment, and a load's source file). */
+#define BROKER_FD_RESERVE (64 + 2 * BROKER_MAX_MODELS)
 
 /* log.c */
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
@@ -66,6 +76,7 @@ struct config {
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
 	size_t max_message;     /* largest request accepted, bytes */
 	unsigned max_conns;     /* most client connections at once */
+	bool max_conns_set;     /* given on the command line */
 	int64_t idle_timeout_ms; /* to say hello after connecting */
 	gid_t allow_gid;        /* may use models; 0: no such group */
 	gid_t admin_gid;        /* may also administer; 0: none */
@@ -284,6 +295,13 @@ struct outmsg {
 	int fd;
 };
 
+/* A log budget: a burst of lines, then one line per interval. */
+struct loglimit {
+	int64_t credit_ms; /* an interval's worth per line allowed */
+	int64_t last_ms;
+	unsigned suppressed; /* lines not written since the last one */
+};
+
 struct conn {
 	TAILQ_ENTRY(conn) entry;
 	uint64_t id;
@@ -299,6 +317,10 @@ struct conn {
 	unsigned rights; /* RIGHT_* this peer has */
 	struct event *ev_idle; /* closes it if no hello comes in time */
 	unsigned bad_requests;
+	unsigned refusals;       /* requests refused, logged or not */
+	unsigned refusals_muted; /* of which no line was written */
+	struct loglimit refusal_log;
+	const char *unsignalled; /* why it has no pidfd (no signals), or NULL */
 	bool hello;
 	bool lost;
 	char role[16];
@@ -306,6 +328,13 @@ struct conn {
 	unsigned nattachments;
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;
+	unsigned nfds_queued; /* descriptors held in outq */
+	/* Descriptors sent but maybe unread: where each one's message ends,
+	 * in bytes of sent_bytes (a ring, oldest at inflight_head).  Signed:
+	 * sent_bytes - unread may be negative. */
+	int64_t inflight[CONN_MAX_FDS];
+	unsigned inflight_head, ninflight;
+	int64_t sent_bytes; /* sent since the ring was last empty, at most */
 };
 TAILQ_HEAD(conn_list, conn);
 
@@ -322,11 +351,18 @@ void conn_lost(struct conn *c, const char *why);
 /* Sends what is queued for every client, waiting at most timeout_ms. */
 void conn_flush_all(int64_t timeout_ms);
 void conn_close_all(void);
-/* Counts a bad request of c and logs the first (and every 1000th). */
+/* Counts a bad request of c and logs it within c's refusal budget. */
 void conn_bad_request(struct conn *c, const char *why);
+/* Logs a refusal of one of c's requests as a warning, unless c (or all
+ * clients together) went over their budget of such lines: then it is
+ * counted, and the next line written, and the one at close, say how many
+ * were not. */
+void conn_log_refusal(struct conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Marks c as past hello: its idle deadline is lifted. */
 void conn_said_hello(struct conn *c);
-/* Signals c's process (through its pidfd); 0 or -errno. */
+/* Signals c's process through its pidfd; 0 or -errno (-ESRCH when the
+ * process could not be identified at connect: it is never signalled). */
 int conn_signal(struct conn *c, int sig);
 
 /* attach.c */
@@ -338,6 +374,12 @@ struct attachment *attach_find(struct conn *c, uint64_t id);
 void attach_pids(const struct model *m, json_t *array);
 /* How many connections holding m outlived their process. */
 unsigned attach_orphans(const struct model *m);
+
+/* peer.c */
+/* A pidfd of the process at the other end of the Unix socket fd, whose
+ * SO_PEERCRED said pid and uid; or -1 with the reason in *why (a static
+ * string) when that process cannot be identified for certain. */
+int peer_pidfd(int fd, pid_t pid, uid_t uid, const char **why);
 
 /* control.c */
 /* Listens on path (stale socket replaced, 0600).  0, or -1 logged. */

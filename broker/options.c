@@ -54,7 +54,8 @@ static const char options_usage[] =
 	"                           down (by default only our own uid)\n"
 	"  --max-message N          largest request accepted (default 64K,\n"
 	"                           at most 160K)\n"
-	"  --max-connections N      most clients at once (default 1024)\n"
+	"  --max-connections N      most clients at once (default 1024,\n"
+	"                           lowered to fit RLIMIT_NOFILE)\n"
 	"  --idle-timeout SECS      close a client that has not said hello\n"
 	"                           by then (default 10)\n"
 	"  --metrics-listen A:P     serve Prometheus metrics on http://A:P/metrics\n"
@@ -415,6 +416,7 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			}
 			cfg->max_conns = (unsigned)v;
+			cfg->max_conns_set = true;
 			break;
 		}
 		case OPT_IDLE_TIMEOUT:

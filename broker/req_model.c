@@ -99,9 +99,9 @@ req_load(struct request *req)
 	if ((provider = req_load_provider(req, path)) == NULL)
 		return;
 	if (!modeldir_allows(path)) {
-		log_warnx("refused load of %s from uid %ld pid %ld: not under "
-			  "any --model-dir", path, (long)req->conn->uid,
-			  (long)req->conn->pid);
+		conn_log_refusal(req->conn, "refused load of %s from uid %ld "
+				 "pid %ld: not under any --model-dir", path,
+				 (long)req->conn->uid, (long)req->conn->pid);
 		reply_error(req->conn, req->id, MB_EDENIED, NULL,
 			    "%s is not under any --model-dir", path);
 		return;

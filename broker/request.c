@@ -209,9 +209,9 @@ request_dispatch(struct conn *c, const char *buf, size_t len)
 			    "say hello first (protocol version %d)",
 			    MB_PROTOCOL_VERSION);
 	} else if ((e->right & c->rights) != e->right) {
-		log_warnx("refused %s from uid %ld pid %ld: it may not %s",
-			  e->op, (long)c->uid, (long)c->pid,
-			  rights_name(e->right));
+		conn_log_refusal(c, "refused %s from uid %ld pid %ld: it may "
+				 "not %s", e->op, (long)c->uid, (long)c->pid,
+				 rights_name(e->right));
 		reply_error(c, req.id, MB_EDENIED, NULL,
 			    "uid %ld may not %s (%s)", (long)c->uid,
 			    rights_name(e->right), e->op);
