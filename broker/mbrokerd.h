@@ -157,6 +157,7 @@ struct load_job;
 struct model {
 	TAILQ_ENTRY(model) entry;
 	char name[MB_NAME_MAX + 1];
+	unsigned slot; /* its index in registry_at and the mirror */
 	const struct provider *provider;
 	enum model_state state;
 	uint64_t generation;
@@ -190,6 +191,8 @@ bool registry_transition_valid(enum model_state from, enum model_state to);
 /* Moves m to state to; a transition the machine forbids is a bug (fatal). */
 void registry_set_state(struct model *m, enum model_state to);
 struct model *registry_find(const char *name);
+/* The model in slot (below BROKER_MAX_MODELS), or NULL. */
+struct model *registry_at(unsigned slot);
 /* A new UNINITIALIZED model in the registry, or NULL when it is full. */
 struct model *registry_add(const char *name);
 /* Removes m and frees it; it must hold no segment, job or attachment. */
@@ -199,6 +202,8 @@ unsigned registry_count(void);
 void registry_clear(void);
 /* The model as a JSON object for list and replies (new reference). */
 json_t *registry_model_json(const struct model *m);
+/* The same without "pids", which costs a look at every connection. */
+json_t *registry_model_fields(const struct model *m);
 
 /* pending.c */
 void pending_add(struct pending_list *list, uint64_t conn_id, json_t *id);
@@ -293,6 +298,8 @@ struct conn {
 	char role[16];
 	TAILQ_HEAD(, attachment) attachments;
 	unsigned nattachments;
+	uint16_t *held;       /* attachments per model slot, while any */
+	unsigned mirror_slot; /* its worker slot in the mirror + 1, or 0 */
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;
 };
@@ -323,7 +330,8 @@ struct attachment *attach_add(struct conn *c, struct model *m);
 void attach_release(struct attachment *a);
 void attach_release_all(struct conn *c);
 struct attachment *attach_find(struct conn *c, uint64_t id);
-/* Appends the pids attached to m to array (new integers). */
+/* Appends the pids attached to m to array (new integers), one look per
+ * connection. */
 void attach_pids(const struct model *m, json_t *array);
 /* How many connections holding m outlived their process. */
 unsigned attach_orphans(const struct model *m);
@@ -412,9 +420,14 @@ void instance_record_pid(void);
 void instance_unlock(void);
 
 /* mirror.c */
+/* Creates the mirror with every page reserved.  0, or -1 logged. */
 int mirror_init(void);
-/* Marks the registry changed: the shared mirror is rewritten soon. */
-void mirror_schedule(void);
+/* Marks m (or its slot, once removed) for a rewrite in the mirror soon;
+ * the broker's own record is rewritten then too if it changed. */
+void mirror_model_changed(const struct model *m);
+/* Rewrites c's worker record now: its pid and which models it holds (from
+ * c->held); a slot is taken at its first attachment, freed at its last. */
+void mirror_worker_changed(struct conn *c);
 void mirror_shutdown(void);
 
 /* The broker's one global state. */
