@@ -54,6 +54,13 @@ attach_release(struct attachment *a)
 	TAILQ_REMOVE(&c->attachments, a, entry);
 	c->nattachments--;
 	m->nattached--;
+	if (a->stranded != NULL && --a->stranded->holders == 0) {
+		log_info("model %s: the last holder of its unlinked segment let "
+			 "go; %llu bytes back to the budget", m->name,
+			 (unsigned long long)a->stranded->bytes);
+		segment_unreserve(a->stranded->bytes);
+		free(a->stranded);
+	}
 	if (--c->held[m->slot] == 0)
 		mirror_worker_changed(c);
 	attach_held_trim(c);
@@ -106,4 +113,31 @@ attach_orphans(const struct model *m)
 		if (c->pid_exited && c->held != NULL && c->held[m->slot] > 0)
 			n++;
 	return n;
+}
+
+bool
+attach_strand(struct model *m, uint64_t bytes)
+{
+	struct stranded *st;
+	struct conn *c;
+	struct attachment *a;
+
+	if (m->nattached == 0 || (st = calloc(1, sizeof *st)) == NULL)
+		return false;
+	st->bytes = bytes;
+	TAILQ_FOREACH(c, &broker.conns, entry) {
+		if (c->held == NULL || c->held[m->slot] == 0)
+			continue;
+		TAILQ_FOREACH(a, &c->attachments, entry) {
+			if (a->model == m && a->stranded == NULL) {
+				a->stranded = st;
+				st->holders++;
+			}
+		}
+	}
+	if (st->holders == 0) { /* all hold an older, stranded segment */
+		free(st);
+		return false;
+	}
+	return true;
 }

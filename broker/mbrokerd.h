@@ -264,11 +264,19 @@ void ackwait_shutdown(void);
 const char *ackwait_name(void);
 
 /* conn.c */
+/* Budget bytes of a segment unlinked while attached (an unload that timed
+ * out), reserved until the last of those attachments is released. */
+struct stranded {
+	uint64_t bytes;
+	unsigned holders;
+};
+
 struct attachment {
 	TAILQ_ENTRY(attachment) entry;
 	uint64_t id;
 	struct model *model;
 	struct conn *conn;
+	struct stranded *stranded; /* NULL while its segment is named */
 };
 
 struct outmsg {
@@ -335,6 +343,10 @@ struct attachment *attach_find(struct conn *c, uint64_t id);
 void attach_pids(const struct model *m, json_t *array);
 /* How many connections holding m outlived their process. */
 unsigned attach_orphans(const struct model *m);
+/* Takes over bytes of the budget for m's segment, unlinked while attached:
+ * they go back when every attachment of m now there is released.  Returns
+ * false (nothing taken over) when m has none or memory is short. */
+bool attach_strand(struct model *m, uint64_t bytes);
 
 /* control.c */
 /* Listens on path (stale socket replaced, 0600).  0, or -1 logged. */

@@ -134,7 +134,9 @@ unload_release(struct model *m)
 				 m->name, m->segment);
 		else
 			evicted++;
-		segment_unreserve(m->size);
+		/* Its holders still map it: the bytes stay counted. */
+		if (!attach_strand(m, m->size))
+			segment_unreserve(m->size);
 		m->segment[0] = '\0';
 	}
 	if (m->ro_fd >= 0) {
