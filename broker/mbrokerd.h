@@ -219,10 +219,14 @@ void pending_reply_error(struct pending_list *list, int code, json_t *extra,
 /* Fills name with the shm name of the gen-th load of model. */
 int segment_name(char *buf, size_t len, const char *model, uint64_t gen);
 /* Creates the segment (O_EXCL, 0600) of size bytes, within the
- * --max-shm-bytes budget and the free space (the loader reserves the
- * pages); returns a read-write descriptor or MB_E* / -errno with a reason
- * in err.  Thread-safe. */
+ * --max-shm-bytes budget and the free space less what other segments being
+ * filled have yet to take (the loader reserves the pages, then calls
+ * segment_filled); returns a read-write descriptor or MB_E* / -errno with
+ * a reason in err.  Thread-safe. */
 int segment_create(const char *name, uint64_t size, char *err, size_t errlen);
+/* The pages of rw_fd's segment are reserved, or its load gave up: it no
+ * longer counts as still to take.  Call before closing rw_fd. */
+void segment_filled(int rw_fd);
 /* Gives size bytes back to the budget once their segment is unlinked. */
 void segment_unreserve(uint64_t size);
 /* Bytes of the budget held by segments now. */

@@ -6,7 +6,8 @@
 # filled up survives registry changes that need mirror space it would
 # otherwise have had to take then (failed loads under long paths, an
 # attach and a detach), refuses the loads with no_space, and shuts down
-# cleanly.  Needs root and unshare(1); exits 77 (SKIP) without them.
+# cleanly; of two loads that fit one at a time, started at once, one
+# succeeds.  Needs root and unshare(1); exits 77 (SKIP) without them.
 if [ -z "${MB_SHM_FULL_NS:-}" ]; then
 	if [ "$(id -u)" -ne 0 ] ||
 		! unshare -m --propagation private true 2>/dev/null; then
@@ -63,4 +64,27 @@ mbctl ping >/dev/null || fail "the broker stopped answering"
 [ "$(mbctl list | grep -c ' ERROR ')" -eq 12 ] || fail "list: $(mbctl list)"
 state_is a READY || fail "a is $(model_state a)"
 rm -f /dev/shm/filler
+shutdown_clean
+
+# 3. Two loads that fit one at a time, started at once: one is READY, the
+# other refused with no_space (not both, as when their pages raced).  Over
+# 64 MiB, so that each is filled by two threads.
+mount -o remount,size=160M /dev/shm || fail "cannot grow the tmpfs"
+make_model --raw "$T/c.bin" 100663296
+start_broker
+for round in 1 2 3; do
+	mbctl load "c$round" "$T/c.bin" --wait >"$T/c.out" 2>&1 &
+	first=$!
+	mbctl load "d$round" "$T/c.bin" --wait >"$T/d.out" 2>&1 &
+	second=$!
+	status=0
+	wait "$first" || status=$((status + 1))
+	wait "$second" || status=$((status + 2))
+	case "$status:$(cat "$T/c.out" "$T/d.out")" in
+	[12]:*"model needs 100663296 bytes, /dev/shm has"*) ;;
+	*) fail "round $round ($status): $(cat "$T/c.out" "$T/d.out")" ;;
+	esac
+	mbctl unload "c$round" >/dev/null && mbctl unload "d$round" >/dev/null ||
+		fail "unloads of round $round failed"
+done
 shutdown_clean
