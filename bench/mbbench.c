@@ -11,6 +11,7 @@
  *   mbbench infer SOCKET MODEL REPETITIONS
  *   mbbench hold-private FILE | hold-mmap FILE
  *   mbbench rate SOCKET OP CLIENTS SECONDS
+ *   mbbench crowd SOCKET CONNECTIONS PER_CONNECTION MODEL...
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -110,13 +111,14 @@ bench_print_latency(const char *key, double *v, size_t n, const char *sep)
 	       bench_quantile(v, n, 0.99) * 1e6, sep);
 }
 
-/* Attach latency: on an open connection, with the connect, and a bare
- * shm_open + fstat + mmap of the same segment for comparison. */
+/* Attach latency: on an open connection (and the detach after it), with
+ * the connect, and a bare shm_open + fstat + mmap of the same segment for
+ * comparison. */
 static int
 bench_attach(const char *sock, const char *model, size_t n)
 {
 	double *warm = calloc(n, sizeof *warm), *cold = calloc(n, sizeof *cold),
-	       *bare = calloc(n, sizeof *bare);
+	       *bare = calloc(n, sizeof *bare), *det = calloc(n, sizeof *det);
 	char segment[NAMES_SHM_MAX] = "", *reply = NULL;
 	struct mb_attachment *att;
 	struct mb_client *c;
@@ -137,7 +139,10 @@ bench_attach(const char *sock, const char *model, size_t n)
 		if ((r = mb_attach(c, model, &att)) < 0)
 			bench_die("attach", r);
 		warm[i] = bench_now() - t0;
-		mb_detach(att);
+		t0 = bench_now();
+		if ((r = mb_detach(att)) < 0)
+			bench_die("detach", r);
+		det[i] = bench_now() - t0;
 	}
 	mb_close(c);
 	for (size_t i = 0; i < n; i++) {
@@ -165,11 +170,13 @@ bench_attach(const char *sock, const char *model, size_t n)
 	}
 	printf("{");
 	bench_print_latency("attach", warm, n, ",");
+	bench_print_latency("detach", det, n, ",");
 	bench_print_latency("attach_connect", cold, n, ",");
 	bench_print_latency("bare_mmap", bare, n, "}\n");
 	free(warm);
 	free(cold);
 	free(bare);
+	free(det);
 	return 0;
 }
 
@@ -303,6 +310,37 @@ bench_rate(const char *sock, const char *op, int clients, double seconds)
 	return 0;
 }
 
+/* Holds CONNECTIONS x PER_CONNECTION attachments of the models in turn
+ * (attach requests whose descriptors are closed at once, so no mapping is
+ * made) until killed: the registry an attach is measured against. */
+static int
+bench_crowd(const char *sock, int conns, int per_conn, char **models,
+	    int nmodels)
+{
+	for (int i = 0; i < conns; i++) {
+		struct mb_client *c;
+		int r;
+
+		if ((r = client_connect(sock, "worker", &c, NULL, 0)) < 0)
+			bench_die("connect", r);
+		for (int j = 0; j < per_conn; j++) {
+			json_t *req = json_pack("{s:s, s:s}", "op", "attach",
+						"name", models[(i + j) % nmodels]);
+			int fd = -1;
+
+			r = client_call(c, req, NULL, &fd);
+			json_decref(req);
+			if (r < 0)
+				bench_die("attach", r);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	printf("{\"attachments\":%d}\n", conns * per_conn);
+	for (;;)
+		pause();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -321,8 +359,12 @@ main(int argc, char **argv)
 		return bench_hold(argv[2], false);
 	if (strcmp(cmd, "rate") == 0 && argc == 6)
 		return bench_rate(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
+	if (strcmp(cmd, "crowd") == 0 && argc >= 6)
+		return bench_crowd(argv[2], atoi(argv[3]), atoi(argv[4]),
+				   argv + 5, argc - 5);
 	fprintf(stderr, "usage: mbbench fill-floor BYTES | attach SOCKET MODEL N |"
 		" infer SOCKET MODEL N | hold-private FILE | hold-mmap FILE | "
-		"rate SOCKET OP CLIENTS SECONDS\n");
+		"rate SOCKET OP CLIENTS SECONDS | crowd SOCKET CONNECTIONS "
+		"PER_CONNECTION MODEL...\n");
 	return 2;
 }

@@ -330,8 +330,10 @@ loader_load(struct load_job *job)
 out:
 	if (map != MAP_FAILED)
 		munmap(map, job->size);
-	if (rw >= 0)
+	if (rw >= 0) {
+		segment_filled(rw);
 		close(rw);
+	}
 	close(src);
 	if (r < 0 && rw >= 0) {
 		segment_unlink(job->segment);

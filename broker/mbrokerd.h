@@ -168,6 +168,7 @@ struct load_job;
 struct model {
 	TAILQ_ENTRY(model) entry;
 	char name[MB_NAME_MAX + 1];
+	unsigned slot; /* its index in registry_at and the mirror */
 	const struct provider *provider;
 	enum model_state state;
 	uint64_t generation;
@@ -205,6 +206,8 @@ bool registry_transition_valid(enum model_state from, enum model_state to);
 /* Moves m to state to; a transition the machine forbids is a bug (fatal). */
 void registry_set_state(struct model *m, enum model_state to);
 struct model *registry_find(const char *name);
+/* The model in slot (below BROKER_MAX_MODELS), or NULL. */
+struct model *registry_at(unsigned slot);
 /* A new UNINITIALIZED model in the registry, or NULL when it is full. */
 struct model *registry_add(const char *name);
 /* Removes m and frees it; it must hold no segment, job or attachment. */
@@ -214,6 +217,8 @@ unsigned registry_count(void);
 void registry_clear(void);
 /* The model as a JSON object for list and replies (new reference). */
 json_t *registry_model_json(const struct model *m);
+/* The same without "pids", which costs a look at every connection. */
+json_t *registry_model_fields(const struct model *m);
 
 /* pending.c */
 struct conn;
@@ -236,10 +241,14 @@ bool pending_none(const struct model *m);
 /* Fills name with the shm name of the gen-th load of model. */
 int segment_name(char *buf, size_t len, const char *model, uint64_t gen);
 /* Creates the segment (O_EXCL, 0600) of size bytes, within the
- * --max-shm-bytes budget and the free space (the loader reserves the
- * pages); returns a read-write descriptor or MB_E* / -errno with a reason
- * in err.  Thread-safe. */
+ * --max-shm-bytes budget and the free space less what other segments being
+ * filled have yet to take (the loader reserves the pages, then calls
+ * segment_filled); returns a read-write descriptor or MB_E* / -errno with
+ * a reason in err.  Thread-safe. */
 int segment_create(const char *name, uint64_t size, char *err, size_t errlen);
+/* The pages of rw_fd's segment are reserved, or its load gave up: it no
+ * longer counts as still to take.  Call before closing rw_fd. */
+void segment_filled(int rw_fd);
 /* Gives size bytes back to the budget once their segment is unlinked. */
 void segment_unreserve(uint64_t size);
 /* Bytes of the budget held by segments now. */
@@ -281,11 +290,19 @@ void ackwait_shutdown(void);
 const char *ackwait_name(void);
 
 /* conn.c */
+/* Budget bytes of a segment unlinked while attached (an unload that timed
+ * out), reserved until the last of those attachments is released. */
+struct stranded {
+	uint64_t bytes;
+	unsigned holders;
+};
+
 struct attachment {
 	TAILQ_ENTRY(attachment) entry;
 	uint64_t id;
 	struct model *model;
 	struct conn *conn;
+	struct stranded *stranded; /* NULL while its segment is named */
 };
 
 struct outmsg {
@@ -326,6 +343,8 @@ struct conn {
 	char role[16];
 	TAILQ_HEAD(, attachment) attachments;
 	unsigned nattachments;
+	uint16_t *held;       /* attachments per model slot, while any */
+	unsigned mirror_slot; /* its worker slot in the mirror + 1, or 0 */
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;
 	unsigned nfds_queued; /* descriptors held in outq */
@@ -370,10 +389,15 @@ struct attachment *attach_add(struct conn *c, struct model *m);
 void attach_release(struct attachment *a);
 void attach_release_all(struct conn *c);
 struct attachment *attach_find(struct conn *c, uint64_t id);
-/* Appends the pids attached to m to array (new integers). */
+/* Appends the pids attached to m to array (new integers), one look per
+ * connection. */
 void attach_pids(const struct model *m, json_t *array);
 /* How many connections holding m outlived their process. */
 unsigned attach_orphans(const struct model *m);
+/* Takes over bytes of the budget for m's segment, unlinked while attached:
+ * they go back when every attachment of m now there is released.  Returns
+ * false (nothing taken over) when m has none or memory is short. */
+bool attach_strand(struct model *m, uint64_t bytes);
 
 /* peer.c */
 /* A pidfd of the process at the other end of the Unix socket fd, whose
@@ -472,9 +496,14 @@ int instance_record_pid(void);
 void instance_unlock(void);
 
 /* mirror.c */
+/* Creates the mirror with every page reserved.  0, or -1 logged. */
 int mirror_init(void);
-/* Marks the registry changed: the shared mirror is rewritten soon. */
-void mirror_schedule(void);
+/* Marks m (or its slot, once removed) for a rewrite in the mirror soon;
+ * the broker's own record is rewritten then too if it changed. */
+void mirror_model_changed(const struct model *m);
+/* Rewrites c's worker record now: its pid and which models it holds (from
+ * c->held); a slot is taken at its first attachment, freed at its last. */
+void mirror_worker_changed(struct conn *c);
 void mirror_shutdown(void);
 
 /* The broker's one global state. */

@@ -2,8 +2,12 @@
 /*
  * mirror.c - the registry mirror in shared memory (layout in
  * common/mirror.h): a read-only view of the registry for observers that do
- * not hold a connection.  Written by the broker only, after each change,
- * and never read back: the registry in the broker's memory is the truth.
+ * not hold a connection.  Each model and each connection holding models
+ * has a record of its own, rewritten alone when it changes, so an attach
+ * costs the same whatever else is loaded.  Every page is reserved when the
+ * file is created: a full /dev/shm can then never make a write to it
+ * fault.  Written by the broker only, and never read back: the registry in
+ * the broker's memory is the truth.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,58 +19,178 @@
 #include "mbrokerd.h"
 #include "mirror.h"
 
+_Static_assert(MIRROR_MODELS == BROKER_MAX_MODELS,
+	       "one mirror slot per model the registry holds");
+
 static struct {
 	char name[NAMES_SHM_MAX];
-	struct mirror_header *map;
+	unsigned char *map; /* NULL: no mirror */
+	size_t size;
 	struct event *ev;
-} mirror;
+	uint64_t dirty[MIRROR_MODELS / 64]; /* model slots to rewrite */
+	int shutting_down;                  /* as last written; -1: never */
+	unsigned *free_workers;             /* a stack of free worker slots */
+	unsigned nfree_workers;
+	unsigned nworkers;
+} mirror = {.shutting_down = -1};
+
+static struct mirror_header *
+mirror_header(void)
+{
+	return (struct mirror_header *)(void *)mirror.map;
+}
+
+/* Marks the start of a write to the record whose sequence number is seq. */
+static void
+mirror_write_begin(_Atomic uint64_t *seq)
+{
+	atomic_fetch_add_explicit(seq, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
 
 static void
-mirror_write(evutil_socket_t fd, short what, void *arg)
+mirror_write_end(_Atomic uint64_t *seq)
 {
-	json_t *models = json_array(), *doc;
-	struct model *m;
-	char *text;
+	atomic_fetch_add_explicit(seq, 1, memory_order_release);
+}
+
+/* Rewrites the broker's record when its state changed since. */
+static void
+mirror_write_broker(void)
+{
+	struct mirror_header *h = mirror_header();
+	char *data = (char *)(h + 1);
+	json_t *doc;
 	size_t len;
 
+	if (mirror.shutting_down == (int)broker.shutting_down)
+		return;
+	doc = json_pack("{s:s, s:I, s:b}", "instance", broker.cfg.instance,
+			"pid", (json_int_t)getpid(), "shutting_down",
+			broker.shutting_down);
+	mirror_write_begin(&h->seq);
+	len = doc != NULL ? json_dumpb(doc, data, MIRROR_BROKER_MAX,
+				       JSON_COMPACT) : 0;
+	h->length = len <= MIRROR_BROKER_MAX ? len : 0;
+	mirror_write_end(&h->seq);
+	json_decref(doc);
+	mirror.shutting_down = broker.shutting_down;
+}
+
+/* Rewrites model slot s from the registry (length 0 when it is free).  A
+ * model whose JSON does not fit loses "path" and "error" and says
+ * "truncated". */
+static void
+mirror_write_model(unsigned s)
+{
+	struct mirror_record *rec = (struct mirror_record *)(void *)(
+		mirror.map + mirror_header()->models_offset +
+		(size_t)s * MIRROR_MODEL_SIZE);
+	const struct model *m = registry_at(s);
+	json_t *o = m != NULL ? registry_model_fields(m) : NULL;
+	char *data = (char *)(rec + 1);
+	size_t len = 0;
+
+	mirror_write_begin(&rec->seq);
+	if (o != NULL &&
+	    (len = json_dumpb(o, data, MIRROR_MODEL_MAX, JSON_COMPACT)) >
+		    MIRROR_MODEL_MAX) {
+		json_object_del(o, "path");
+		json_object_del(o, "error");
+		json_object_set_new(o, "truncated", json_true());
+		len = json_dumpb(o, data, MIRROR_MODEL_MAX, JSON_COMPACT);
+	}
+	rec->length = len <= MIRROR_MODEL_MAX ? len : 0;
+	mirror_write_end(&rec->seq);
+	json_decref(o);
+}
+
+/* Writes what changed since the last time: the broker's record and the
+ * dirty model slots. */
+static void
+mirror_flush(evutil_socket_t fd, short what, void *arg)
+{
 	(void)fd;
 	(void)what;
 	(void)arg;
-	TAILQ_FOREACH(m, &broker.models, entry)
-		json_array_append_new(models, registry_model_json(m));
-	doc = json_pack("{s:s, s:I, s:b, s:o}", "instance", broker.cfg.instance,
-			"pid", (json_int_t)getpid(), "shutting_down",
-			broker.shutting_down, "models", models);
-	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	if (text == NULL || (len = strlen(text)) > MIRROR_DATA_MAX) {
-		log_warnx("registry mirror not updated: too large");
-		free(text);
-		return;
+	mirror_write_broker();
+	for (unsigned w = 0; w < MIRROR_MODELS / 64; w++) {
+		while (mirror.dirty[w] != 0) {
+			unsigned bit = (unsigned)__builtin_ctzll(mirror.dirty[w]);
+
+			mirror.dirty[w] &= mirror.dirty[w] - 1;
+			mirror_write_model(w * 64 + bit);
+		}
 	}
-	atomic_fetch_add(&mirror.map->seq, 1);
-	memcpy(mirror.map + 1, text, len);
-	mirror.map->length = len;
-	atomic_fetch_add(&mirror.map->seq, 1);
-	free(text);
 }
 
 void
-mirror_schedule(void)
+mirror_model_changed(const struct model *m)
 {
-	if (mirror.ev != NULL)
-		event_active(mirror.ev, EV_TIMEOUT, 0);
+	if (mirror.map == NULL)
+		return;
+	mirror.dirty[m->slot / 64] |= UINT64_C(1) << (m->slot % 64);
+	event_active(mirror.ev, EV_TIMEOUT, 0);
+}
+
+void
+mirror_worker_changed(struct conn *c)
+{
+	struct mirror_header *h = mirror_header();
+	struct mirror_worker *rec;
+
+	if (mirror.map == NULL)
+		return;
+	if (c->mirror_slot == 0) {
+		if (c->nattachments == 0)
+			return;
+		if (mirror.nfree_workers == 0) {
+			log_warnx("registry mirror: no worker slot for pid %ld",
+				  (long)c->pid);
+			return;
+		}
+		c->mirror_slot = mirror.free_workers[--mirror.nfree_workers] + 1;
+	}
+	rec = (struct mirror_worker *)(void *)(mirror.map + h->workers_offset) +
+	      (c->mirror_slot - 1);
+	mirror_write_begin(&rec->seq);
+	rec->pid = c->nattachments > 0 ? c->pid : 0;
+	for (unsigned w = 0; w < MIRROR_MODELS / 64; w++) {
+		uint64_t bits = 0;
+
+		for (unsigned b = 0; c->held != NULL && b < 64; b++)
+			if (c->held[w * 64 + b] > 0)
+				bits |= UINT64_C(1) << b;
+		rec->models[w] = bits;
+	}
+	mirror_write_end(&rec->seq);
+	if (c->nattachments == 0) {
+		mirror.free_workers[mirror.nfree_workers++] = c->mirror_slot - 1;
+		c->mirror_slot = 0;
+	}
 }
 
 int
 mirror_init(void)
 {
 	char path[sizeof "/dev/shm" + NAMES_SHM_MAX];
-	int fd;
+	struct mirror_header *h;
+	struct model *m;
+	int fd, r;
 
 	if (names_shm(mirror.name, sizeof mirror.name, broker.cfg.instance,
 		      "registry") < 0)
 		return -1;
+	mirror.nworkers = broker.cfg.max_conns;
+	mirror.size = MIRROR_HEADER_SIZE +
+		      (size_t)MIRROR_MODELS * MIRROR_MODEL_SIZE +
+		      (size_t)mirror.nworkers * sizeof(struct mirror_worker);
+	if ((mirror.free_workers = calloc(mirror.nworkers,
+					  sizeof *mirror.free_workers)) == NULL)
+		return -1;
+	for (unsigned i = 0; i < mirror.nworkers; i++)
+		mirror.free_workers[i] = mirror.nworkers - 1 - i;
+	mirror.nfree_workers = mirror.nworkers;
 	fd = shm_open(mirror.name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		log_warn("cannot create registry mirror %s%s", mirror.name,
@@ -75,10 +199,18 @@ mirror_init(void)
 		mirror.name[0] = '\0';
 		return -1;
 	}
-	if (ftruncate(fd, MIRROR_SIZE) < 0 ||
-	    (mirror.map = mmap(NULL, MIRROR_SIZE, PROT_READ | PROT_WRITE,
-			       MAP_SHARED, fd, 0)) == MAP_FAILED) {
-		log_warn("cannot size registry mirror %s", mirror.name);
+	/* Every page now: a write to a page of a sparse file in a full
+	 * /dev/shm would kill the broker with SIGBUS. */
+	if ((r = posix_fallocate(fd, 0, (off_t)mirror.size)) != 0) {
+		log_error("cannot reserve %zu bytes in /dev/shm for the registry "
+			  "mirror %s: %s", mirror.size, mirror.name, strerror(r));
+		close(fd);
+		return -1;
+	}
+	mirror.map = mmap(NULL, mirror.size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			  fd, 0);
+	if (mirror.map == MAP_FAILED) {
+		log_warn("cannot map registry mirror %s", mirror.name);
 		mirror.map = NULL;
 		close(fd);
 		return -1;
@@ -86,11 +218,22 @@ mirror_init(void)
 	snprintf(path, sizeof path, "/dev/shm%s", mirror.name);
 	rights_share(path, fd, 0040);
 	close(fd);
-	memcpy(mirror.map->magic, MIRROR_MAGIC, sizeof mirror.map->magic);
-	if ((mirror.ev = event_new(broker.base, -1, 0, mirror_write, NULL)) ==
+	h = mirror_header();
+	h->model_slots = MIRROR_MODELS;
+	h->model_slot_size = MIRROR_MODEL_SIZE;
+	h->models_offset = MIRROR_HEADER_SIZE;
+	h->worker_slots = mirror.nworkers;
+	h->worker_slot_size = sizeof(struct mirror_worker);
+	h->workers_offset = MIRROR_HEADER_SIZE +
+			    (uint64_t)MIRROR_MODELS * MIRROR_MODEL_SIZE;
+	h->size = mirror.size;
+	memcpy(h->magic, MIRROR_MAGIC, sizeof h->magic);
+	if ((mirror.ev = event_new(broker.base, -1, 0, mirror_flush, NULL)) ==
 	    NULL)
 		return -1;
-	mirror_write(-1, 0, NULL);
+	mirror_write_broker();
+	TAILQ_FOREACH(m, &broker.models, entry)
+		mirror_model_changed(m);
 	return 0;
 }
 
@@ -101,10 +244,14 @@ mirror_shutdown(void)
 		event_free(mirror.ev);
 	mirror.ev = NULL;
 	if (mirror.map != NULL)
-		munmap(mirror.map, MIRROR_SIZE);
+		munmap(mirror.map, mirror.size);
 	mirror.map = NULL;
 	if (mirror.name[0] != '\0' && shm_unlink(mirror.name) < 0 &&
 	    errno != ENOENT)
 		log_warn("cannot unlink %s", mirror.name);
 	mirror.name[0] = '\0';
+	free(mirror.free_workers);
+	mirror.free_workers = NULL;
+	memset(mirror.dirty, 0, sizeof mirror.dirty);
+	mirror.shutting_down = -1;
 }

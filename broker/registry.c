@@ -16,6 +16,9 @@
 
 #include "mbrokerd.h"
 
+/* Each model's slot, its index in the registry mirror. */
+static struct model *registry_slots[BROKER_MAX_MODELS];
+
 static const char *const registry_state_names[] = {
 	[MODEL_UNINITIALIZED] = "UNINITIALIZED",
 	[MODEL_LOADING] = "LOADING",
@@ -61,7 +64,7 @@ registry_set_state(struct model *m, enum model_state to)
 	log_debug("model %s: %s -> %s", m->name, registry_state_name(m->state),
 		  registry_state_name(to));
 	m->state = to;
-	mirror_schedule();
+	mirror_model_changed(m);
 }
 
 struct model *
@@ -76,13 +79,24 @@ registry_find(const char *name)
 }
 
 struct model *
+registry_at(unsigned slot)
+{
+	return slot < BROKER_MAX_MODELS ? registry_slots[slot] : NULL;
+}
+
+struct model *
 registry_add(const char *name)
 {
+	unsigned slot = 0;
 	struct model *m;
 
 	if (broker.nmodels >= BROKER_MAX_MODELS ||
 	    (m = calloc(1, sizeof *m)) == NULL)
 		return NULL;
+	while (registry_slots[slot] != NULL)
+		slot++;
+	registry_slots[slot] = m;
+	m->slot = slot;
 	snprintf(m->name, sizeof m->name, "%s", name);
 	m->state = MODEL_UNINITIALIZED;
 	m->ro_fd = -1;
@@ -91,7 +105,7 @@ registry_add(const char *name)
 	TAILQ_INIT(&m->unload_waiters);
 	TAILQ_INSERT_TAIL(&broker.models, m, entry);
 	broker.nmodels++;
-	mirror_schedule();
+	mirror_model_changed(m);
 	return m;
 }
 
@@ -104,7 +118,8 @@ registry_remove(struct model *m)
 		       "owes replies", m->name);
 	TAILQ_REMOVE(&broker.models, m, entry);
 	broker.nmodels--;
-	mirror_schedule();
+	registry_slots[m->slot] = NULL;
+	mirror_model_changed(m);
 	free(m);
 }
 
@@ -116,6 +131,18 @@ registry_count(void)
 
 json_t *
 registry_model_json(const struct model *m)
+{
+	json_t *o = registry_model_fields(m);
+
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "pids", json_array());
+	attach_pids(m, json_object_get(o, "pids"));
+	return o;
+}
+
+json_t *
+registry_model_fields(const struct model *m)
 {
 	char sum[17];
 	json_t *o;
@@ -129,8 +156,6 @@ registry_model_json(const struct model *m)
 	if (o == NULL)
 		return NULL;
 	json_object_set_new(o, "path", json_string(m->path));
-	json_object_set_new(o, "pids", json_array());
-	attach_pids(m, json_object_get(o, "pids"));
 	if (m->state == MODEL_LOADING)
 		json_object_set_new(o, "bytes_done",
 				    json_integer((json_int_t)loader_progress(m)));
@@ -164,6 +189,7 @@ registry_clear(void)
 		if (m->ro_fd >= 0)
 			close(m->ro_fd);
 		json_decref(m->killed_pids);
+		registry_slots[m->slot] = NULL;
 		TAILQ_REMOVE(&broker.models, m, entry);
 		broker.nmodels--;
 		free(m);

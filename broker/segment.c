@@ -4,7 +4,8 @@
  * with O_EXCL and mode 0600 under an unpredictable name, checked against
  * the free space before anything is copied (the loader then reserves the
  * pages, so a full /dev/shm is a load error instead of a SIGBUS in a
- * worker), counted against the --max-shm-bytes budget, sealed
+ * worker; pages that loads in progress have yet to take count as taken),
+ * counted against the --max-shm-bytes budget, sealed
  * read-only once filled, and unlinked at unload.  They live in /dev/shm,
  * or in --shm-dir (a tmpfs mounted with huge=, so 2 MiB pages back them).
  */
@@ -12,8 +13,10 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -58,6 +61,19 @@ segment_remove(const char *name)
 	snprintf(path, sizeof path, "%s%s", broker.cfg.shm_dir, name);
 	return unlink(path);
 }
+
+/* A segment created whose pages are being reserved and filled. */
+struct segment_filling {
+	struct segment_filling *next;
+	int fd;
+	uint64_t size;
+};
+
+/* Guards segment_filling and makes each free-space check and the claim
+ * that follows one step, so two loads that fit only one at a time cannot
+ * both pass the check and then both run out of pages. */
+static pthread_mutex_t segment_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct segment_filling *segment_filling;
 
 /* Bytes held by this broker's segments, against --max-shm-bytes. */
 static atomic_uint_fast64_t segment_held;
@@ -114,19 +130,59 @@ segment_space_free(void)
 	return (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
 }
 
+/* Bytes that segments being filled have yet to take (their size less
+ * the blocks they hold).  Their blocks are read before the free space is,
+ * so what they take meanwhile is counted twice, never missed.  Under
+ * segment_lock. */
+static uint64_t
+segment_untaken(void)
+{
+	uint64_t n = 0;
+	struct stat st;
+
+	for (struct segment_filling *f = segment_filling; f != NULL;
+	     f = f->next) {
+		uint64_t taken = fstat(f->fd, &st) == 0
+					 ? (uint64_t)st.st_blocks * 512 : 0;
+
+		n += taken < f->size ? f->size - taken : 0;
+	}
+	return n;
+}
+
+/* Checks size bytes fit in the free space less what segments being
+ * filled have yet to take; 0 or MB_ENOSPACE with the reason.  Under
+ * segment_lock. */
+static int
+segment_fits(uint64_t size, char *err, size_t errlen)
+{
+	uint64_t untaken = segment_untaken();
+	int64_t avail = segment_space_free();
+	uint64_t left;
+
+	if (avail < 0)
+		return 0; /* unknown: the reservation of the pages decides */
+	left = (uint64_t)avail > untaken ? (uint64_t)avail - untaken : 0;
+	if (left >= size)
+		return 0;
+	snprintf(err, errlen, "model needs %" PRIu64 " bytes, %s has %" PRIu64
+		 " free%s", size, segment_dir(), left, untaken > 0 ?
+		 " besides what loads in progress are taking" : "");
+	return MB_ENOSPACE;
+}
+
 int
 segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 {
-	int64_t avail = segment_space_free();
-	int fd, r;
+	struct segment_filling *f = malloc(sizeof *f);
+	int fd = -1, r;
 
-	if (avail >= 0 && (uint64_t)avail < size) {
-		snprintf(err, errlen, "model needs %" PRIu64 " bytes, %s has %"
-			 PRId64 " free", size, segment_dir(), avail);
-		return MB_ENOSPACE;
-	}
-	if ((r = segment_reserve(size, err, errlen)) < 0)
-		return r;
+	if (f == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&segment_lock);
+	if ((r = segment_fits(size, err, errlen)) < 0 ||
+	    (r = segment_reserve(size, err, errlen)) < 0)
+		goto fail;
 	fd = segment_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		r = -errno;
@@ -134,20 +190,44 @@ segment_create(const char *name, uint64_t size, char *err, size_t errlen)
 			 strerror(errno), errno == EEXIST ?
 			 " (a name that is not ours; left untouched)" : "");
 		segment_unreserve(size);
-		return r;
+		goto fail;
 	}
 	if (ftruncate(fd, (off_t)size) < 0) {
 		r = errno == ENOSPC ? MB_ENOSPACE : -errno;
 		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
 			 " bytes: %s", name, size, strerror(errno));
+		close(fd);
+		segment_remove(name);
+		segment_unreserve(size);
 		goto fail;
 	}
+	f->fd = fd;
+	f->size = size;
+	f->next = segment_filling;
+	segment_filling = f;
+	pthread_mutex_unlock(&segment_lock);
 	return fd;
 fail:
-	close(fd);
-	segment_remove(name);
-	segment_unreserve(size);
+	pthread_mutex_unlock(&segment_lock);
+	free(f);
 	return r;
+}
+
+void
+segment_filled(int rw_fd)
+{
+	struct segment_filling **p, *f;
+
+	pthread_mutex_lock(&segment_lock);
+	for (p = &segment_filling; *p != NULL; p = &(*p)->next) {
+		if ((*p)->fd == rw_fd) {
+			f = *p;
+			*p = f->next;
+			free(f);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&segment_lock);
 }
 
 int

@@ -152,7 +152,9 @@ unload_release(struct model *m)
 			if (m->nattached == 0)
 				m->unload_freed += m->size;
 		}
-		segment_unreserve(m->size);
+		/* Its holders still map it: the bytes stay counted. */
+		if (!attach_strand(m, m->size))
+			segment_unreserve(m->size);
 		m->segment[0] = '\0';
 	}
 	if (m->ro_fd >= 0) {

@@ -167,6 +167,55 @@ record attach "attach p99 (goal <= 1000)" us "${p99[@]}"
 record attach "connect + attach p50" us "${ac[@]}"
 record attach "connect + attach p99" us "${p99c[@]}"
 record attach "bare shm_open+fstat+mmap p50" us "${b[@]}"
+stop_broker
+
+say "== 3b. attach against the registry's size"
+# The same model attached and detached with 1 model loaded, with 200 (the
+# others under paths of about 3,000 bytes), then with 51,200 attachments
+# held besides: p50 and p99 of each, side by side in one run.
+long="$RUN/long"
+for i in $(seq 15); do long="$long/$(printf 'd%.0s' $(seq 199))"; done
+mkdir -p "$long"
+"$BUILD/mkmodel" --raw "$long/x.bin" 4096
+others=()
+for i in $(seq 199); do others+=("x$i"); done
+# measure LABEL: one mbbench attach run; its figures go to attach.txt.
+measure() {
+	local out k
+	out=$("$BUILD/mbbench" attach "$SOCK" m 2000)
+	for k in attach_p50 attach_p99 detach_p50 detach_p99; do
+		echo "$1 $k $(echo "$out" | field "${k}_us")" >>"$RUN/attach.txt"
+	done
+}
+# values LABEL KEY: what measure recorded, one per repetition.
+values() { awk -v l="$1" -v k="$2" '$1 == l && $2 == k { print $3 }' "$RUN/attach.txt"; }
+: >"$RUN/attach.txt"
+ratio=()
+for r in $(seq "$BENCH_REPS"); do
+	start_broker --model "m=$model"
+	for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
+	measure one
+	for x in "${others[@]}"; do mbctl load "$x" "$long/x.bin" --wait >/dev/null; done
+	measure many
+	ratio+=("$(calc "$(values many attach_p50 | tail -n1) / $(values one attach_p50 | tail -n1)")")
+	"$BUILD/mbbench" crowd "$SOCK" 200 256 "${others[@]}" >"$RUN/crowd" &
+	crowd_pid=$!
+	pids+=("$crowd_pid")
+	wait_for 600 grep -q attachments "$RUN/crowd"
+	measure crowd
+	kill "$crowd_pid" && wait "$crowd_pid" 2>/dev/null || true
+	stop_broker
+done
+for s in "one:attach, 1 model" "many:attach, 200 models" \
+	"crowd:attach, 200 models, 51,200 attachments"; do
+	for k in attach detach; do
+		record "${s#*:}" "$k p50" us $(values "${s%%:*}" ${k}_p50)
+		record "${s#*:}" "$k p99 (goal <= 100)" us $(values "${s%%:*}" ${k}_p99)
+	done
+done
+record "attach, 200 models" "attach p50 / p50 with 1 model (goal <= 1.5)" x "${ratio[@]}"
+start_broker --model "m=$model"
+for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
 
 say "== 4. memory, sum of Pss"
 model_kb=$((smallest / 1024))

@@ -66,6 +66,6 @@ head -c 3000 /dev/urandom >"/dev/shm/mbroker.$INSTANCE.registry"
 : >"$BROKER_LOG"
 start_broker
 assert_log "removed /dev/shm/mbroker.$INSTANCE.registry (3000 bytes)"
-[ "$(head -c 8 "/dev/shm/mbroker.$INSTANCE.registry")" = MBREG001 ] ||
+[ "$(head -c 8 "/dev/shm/mbroker.$INSTANCE.registry")" = MBREG002 ] ||
 	fail "the registry mirror was not rebuilt"
 shutdown_clean

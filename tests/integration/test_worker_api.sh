@@ -36,7 +36,7 @@ case "$pids" in *"$in_handler"*) ;; *) fail "list pids: $pids" ;; esac
 case "$pids" in *"$slow"*) ;; *) fail "list pids: $pids" ;; esac
 
 mirror="/dev/shm/mbroker.$INSTANCE.registry"
-[ "$(head -c 8 "$mirror")" = MBREG001 ] || fail "mirror magic"
+[ "$(head -c 8 "$mirror")" = MBREG002 ] || fail "mirror magic"
 tail -c +65 "$mirror" | tr -d '\0' | grep -q '"name":"m","format":"safetensors","state":"READY"' ||
 	fail "mirror: $(tail -c +65 "$mirror" | tr -d '\0' | head -c 300)"
 
