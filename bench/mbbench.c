@@ -45,6 +45,17 @@ bench_die(const char *what, int err)
 	exit(1);
 }
 
+/* Connects to sock as role, with no deadline and the default peer check. */
+static int
+bench_connect(const char *sock, const char *role, struct mb_client **out)
+{
+	struct client_params p = {
+		.path = sock, .role = role, .broker_uid = -1, .timeout_ms = -1
+	};
+
+	return client_connect(&p, out, NULL, 0);
+}
+
 static int
 bench_cmp(const void *a, const void *b)
 {
@@ -286,7 +297,7 @@ bench_rate(const char *sock, const char *op, int clients, double seconds)
 			double end;
 			int r;
 
-			if ((r = client_connect(&(struct client_params){.path = sock, .role = "admin", .broker_uid = -1, .timeout_ms = -1}, &c, NULL, 0)) < 0)
+			if ((r = bench_connect(sock, "admin", &c)) < 0)
 				bench_die("connect", r);
 			count = 0;
 			end = bench_now() + seconds;
@@ -321,7 +332,7 @@ bench_crowd(const char *sock, int conns, int per_conn, char **models,
 		struct mb_client *c;
 		int r;
 
-		if ((r = client_connect(sock, "worker", &c, NULL, 0)) < 0)
+		if ((r = bench_connect(sock, "worker", &c)) < 0)
 			bench_die("connect", r);
 		for (int j = 0; j < per_conn; j++) {
 			json_t *req = json_pack("{s:s, s:s}", "op", "attach",

@@ -380,7 +380,7 @@ loader_sized(struct load_job *job)
 	if (m == NULL)
 		return;
 	pending_reply_ok(&m->start_waiters, registry_model_json(m));
-	mirror_schedule();
+	mirror_model_changed(m);
 }
 
 /* Cleans up after an abandoned job whose thread finally returned. */
