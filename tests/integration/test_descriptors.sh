@@ -13,7 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
-mkdir -p "$T/run"
+mkdir -p -m 0700 "$T/run"
 SOCK="$T/run/broker.sock"
 
 # expect_refused LIMIT MESSAGE ARGS...: the broker exits 2 saying MESSAGE.
@@ -54,6 +54,8 @@ if [ "$(id -u)" -eq 0 ]; then
 		--regid 5001 --clear-groups "${BASE_WRAPPER[@]}")
 	# valgrind writes its reports beside the logs.
 	chown 5001 "$T"
+	# mbctl and mbworker trust a broker of another uid only when told.
+	export MBROKER_BROKER_UID=5001
 fi
 make_model "$T/m.bin" 100000
 chmod 0644 "$T/m.bin"
