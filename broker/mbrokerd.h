@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "mbroker.h"
 #include "names.h"
 
@@ -122,9 +123,7 @@ void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void notify_ready_check(void);
 void notify_shutdown(void);
 
-/* clock.c */
-int64_t clock_monotonic_ms(void);
-int64_t clock_monotonic_us(void);
+/* meminfo.c */
 /* Shmem from /proc/meminfo in kB, or -1. */
 int64_t meminfo_shmem_kb(void);
 

@@ -202,7 +202,7 @@ mb_attach_wait(struct mb_client *c, const char *name, int timeout_ms,
 
 	while ((r = attach_once(c, name, attach_try_deadline(c, deadline),
 				out)) == MB_ENOTREADY || r == MB_ENOMODEL) {
-		left = deadline < 0 ? step : deadline - client_now_ms();
+		left = deadline < 0 ? step : deadline - clock_monotonic_ms();
 		if (left < 0)
 			left = 0;
 		poll(NULL, 0, left < step ? (int)left : step);

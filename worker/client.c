@@ -29,18 +29,9 @@
 #define CLIENT_CONNECT_RETRY_MS 10
 
 int64_t
-client_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t
 client_deadline(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : client_now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : clock_monotonic_ms() + timeout_ms;
 }
 
 /* Polls the connection for events until deadline (-1: forever, a past
@@ -51,7 +42,7 @@ client_poll(struct mb_client *c, short events, int64_t deadline)
 	struct pollfd p = {.fd = c->fd, .events = events};
 
 	for (;;) {
-		int64_t left = deadline < 0 ? -1 : deadline - client_now_ms();
+		int64_t left = deadline < 0 ? -1 : deadline - clock_monotonic_ms();
 		int n;
 
 		if (deadline >= 0 && left < 0)
@@ -61,7 +52,7 @@ client_poll(struct mb_client *c, short events, int64_t deadline)
 			return 0;
 		if (n < 0 && errno != EINTR)
 			return -errno;
-		if (n == 0 && deadline >= 0 && client_now_ms() >= deadline)
+		if (n == 0 && deadline >= 0 && clock_monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 	}
 }
@@ -263,7 +254,7 @@ int
 client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 	    json_t **reply, int *fd_out)
 {
-	int64_t start = client_now_ms();
+	int64_t start = clock_monotonic_ms();
 	int r;
 
 	if (reply != NULL)
@@ -281,7 +272,7 @@ client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 			if (err == -ETIMEDOUT)
 				snprintf(c->last_error, sizeof c->last_error,
 					 "no reply from the broker in %lld ms",
-					 (long long)(client_now_ms() - start));
+					 (long long)(clock_monotonic_ms() - start));
 			return err;
 		}
 		rid = json_object_get(msg, "id");
@@ -414,7 +405,7 @@ client_connect_socket(struct mb_client *c, const struct sockaddr_un *sun,
 	while (connect(c->fd, (const struct sockaddr *)sun, sizeof *sun) < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
-		if (deadline >= 0 && client_now_ms() >= deadline)
+		if (deadline >= 0 && clock_monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 		poll(NULL, 0, CLIENT_CONNECT_RETRY_MS);
 	}

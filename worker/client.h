@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "mbroker.h"
 #include "wire.h"
 
@@ -79,8 +80,6 @@ int client_connect(const struct client_params *p, struct mb_client **out,
 /* The absolute CLOCK_MONOTONIC deadline (ms) timeout_ms from now; -1 for a
  * negative timeout (no deadline). */
 int64_t client_deadline(int timeout_ms);
-/* The current CLOCK_MONOTONIC time in ms. */
-int64_t client_now_ms(void);
 
 /*
  * Sends req with a new "id" (set here), waiting for room until deadline.

@@ -71,6 +71,37 @@ broker_fixture_run_until(bool (*cond)(void))
 	assert_true(cond());
 }
 
+/* Whether the registry holds no model (a condition for run_until). */
+static inline bool
+broker_fixture_registry_empty(void)
+{
+	return registry_count() == 0;
+}
+
+/* A READY model "m" of provider p (with state) backed by a real 4 KiB
+ * segment. */
+static inline struct model *
+broker_fixture_ready_model(const struct provider *p, void *provider_state)
+{
+	struct model *m = registry_add("m");
+	char err[256];
+	int rw;
+
+	assert_non_null(m);
+	m->provider = p;
+	m->provider_state = provider_state;
+	m->generation = 1;
+	assert_int_equal(segment_name(m->segment, sizeof m->segment, "m", 1), 0);
+	rw = segment_create(m->segment, 4096, err, sizeof err);
+	assert_true(rw >= 0);
+	m->ro_fd = segment_seal(rw);
+	close(rw);
+	m->size = 4096;
+	registry_set_state(m, MODEL_LOADING);
+	registry_set_state(m, MODEL_READY);
+	return m;
+}
+
 /* A client connection of the broker: the test's end and the broker's. */
 struct broker_fixture_client {
 	int fd;

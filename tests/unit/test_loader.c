@@ -369,12 +369,6 @@ test_loader_abandoned_at_deadline(void **state)
 	registry_clear();
 }
 
-static bool
-registry_empty(void)
-{
-	return registry_count() == 0;
-}
-
 static struct broker_fixture_client *watched;
 
 static bool
@@ -413,7 +407,7 @@ test_loader_size_and_freed_while_loading(void **state)
 	broker_fixture_client_request(&cl, "{\"id\":3,\"op\":\"unload\","
 				      "\"name\":\"big\",\"timeout\":10}");
 	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 	expect_all(&cl, "\"freed_bytes\":20971520", "\"segments_unlinked\":1");
 	fault = FAULT_NONE;
 	conn_close_all();

@@ -43,38 +43,10 @@ __wrap_calloc(size_t n, size_t size)
 	return __real_calloc(n, size);
 }
 
-/* A READY model "m" backed by a real 4 KiB segment. */
-static struct model *
-ready_model(void)
-{
-	struct model *m = registry_add("m");
-	char err[256];
-	int rw;
-
-	assert_non_null(m);
-	m->provider = &provider_raw;
-	m->generation = 1;
-	assert_int_equal(segment_name(m->segment, sizeof m->segment, "m", 1), 0);
-	rw = segment_create(m->segment, 4096, err, sizeof err);
-	assert_true(rw >= 0);
-	m->ro_fd = segment_seal(rw);
-	close(rw);
-	m->size = 4096;
-	registry_set_state(m, MODEL_LOADING);
-	registry_set_state(m, MODEL_READY);
-	return m;
-}
-
-static bool
-registry_empty(void)
-{
-	return registry_count() == 0;
-}
-
 static void
 test_pending_out_of_memory_answers_internal(void **state)
 {
-	struct model *m = ready_model();
+	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
 
 	(void)state;
 	fail_pending = true;
@@ -91,7 +63,7 @@ test_pending_out_of_memory_answers_internal(void **state)
 	fail_pending = false;
 	/* With memory, the unload is answered when it ends. */
 	request("{\"id\":5,\"op\":\"unload\",\"name\":\"m\"}");
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 	expect("\"id\":5,\"ok\":true");
 	assert_string_equal(broker_fixture_client_read(&client), "");
 }
@@ -99,7 +71,7 @@ test_pending_out_of_memory_answers_internal(void **state)
 static void
 test_pending_lost_connection_owes_nothing(void **state)
 {
-	struct model *m = ready_model();
+	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
 	struct broker_fixture_client holder;
 
 	(void)state;
@@ -113,7 +85,7 @@ test_pending_lost_connection_owes_nothing(void **state)
 	assert_true(TAILQ_EMPTY(&m->unload_waiters));
 	/* The unload goes on without it and ends when the holder leaves. */
 	conn_lost(holder.conn, "test");
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 	close(holder.fd);
 }
 

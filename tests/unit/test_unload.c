@@ -47,35 +47,6 @@ on_signal(int sig)
 	signals_seen++;
 }
 
-/* A READY model "m" backed by a real 4 KiB segment. */
-static struct model *
-ready_model(const struct provider *p)
-{
-	struct model *m = registry_add("m");
-	char err[256];
-	int rw;
-
-	assert_non_null(m);
-	m->provider = p;
-	m->provider_state = &hook_calls;
-	m->generation = 1;
-	assert_int_equal(segment_name(m->segment, sizeof m->segment, "m", 1), 0);
-	rw = segment_create(m->segment, 4096, err, sizeof err);
-	assert_true(rw >= 0);
-	m->ro_fd = segment_seal(rw);
-	close(rw);
-	m->size = 4096;
-	registry_set_state(m, MODEL_LOADING);
-	registry_set_state(m, MODEL_READY);
-	return m;
-}
-
-static bool
-registry_empty(void)
-{
-	return registry_count() == 0;
-}
-
 static bool
 model_in_error(void)
 {
@@ -100,13 +71,14 @@ read_log(void)
 static void
 test_unload_hook_failure_goes_on(void **state)
 {
-	struct model *m = ready_model(&failing_provider);
+	struct model *m =
+		broker_fixture_ready_model(&failing_provider, &hook_calls);
 
 	(void)state;
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 2); /* + sem */
 	unload_begin(m, 1000, NULL, NULL, false);
 	assert_int_equal(m->state, MODEL_UNLOADING);
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 	assert_int_equal(hook_calls, 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 1);
 	assert_non_null(strstr(read_log(), "unload hook failed; going on"));
@@ -117,7 +89,7 @@ static void
 test_unload_timeout_names_holder(void **state)
 {
 	char buf[WIRE_MAX_REPLY], pid[32];
-	struct model *m = ready_model(&provider_raw);
+	struct model *m = broker_fixture_ready_model(&provider_raw, &hook_calls);
 	struct conn *c;
 	int sv[2], fd;
 	ssize_t n;
@@ -150,13 +122,13 @@ test_unload_timeout_names_holder(void **state)
 	close(sv[1]);
 	assert_int_equal(m->nattached, 0);
 	unload_begin(m, 1000, NULL, NULL, false);
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 }
 
 static void
 test_unload_join_keeps_the_deadline(void **state)
 {
-	struct model *m = ready_model(&provider_raw);
+	struct model *m = broker_fixture_ready_model(&provider_raw, &hook_calls);
 	int64_t deadline, t0 = clock_monotonic_ms();
 	int sv[2];
 
@@ -178,7 +150,7 @@ test_unload_join_keeps_the_deadline(void **state)
 	/* The holder goes: the unload ends clean. */
 	conn_close_all();
 	close(sv[1]);
-	broker_fixture_run_until(registry_empty);
+	broker_fixture_run_until(broker_fixture_registry_empty);
 }
 
 static void

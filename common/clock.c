@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * clock.c - the broker's one time base: CLOCK_MONOTONIC in milliseconds,
- * so that no deadline moves when the wall clock is stepped.
+ * clock.c - the time base of the broker and the library (see clock.h).
  */
 #include <time.h>
 
-#include "mbrokerd.h"
+#include "clock.h"
 
 int64_t
 clock_monotonic_ms(void)
