@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * metrics.c - Prometheus metrics over HTTP (libevent's evhttp), off unless
+ * metrics.c - Prometheus metrics over HTTP, off unless
  * --metrics-listen ADDR:PORT: models by state, bytes and attached workers
  * per model, load durations, the counters of stats, the reserved bytes and
  * the machine's Shmem.  Everything is read from the registry at scrape
