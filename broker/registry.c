@@ -129,20 +129,9 @@ registry_count(void)
 	return broker.nmodels;
 }
 
-json_t *
-registry_model_json(const struct model *m)
-{
-	json_t *o = registry_model_fields(m);
-
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "pids", json_array());
-	attach_pids(m, json_object_get(o, "pids"));
-	return o;
-}
-
-json_t *
-registry_model_fields(const struct model *m)
+/* The model's JSON object, with its "pids" or without. */
+static json_t *
+registry_model_build(const struct model *m, bool pids)
 {
 	char sum[17];
 	json_t *o;
@@ -156,6 +145,10 @@ registry_model_fields(const struct model *m)
 	if (o == NULL)
 		return NULL;
 	json_object_set_new(o, "path", json_string(m->path));
+	if (pids) {
+		json_object_set_new(o, "pids", json_array());
+		attach_pids(m, json_object_get(o, "pids"));
+	}
 	if (m->state == MODEL_LOADING)
 		json_object_set_new(o, "bytes_done",
 				    json_integer((json_int_t)loader_progress(m)));
@@ -170,6 +163,18 @@ registry_model_fields(const struct model *m)
 	if (m->state == MODEL_ERROR)
 		json_object_set_new(o, "error", json_string(m->error));
 	return o;
+}
+
+json_t *
+registry_model_json(const struct model *m)
+{
+	return registry_model_build(m, true);
+}
+
+json_t *
+registry_model_fields(const struct model *m)
+{
+	return registry_model_build(m, false);
 }
 
 void

@@ -183,7 +183,7 @@ for i in $(seq 199); do others+=("x$i"); done
 measure() {
 	local out k
 	out=$("$BUILD/mbbench" attach "$SOCK" m 2000)
-	for k in attach_p50 attach_p99 detach_p50 detach_p99; do
+	for k in attach_p50 attach_p99 detach_p50 detach_p99 cycle_mean; do
 		echo "$1 $k $(echo "$out" | field "${k}_us")" >>"$RUN/attach.txt"
 	done
 }
@@ -212,6 +212,7 @@ for s in "one:attach, 1 model" "many:attach, 200 models" \
 		record "${s#*:}" "$k p50" us $(values "${s%%:*}" ${k}_p50)
 		record "${s#*:}" "$k p99 (goal <= 100)" us $(values "${s%%:*}" ${k}_p99)
 	done
+	record "${s#*:}" "attach + detach cycle, mean" us $(values "${s%%:*}" cycle_mean)
 done
 record "attach, 200 models" "attach p50 / p50 with 1 model (goal <= 1.5)" x "${ratio[@]}"
 start_broker --model "m=$model"
