@@ -20,6 +20,9 @@ BENCH_WORKERS=${BENCH_WORKERS:-"1 2 4 8 16"}
 BENCH_SHUTDOWN_WORKERS=${BENCH_SHUTDOWN_WORKERS:-"1 8 32 64"}
 BENCH_CLIENTS=${BENCH_CLIENTS:-"1 8 32"}
 BENCH_SECONDS=${BENCH_SECONDS:-2}
+# Scenario 3b: models loaded, then connections x attachments held besides.
+BENCH_MODELS=${BENCH_MODELS:-200}
+BENCH_CROWD=${BENCH_CROWD:-"200 256"}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
 HUGE="$RUN/huge"
@@ -170,15 +173,17 @@ record attach "bare shm_open+fstat+mmap p50" us "${b[@]}"
 stop_broker
 
 say "== 3b. attach against the registry's size"
-# The same model attached and detached with 1 model loaded, with 200 (the
-# others under paths of about 3,000 bytes), then with 51,200 attachments
-# held besides: p50 and p99 of each, side by side in one run.
+# The same model attached and detached with 1 model loaded, with
+# BENCH_MODELS (the others under paths of about 3,000 bytes), then with
+# BENCH_CROWD's connections x attachments held besides: p50 and p99 of
+# each, side by side in one run.
 long="$RUN/long"
 for i in $(seq 15); do long="$long/$(printf 'd%.0s' $(seq 199))"; done
 mkdir -p "$long"
 "$BUILD/mkmodel" --raw "$long/x.bin" 4096
 others=()
-for i in $(seq 199); do others+=("x$i"); done
+for i in $(seq $((BENCH_MODELS - 1))); do others+=("x$i"); done
+read -r crowd_conns crowd_each <<<"$BENCH_CROWD"
 # measure LABEL: one mbbench attach run; its figures go to attach.txt.
 measure() {
 	local out k
@@ -198,7 +203,7 @@ for r in $(seq "$BENCH_REPS"); do
 	for x in "${others[@]}"; do mbctl load "$x" "$long/x.bin" --wait >/dev/null; done
 	measure many
 	ratio+=("$(calc "$(values many attach_p50 | tail -n1) / $(values one attach_p50 | tail -n1)")")
-	"$BUILD/mbbench" crowd "$SOCK" 200 256 "${others[@]}" >"$RUN/crowd" &
+	"$BUILD/mbbench" crowd "$SOCK" "$crowd_conns" "$crowd_each" "${others[@]}" >"$RUN/crowd" &
 	crowd_pid=$!
 	pids+=("$crowd_pid")
 	wait_for 600 grep -q attachments "$RUN/crowd"
@@ -206,15 +211,15 @@ for r in $(seq "$BENCH_REPS"); do
 	kill "$crowd_pid" && wait "$crowd_pid" 2>/dev/null || true
 	stop_broker
 done
-for s in "one:attach, 1 model" "many:attach, 200 models" \
-	"crowd:attach, 200 models, 51,200 attachments"; do
+for s in "one:attach, 1 model" "many:attach, $BENCH_MODELS models" \
+	"crowd:attach, $BENCH_MODELS models, $((crowd_conns * crowd_each)) attachments"; do
 	for k in attach detach; do
 		record "${s#*:}" "$k p50" us $(values "${s%%:*}" ${k}_p50)
 		record "${s#*:}" "$k p99 (goal <= 100)" us $(values "${s%%:*}" ${k}_p99)
 	done
 	record "${s#*:}" "attach + detach cycle, mean" us $(values "${s%%:*}" cycle_mean)
 done
-record "attach, 200 models" "attach p50 / p50 with 1 model (goal <= 1.5)" x "${ratio[@]}"
+record "attach, $BENCH_MODELS models" "attach p50 / p50 with 1 model (goal <= 1.5)" x "${ratio[@]}"
 start_broker --model "m=$model"
 for _ in $(seq 500); do mbctl list | grep -q " READY " && break; sleep 0.02; done
 

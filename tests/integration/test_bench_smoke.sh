@@ -6,12 +6,14 @@
 . "$(dirname "$0")/lib.sh"
 
 BENCH_SIZES=4M BENCH_REPS=1 BENCH_WORKERS="1 2" BENCH_SHUTDOWN_WORKERS="1 2" \
-	BENCH_CLIENTS=1 BENCH_SECONDS=0.2 BENCH_INSTALL=0 \
+	BENCH_CLIENTS=1 BENCH_SECONDS=0.2 BENCH_INSTALL=0 BENCH_MODELS=8 \
+	BENCH_CROWD="4 16" \
 	"$(dirname "$0")/../../scripts/bench.sh" "$BUILD" >"$T/bench.log" 2>&1 ||
 	fail "bench smoke: $(tail -20 "$T/bench.log")"
 OUT="$BUILD/bench"
 for metric in "load / cp" "attach p50" "mbroker Pss sum" "shared / private" \
-	"mbroker ping" "broker overhead" "beyond the 1 s timeout"; do
+	"mbroker ping" "broker overhead" "beyond the 1 s timeout" \
+	"p50 with 1 model" "attachments"; do
 	grep -q "$metric" "$OUT/results.md" || fail "results.md lacks '$metric'"
 done
 grep -q '"scenario": "attach"' "$OUT/results.json" || fail "results.json"
