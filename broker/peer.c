@@ -57,6 +57,7 @@ peer_inode(int fd)
 	} r;
 	struct stat st;
 	unsigned long peer = 0;
+	uint32_t ino;
 	ssize_t n;
 	int nl;
 
@@ -71,14 +72,16 @@ peer_inode(int fd)
 	    (n = recv(nl, &r, sizeof r, MSG_DONTWAIT)) > 0 &&
 	    NLMSG_OK(&r.nlh, (size_t)n) &&
 	    r.nlh.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
-		const struct unix_diag_msg *msg = NLMSG_DATA(&r.nlh);
-		const struct rtattr *a = (const struct rtattr *)(msg + 1);
+		struct unix_diag_msg *msg = NLMSG_DATA(&r.nlh);
+		struct rtattr *a = (struct rtattr *)(msg + 1);
 		int len = (int)(r.nlh.nlmsg_len - NLMSG_LENGTH(sizeof *msg));
 
 		for (; RTA_OK(a, len); a = RTA_NEXT(a, len))
 			if (a->rta_type == UNIX_DIAG_PEER &&
-			    RTA_PAYLOAD(a) >= sizeof(uint32_t))
-				peer = *(const uint32_t *)RTA_DATA(a);
+			    RTA_PAYLOAD(a) >= sizeof ino) {
+				memcpy(&ino, RTA_DATA(a), sizeof ino);
+				peer = ino;
+			}
 	}
 	close(nl);
 	return peer;
