@@ -108,18 +108,27 @@ struct broker_fixture_client {
 	struct conn *conn;
 };
 
-/* Connects a client and says hello; asserts it worked. */
-static inline void
-broker_fixture_client_open(struct broker_fixture_client *cl)
+/* A connection the broker accepted over a socketpair (before hello); the
+ * test's end goes to *peer. */
+static inline struct conn *
+broker_fixture_conn_new(int *peer)
 {
-	static const char hello[] = "{\"id\":1,\"op\":\"hello\",\"version\":1}";
 	int sv[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
 					    SOCK_CLOEXEC, 0, sv), 0);
 	assert_int_equal(conn_accept(sv[0]), 0);
-	cl->fd = sv[1];
-	cl->conn = TAILQ_LAST(&broker.conns, conn_list);
+	*peer = sv[1];
+	return TAILQ_LAST(&broker.conns, conn_list);
+}
+
+/* Connects a client and says hello; asserts it worked. */
+static inline void
+broker_fixture_client_open(struct broker_fixture_client *cl)
+{
+	static const char hello[] = "{\"id\":1,\"op\":\"hello\",\"version\":1}";
+
+	cl->conn = broker_fixture_conn_new(&cl->fd);
 	request_dispatch(cl->conn, hello, sizeof hello - 1);
 }
 

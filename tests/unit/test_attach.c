@@ -13,18 +13,6 @@
 #include "mbrokerd.h"
 #include "broker_fixture.h"
 
-static struct conn *
-new_conn(int *peer)
-{
-	int sv[2];
-
-	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
-					     SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(conn_accept(sv[0]), 0);
-	*peer = sv[1];
-	return TAILQ_LAST(&broker.conns, conn_list);
-}
-
 /* Takes size bytes of the budget the way the gen-th load of m does. */
 static void
 reserve(uint64_t gen, uint64_t size)
@@ -50,8 +38,8 @@ test_attach_strand_until_last_release(void **state)
 
 	(void)state;
 	m->state = MODEL_READY;
-	x = new_conn(&px);
-	y = new_conn(&py);
+	x = broker_fixture_conn_new(&px);
+	y = broker_fixture_conn_new(&py);
 	a = attach_add(x, m);
 	b = attach_add(y, m);
 	assert_non_null(a);

@@ -91,18 +91,6 @@ ready_model(const char *name, size_t path_len)
 	return m;
 }
 
-static struct conn *
-new_conn(int *peer)
-{
-	int sv[2];
-
-	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
-					     SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(conn_accept(sv[0]), 0);
-	*peer = sv[1];
-	return TAILQ_LAST(&broker.conns, conn_list);
-}
-
 /* Runs what the loop has pending: the mirror's deferred writes. */
 static void
 flush(void)
@@ -126,7 +114,7 @@ test_mirror_layout(void **state)
 	(void)state;
 	a = ready_model("a", 10);
 	b = ready_model("b", 10);
-	c = new_conn(&peer);
+	c = broker_fixture_conn_new(&peer);
 	x = attach_add(c, b);
 	y = attach_add(c, b);
 	assert_non_null(x);
@@ -270,7 +258,7 @@ attach_cost(unsigned nmodels, unsigned *attach_pages, unsigned *detach_pages)
 		if (first == NULL)
 			first = m;
 	}
-	c = new_conn(&peer);
+	c = broker_fixture_conn_new(&peer);
 	flush();
 	watch_begin();
 	a = attach_add(c, first);
