@@ -34,6 +34,9 @@
 #define CONN_REFUSALS_ALL_INTERVAL_MS 100
 
 static struct loglimit conn_refusals_all;
+/* Clients that will never be signalled: a client can make one per
+ * connection, so they share the budget of all clients' refusals. */
+static struct loglimit conn_unsignalled_all;
 
 static char conn_buf[WIRE_MAX_REPLY + 1];
 
@@ -402,11 +405,21 @@ conn_identify(struct conn *c)
 		c->gid = cred.gid;
 	}
 	c->pidfd = peer_pidfd(c->fd, c->pid, c->uid, &c->unsignalled);
-	if (c->pidfd < 0)
+	if (c->pidfd < 0 &&
+	    conn_loglimit_take(&conn_unsignalled_all, CONN_REFUSALS_ALL_BURST,
+			       CONN_REFUSALS_ALL_INTERVAL_MS)) {
+		char muted[64] = "";
+
+		if (conn_unsignalled_all.suppressed > 0)
+			snprintf(muted, sizeof muted, " (%u such line(s) not "
+				 "logged since the last)",
+				 conn_unsignalled_all.suppressed);
 		log_info("client pid %ld (uid %ld, conn %llu) will not be "
-			 "signalled, only told on its socket: %s", (long)c->pid,
-			 (long)c->uid, (unsigned long long)c->id,
-			 c->unsignalled);
+			 "signalled, only told on its socket: %s%s",
+			 (long)c->pid, (long)c->uid, (unsigned long long)c->id,
+			 c->unsignalled, muted);
+		conn_unsignalled_all.suppressed = 0;
+	}
 	c->rights = rights_of_peer(c->fd, c->uid, c->gid);
 }
 
