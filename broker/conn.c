@@ -34,8 +34,9 @@
 #define CONN_REFUSALS_ALL_INTERVAL_MS 100
 
 static struct loglimit conn_refusals_all;
-/* Clients that will never be signalled: a client can make one per
- * connection, so they share the budget of all clients' refusals. */
+/* Lines about clients that will never be signalled: any client can cause
+ * one per connection, so they get a budget as large as all clients'
+ * refusals. */
 static struct loglimit conn_unsignalled_all;
 
 static char conn_buf[WIRE_MAX_REPLY + 1];
