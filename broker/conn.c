@@ -34,6 +34,10 @@
 #define CONN_REFUSALS_ALL_INTERVAL_MS 100
 
 static struct loglimit conn_refusals_all;
+/* Lines about clients that will never be signalled: any client can cause
+ * one per connection, so they get a budget as large as all clients'
+ * refusals. */
+static struct loglimit conn_unsignalled_all;
 
 static char conn_buf[WIRE_MAX_REPLY + 1];
 
@@ -290,6 +294,7 @@ conn_drain(struct conn *c)
 			return r;
 		TAILQ_REMOVE(&c->outq, m, entry);
 		c->nqueued--;
+		c->queued_bytes -= m->len;
 		if (m->fd >= 0)
 			c->nfds_queued--;
 		conn_outmsg_free(m);
@@ -356,6 +361,14 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_lost(c, "client does not read its replies");
 		return -EPIPE;
 	}
+	if (c->queued_bytes + m->len > CONN_MAX_QUEUED_BYTES) {
+		log_warnx("pid %ld (uid %ld): over %u bytes of replies unread; "
+			  "dropping the client", (long)c->pid, (long)c->uid,
+			  CONN_MAX_QUEUED_BYTES);
+		conn_outmsg_free(m);
+		conn_lost(c, "client does not read its replies");
+		return -EPIPE;
+	}
 	if (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		conn_outmsg_free(m);
 		conn_lost(c, "out of descriptors");
@@ -363,6 +376,7 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);
 	c->nqueued++;
+	c->queued_bytes += m->len;
 	if (m->fd >= 0)
 		c->nfds_queued++;
 	if (event_add(c->ev_write, NULL) < 0) {
@@ -402,11 +416,21 @@ conn_identify(struct conn *c)
 		c->gid = cred.gid;
 	}
 	c->pidfd = peer_pidfd(c->fd, c->pid, c->uid, &c->unsignalled);
-	if (c->pidfd < 0)
+	if (c->pidfd < 0 &&
+	    conn_loglimit_take(&conn_unsignalled_all, CONN_REFUSALS_ALL_BURST,
+			       CONN_REFUSALS_ALL_INTERVAL_MS)) {
+		char muted[64] = "";
+
+		if (conn_unsignalled_all.suppressed > 0)
+			snprintf(muted, sizeof muted, " (%u such line(s) not "
+				 "logged since the last)",
+				 conn_unsignalled_all.suppressed);
 		log_info("client pid %ld (uid %ld, conn %llu) will not be "
-			 "signalled, only told on its socket: %s", (long)c->pid,
-			 (long)c->uid, (unsigned long long)c->id,
-			 c->unsignalled);
+			 "signalled, only told on its socket: %s%s",
+			 (long)c->pid, (long)c->uid, (unsigned long long)c->id,
+			 c->unsignalled, muted);
+		conn_unsignalled_all.suppressed = 0;
+	}
 	c->rights = rights_of_peer(c->fd, c->uid, c->gid);
 }
 

@@ -29,10 +29,10 @@ pending_add(struct pending_list *list, struct conn *c, json_t *id)
 	return true;
 }
 
+/* Frees an entry already taken off its list. */
 static void
-pending_free(struct pending_list *list, struct pending *p)
+pending_free(struct pending *p)
 {
-	TAILQ_REMOVE(list, p, entry);
 	json_decref(p->id);
 	free(p);
 }
@@ -47,12 +47,15 @@ pending_reply(struct pending_list *list, bool ok, int code, json_t *body,
 	while ((p = TAILQ_FIRST(list)) != NULL) {
 		struct conn *c = conn_find(p->conn_id);
 
+		/* Off the list first: a reply that finds its client gone
+		 * loses the connection, which drops the client's entries. */
+		TAILQ_REMOVE(list, p, entry);
 		if (c != NULL && ok)
 			reply_ok(c, p->id, json_incref(body), -1);
 		else if (c != NULL)
 			reply_error(c, p->id, code, json_incref(body), "%s",
 				    message);
-		pending_free(list, p);
+		pending_free(p);
 	}
 	json_decref(body);
 }
@@ -78,8 +81,10 @@ pending_drop(struct pending_list *list, uint64_t conn_id)
 
 	for (p = TAILQ_FIRST(list); p != NULL; p = next) {
 		next = TAILQ_NEXT(p, entry);
-		if (p->conn_id == conn_id)
-			pending_free(list, p);
+		if (p->conn_id == conn_id) {
+			TAILQ_REMOVE(list, p, entry);
+			pending_free(p);
+		}
 	}
 }
 

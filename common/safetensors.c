@@ -49,6 +49,9 @@ struct st_reader {
 	struct st_table *table; /* NULL in the counting pass */
 	size_t count;           /* tensors so far */
 	size_t name_bytes;      /* their names, NULs included */
+	/* What the counting pass found, which the table has room for: a
+	 * header in shared memory may say more when read again. */
+	size_t max_count, max_name_bytes;
 	bool metadata_seen;
 	char *err;
 	size_t errlen;
@@ -544,6 +547,10 @@ st_tensor_read(struct st_reader *r, const char *name, size_t len)
 	if (e < 0)
 		return e;
 	if (r->table != NULL) {
+		if (r->count >= r->max_count ||
+		    r->name_bytes + len + 1 > r->max_name_bytes)
+			return st_fail(r->err, r->errlen, "header changed while "
+				       "it was read");
 		t = &r->table->tensors[r->count];
 		t->name = r->table->names + r->name_bytes;
 		memcpy(t->name, name, len + 1);
@@ -710,6 +717,8 @@ st_parse(const void *buf, size_t len, uint64_t file_size,
 	table->data_start = total;
 	r.p = r.start;
 	r.table = table;
+	r.max_count = r.count;
+	r.max_name_bytes = r.name_bytes;
 	r.count = 0;
 	r.name_bytes = 0;
 	r.metadata_seen = false;

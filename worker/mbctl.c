@@ -104,8 +104,9 @@ mbctl_connect(const struct mbctl *m, struct mb_client **out, char *why,
 /*
  * Waits for the reply to request id, which the broker may take long to
  * give by design (a load to finish, workers to let go).  As long as the
- * broker answers a ping on a second connection within --timeout it is
- * waited for; when it does not (stopped, or hung), -ETIMEDOUT.
+ * broker answers a second connection within --timeout (a ping, or the
+ * refusal of a broker at --max-connections) it is waited for; when it
+ * does not (stopped, or hung), -ETIMEDOUT.
  */
 static int
 mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
@@ -114,9 +115,15 @@ mbctl_wait_alive(struct mbctl *m, int64_t id, json_t **reply)
 	struct mb_client *probe = NULL;
 	int r;
 
-	mbctl_connect(m, &probe, NULL, 0);
 	while ((r = client_wait(m->client, id, client_deadline(MBCTL_PROBE_MS),
 				reply, NULL)) == -ETIMEDOUT) {
+		if (probe == NULL) {
+			r = mbctl_connect(m, &probe, NULL, 0);
+			if (r == MB_ELIMIT) /* full, yet it answered */
+				continue;
+			if (r == -ETIMEDOUT)
+				break;
+		}
 		/* No second connection (the broker is going away): only
 		 * --timeout more for the reply itself. */
 		if (probe == NULL) {

@@ -4,7 +4,7 @@
  * unload, shutdown), sent through the real dispatcher on a socketpair:
  * out of memory for the deferred reply, each is answered `internal` at once
  * and nothing starts; a connection that goes away leaves no reply owed to
- * it behind.
+ * it behind, also when the deferred reply itself finds it gone.
  * WRAP: calloc
  */
 #include <signal.h>
@@ -89,6 +89,28 @@ test_pending_lost_connection_owes_nothing(void **state)
 	close(holder.fd);
 }
 
+static void
+test_pending_reply_to_a_closed_client(void **state)
+{
+	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct broker_fixture_client holder;
+	uint64_t id = client.conn->id;
+
+	(void)state;
+	broker_fixture_client_open(&holder);
+	assert_non_null(attach_add(holder.conn, m));
+	request("{\"id\":7,\"op\":\"unload\",\"name\":\"m\",\"timeout\":60}");
+	assert_int_equal(m->state, MODEL_UNLOADING);
+	/* The client is gone before the broker read its end of file: the
+	 * deferred reply is the first to hear (EPIPE), and loses it. */
+	close(client.fd);
+	client.fd = -1;
+	conn_lost(holder.conn, "test");
+	broker_fixture_run_until(broker_fixture_registry_empty);
+	assert_null(conn_find(id));
+	close(holder.fd);
+}
+
 /* Each test talks on a fresh connection that said hello. */
 static int
 setup(void **state)
@@ -106,7 +128,8 @@ teardown(void **state)
 	fail_pending = false;
 	conn_close_all();
 	registry_clear();
-	close(client.fd);
+	if (client.fd >= 0)
+		close(client.fd);
 	return 0;
 }
 
@@ -141,6 +164,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_pending_lost_connection_owes_nothing, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_pending_reply_to_a_closed_client, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

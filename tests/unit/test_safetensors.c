@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_safetensors.c - the safetensors parser against valid files and
- * every malformed header it must refuse with a named reason.
+ * every malformed header it must refuse with a named reason, and against
+ * a header that changes between its two passes (a shared mapping).
+ * WRAP: calloc
  */
 #include <stdlib.h>
 
@@ -293,6 +295,54 @@ test_st_parse_nul_in_header(void **state)
 	assert_non_null(strstr(st_err, "NUL"));
 }
 
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+
+/* When set, the next allocation (the table, between st_parse's two
+ * passes) first rewrites st_buf's header with it. */
+static const char *st_swap_header;
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	if (st_swap_header != NULL) {
+		memcpy(st_buf + 8, st_swap_header, strlen(st_swap_header));
+		st_swap_header = NULL;
+	}
+	return __real_calloc(n, size);
+}
+
+static void
+test_st_parse_header_changed_between_passes(void **state)
+{
+	/* One tensor when counted, three with long names when read again:
+	 * the table sized by the first pass must not be overrun. */
+	static const char before[] =
+		"{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},"
+		"\"__metadata__\":{\"k\":\"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
+		"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
+		"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\"}}";
+	static const char after[] =
+		"{\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\":{\"dtype\":\"U8\",\"shape\":[0],"
+		"\"data_offsets\":[0,0]},\"cccccccccccccccccccccccccccccc\":{\"dtype\":"
+		"\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},\"d\":{\"dtype\":\"U8\","
+		"\"shape\":[0],\"data_offsets\":[0,0]}}";
+	char padded[sizeof before];
+	struct st_table *t = NULL;
+	size_t size = st_build(before, 0);
+
+	(void)state;
+	assert_true(sizeof after <= sizeof before);
+	memset(padded, ' ', sizeof before - 1);
+	memcpy(padded, after, sizeof after - 1);
+	padded[sizeof before - 1] = '\0';
+	st_swap_header = padded;
+	assert_int_equal(st_parse(st_buf, size, size, &t, st_err,
+				  sizeof st_err), MB_EFORMAT);
+	assert_null(t);
+	assert_non_null(strstr(st_err, "changed"));
+}
+
 int
 main(void)
 {
@@ -307,6 +357,7 @@ main(void)
 		cmocka_unit_test(test_st_parse_tensor_count_limit),
 		cmocka_unit_test(test_st_parse_header_at_limit),
 		cmocka_unit_test(test_st_parse_nul_in_header),
+		cmocka_unit_test(test_st_parse_header_changed_between_passes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
