@@ -14,6 +14,7 @@
 
 #include "errors.h"
 #include "mbrokerd.h"
+#include "utf8.h"
 #include "wire.h"
 
 static const struct request_entry *const request_tables[] = {
@@ -84,23 +85,6 @@ reply_paged(struct request *req, const char *key, json_t *items)
 	reply_ok(req->conn, req->id, body, -1);
 }
 
-/* Length of the whole UTF-8 character at p (RFC 3629: no overlong form,
- * no surrogate, nothing past U+10FFFF), or 0 when p starts none. */
-static size_t
-reply_utf8_len(const unsigned char *p)
-{
-	size_t n = p[0] < 0x80 ? 1 : p[0] < 0xc2 ? 0 : p[0] < 0xe0 ? 2
-		 : p[0] < 0xf0 ? 3 : p[0] < 0xf5 ? 4 : 0;
-
-	for (size_t i = 1; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
-	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
-		return 0;
-	return n;
-}
-
 /*
  * The message as a JSON string, which must be valid UTF-8: a "%.64s" or
  * the end of the buffer may have cut a character in two, and text from
@@ -111,14 +95,18 @@ static json_t *
 reply_message(char *message)
 {
 	unsigned char *p = (unsigned char *)message;
+	size_t left = strlen(message);
 
-	while (*p != '\0') {
-		size_t n = reply_utf8_len(p);
+	while (left > 0) {
+		size_t n = utf8_len(p, left);
 
-		if (n == 0)
+		if (n == 0) {
 			*p++ = '?';
-		else
+			left--;
+		} else {
 			p += n;
+			left -= n;
+		}
 	}
 	return json_string(message);
 }
