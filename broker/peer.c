@@ -148,8 +148,13 @@ peer_pidfd(int fd, pid_t pid, uid_t uid, const char **why)
 		return p.fd;
 	}
 	if (errno != ENOPROTOOPT) {
-		/* The kernel has the peer's process and says it is gone. */
-		*why = peer_gone;
+		/* The kernel knows the option: EINVAL (6.5) or ESRCH means
+		 * the peer's process is gone; anything else leaves it
+		 * unknown, never guessed. */
+		*why = errno == EINVAL || errno == ESRCH ? peer_gone
+		       : errno == EMFILE || errno == ENFILE
+			   ? "the broker has no descriptor left for its pidfd"
+			   : "the kernel gave no pidfd for it";
 		return -1;
 	}
 	if (pid <= 0 || (p.fd = pidfd_open(pid, 0)) < 0) {
