@@ -464,9 +464,15 @@ class Client:
     def _attach(self, name: str, deadline: Optional[float]) -> Attachment:
         acks = self._acks
         reply, fd = self._call("attach", {"name": name}, deadline)
-        if fd < 0:
-            raise BrokerError("protocol_error", "no descriptor", reply)
-        att = Attachment(self, reply, fd)
+        try:
+            if fd < 0:
+                raise BrokerError("protocol_error", "no descriptor", reply)
+            att = Attachment(self, reply, fd)
+        except Exception:
+            # The broker counts the attachment: hand it back, as
+            # libmbroker does.
+            self._give_back(reply)
+            raise
         self._attachments.append(att)
         if self._acks != acks:
             # The ack let go of what was attached then, not of this one.
@@ -474,6 +480,16 @@ class Client:
             raise AttachCancelled(f"an ack during the attach of {name} "
                                   "let it go")
         return att
+
+    def _give_back(self, reply: Dict[str, Any]) -> None:
+        """Detaches an attachment the broker granted but this client could
+        not use; a refusal or a lost connection is no matter then."""
+        if self.lost or not isinstance(reply.get("attachment"), int):
+            return
+        try:
+            self.request("detach", attachment=reply["attachment"])
+        except (BrokerError, OSError, TimeoutError):
+            pass
 
     def attach_wait(self, name: str, timeout: Optional[float]) -> Attachment:
         """attach() that waits up to timeout seconds (None: no bound) for a

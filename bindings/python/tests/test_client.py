@@ -229,6 +229,20 @@ class ClientTest(unittest.TestCase):
             worker.attach("m")
             self.assertEqual(self._attached(admin), 1)
 
+    def test_unusable_attach_is_handed_back(self):
+        real = mbroker._parse_safetensors
+
+        def broken(buf):
+            raise ValueError("unreadable header")
+        mbroker._parse_safetensors = broken
+        self.addCleanup(setattr, mbroker, "_parse_safetensors", real)
+        with mbroker.connect(self.sock) as worker, \
+                mbroker.connect(self.sock) as admin:
+            with self.assertRaises(ValueError):
+                worker.attach("m")
+            self.assertEqual(worker.attached, 0)
+            self.assertEqual(self._attached(admin), 0)
+
     def test_bounded_against_a_stopped_broker(self):
         with mbroker.connect(self.sock) as client, \
                 mbroker.connect(self.sock) as admin:
