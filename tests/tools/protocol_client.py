@@ -373,12 +373,22 @@ def libc_sem():
     return libc
 
 
-def hold(sock, model):
-    """The holder child: attaches MODEL, says so, never acks."""
+def hold(sock, model, fork=False):
+    """The holder child: attaches MODEL, says so, never acks. With FORK,
+    a child of it keeps the connection, writes its pid to WORK/pids (for
+    the caller's cleanup) and says so, and the holder exits."""
     signal.signal(signal.SIGUSR1, lambda *_: None)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     c = Conn(sock, role="worker")
     msg, fds = c.call({"op": "attach", "name": model}, want_fds=True)
+    if fork:
+        if os.fork() != 0:
+            os._exit(0)
+        ctypes.CDLL(None).prctl(1, 0)
+        work = os.path.dirname(os.path.dirname(sock))
+        with open(os.path.join(work, "pids"), "a") as f:
+            f.write("%d\n" % os.getpid())
+        print("forked %d" % os.getpid(), flush=True)
     print("ready" if msg.get("ok") else "failed", flush=True)
     while True:
         time.sleep(1)
@@ -529,6 +539,10 @@ def part_models(b, work):
     check_model(m, "load no wait")
     check(m["state"] in ("LOADING", "READY"), "load without wait state")
     check(m["size"] == os.path.getsize(st_as_raw), "size without wait")
+    upper = write(os.path.join(work, "u.SAFETENSORS"), safetensors({"u": 4}))
+    m = c.ok({"op": "load", "name": "up", "path": upper, "wait": True})
+    print("probe: auto for *.SAFETENSORS -> %s" % m.get("format"))
+    c.ok({"op": "unload", "name": "up"})
     m = c.ok({"op": "load", "name": "st3", "path": st, "format": "raw",
               "wait": True})
     check(m.get("format") == "raw", "format raw forced")
@@ -735,6 +749,22 @@ def part_models(b, work):
     k.close()
     wait_for(lambda: c.ok({"op": "stats"})["connections"] == 1, 5,
              "closed connections are gone from stats")
+    # a worker that forked and exited: its child holds the connection
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                          "--hold-fork", b.sock, "raw"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    child = int(p.stdout.readline().split()[1])
+    check(p.stdout.readline().strip() == "ready", "forked holder")
+    p.wait()
+    w = [x for x in c.ok({"op": "workers"})["workers"] if x["pid"] == p.pid]
+    check(len(w) == 1 and w[0]["exited"] is True,
+          "workers of an exited pid whose child holds on: %r" % w)
+    m = [x for x in c.ok({"op": "list"})["models"] if x["name"] == "raw"]
+    check(m and m[0]["pids"] == [p.pid], "model pids %r" % m)
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: c.ok({"op": "stats"})["workers"] == 0, 5,
+             "the forked child's death released its attachment")
     c.ok({"op": "unload", "name": "st"})
     c.ok({"op": "unload", "name": "raw"})
     c.close()
@@ -923,9 +953,10 @@ def part_unload(b, work):
           "second unload of a timed-out model: %r" % u)
     # a second unload joins the first: same reply, the first's deadline
     c.ok({"op": "load", "name": "j", "path": model, "wait": True})
-    r, fds = w.call({"op": "attach", "name": "j"}, want_fds=True)
-    for fd in fds:
-        os.close(fd)
+    for _ in range(2):
+        r, fds = w.call({"op": "attach", "name": "j"}, want_fds=True)
+        for fd in fds:
+            os.close(fd)
     k = b.conn()
     t0 = time.monotonic()
     id1 = c.send({"op": "unload", "name": "j", "timeout": 0.6})
@@ -934,6 +965,11 @@ def part_unload(b, work):
     k.err({"op": "load", "name": "j", "path": model}, "unloading")
     id2 = k.send({"op": "unload", "name": "j", "timeout": 0})
     id3 = k.send({"op": "unload", "name": "j", "timeout": 5})
+    m = [x for x in c.ok({"op": "list"})["models"] if x["name"] == "j"]
+    check(m and m[0]["state"] == "UNLOADING" and m[0]["attached"] == 2,
+          "list during an unload: %r" % m)
+    if m:
+        check_model(m[0], "UNLOADING")
     r1, _ = c.reply_to(id1)
     r2, _ = k.reply_to(id2)
     r3, _ = k.reply_to(id3)
@@ -944,8 +980,8 @@ def part_unload(b, work):
           % (trim(r1), trim(r2), trim(r3)))
     check(0.55 < el < 1.5, "joined unloads ended at %.2f s" % el)
     check(w.event(1) is not None and w.event(0.3) is None,
-          "one unload event for three unload requests")
-    w.ok({"op": "ack"})
+          "one unload event for two attachments and three unloads")
+    check(w.ok({"op": "ack"}).get("released") == 2, "ack of two")
     c.ok({"op": "unload", "name": "j"})
     k.close()
     # --kill-after 1: a holder that never acks is killed at 1 s
@@ -1128,8 +1164,8 @@ def check_max_message_bounds(build, work):
 
 
 def main():
-    if sys.argv[1] == "--hold":
-        hold(sys.argv[2], sys.argv[3])
+    if sys.argv[1] in ("--hold", "--hold-fork"):
+        hold(sys.argv[2], sys.argv[3], sys.argv[1] == "--hold-fork")
         return 0
     build, work = sys.argv[1], sys.argv[2]
     if len(sys.argv) > 3:
