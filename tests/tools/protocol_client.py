@@ -152,9 +152,9 @@ class Conn:
               % (req.get("op"), trim(msg)))
         return msg
 
-    def err(self, req, code, **kw):
+    def err(self, req, code, inner=(), **kw):
         msg = self.call(req, **kw)
-        check_error(msg, code, req.get("op"))
+        check_error(msg, code, req.get("op"), inner)
         return msg
 
     def raw_err(self, data, code="bad_request", what=""):
@@ -188,7 +188,9 @@ def trim(msg):
     return text if len(text) < 400 else text[:400] + "..."
 
 
-def check_error(msg, code, what):
+def check_error(msg, code, what, inner=()):
+    """An error reply: CODE, a message, and inside `error` nothing but
+    code, message and INNER (None: not checked here)."""
     check(msg.get("ok") is False, "%s: expected error %s, got %r"
           % (what, code, trim(msg)))
     err = msg.get("error")
@@ -201,6 +203,9 @@ def check_error(msg, code, what):
           "%s: message missing or longer than 1023 bytes" % what)
     check(set(msg) == {"id", "ok", "error"},
           "%s: top level of an error holds %r" % (what, sorted(msg)))
+    if inner is not None:
+        check(set(err) == {"code", "message"} | set(inner),
+              "%s %s: error holds %r" % (what, code, sorted(err)))
 
 
 def members(msg, spec, what, exact=True):
@@ -574,16 +579,17 @@ def part_models(b, work):
           "bad_request")
     long_missing = "/" + "p" * 4094
     e = c.err({"op": "load", "name": "x", "path": long_missing,
-               "wait": True}, "io_error")
+               "wait": True}, "io_error", ("model",))
     members(e["error"], {"code": str, "message": str, "model": str},
             "failed load error")
     for path in (os.path.join(work, "missing"), work):
-        e = c.err({"op": "load", "name": "x", "path": path}, "io_error")
+        e = c.err({"op": "load", "name": "x", "path": path}, "io_error",
+                  ("model",))
         e = c.err({"op": "load", "name": "x", "path": path, "wait": True},
-                  "io_error")
+                  "io_error", ("model",))
     bad = write(os.path.join(work, "bad.safetensors"), b"\xff" * 16)
     e = c.err({"op": "load", "name": "x", "path": bad, "wait": True},
-              "format_error")
+              "format_error", ("model",))
     check(e["error"].get("model") == "x", "failed load: model member")
     # a failed load without wait: the model goes to ERROR
     r = c.call({"op": "load", "name": "y", "path": bad})
@@ -601,7 +607,8 @@ def part_models(b, work):
         check(u["freed_bytes"] == 0 and u["segments_unlinked"] == 0,
               "unload of a failed load frees nothing: %r" % u)
     else:
-        check_error(r, "format_error", "load bad without wait")
+        check_error(r, "format_error", "load bad without wait",
+                    ("model",))
     # attach: the descriptor, read-only, the bytes
     r, fds = c.call({"op": "attach", "name": "raw"}, want_fds=True)
     members(r, ATTACH, "attach")
@@ -728,8 +735,12 @@ def part_models(b, work):
         check(was_closed == closed, "%d unread attach replies: closed=%s"
               % (n, was_closed))
         k.close()
-    # 256 messages of any kind queued: the connection is closed
+    # 256 messages of any kind queued: the connection is closed and its
+    # attachments released
     k = b.conn()
+    r, fds = k.call({"op": "attach", "name": "raw"}, want_fds=True)
+    for fd in fds:
+        os.close(fd)
     k.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     closed = False
     try:
@@ -749,6 +760,8 @@ def part_models(b, work):
     k.close()
     wait_for(lambda: c.ok({"op": "stats"})["connections"] == 1, 5,
              "closed connections are gone from stats")
+    check(c.ok({"op": "stats"})["workers"] == 0,
+          "a dropped connection's attachment was not released")
     # a worker that forked and exited: its child holds the connection
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
                           "--hold-fork", b.sock, "raw"],
@@ -868,7 +881,7 @@ def part_loading(b, work):
           "unload of a loading model: freed %r unlinked %r"
           % (u["freed_bytes"], u["segments_unlinked"]))
     r, _ = w.reply_to(wid)
-    check_error(r, "cancelled", "waiting load cancelled by unload")
+    check_error(r, "cancelled", "waiting load cancelled by unload", ("model",))
     # an unload ends a load at once: the name is free again
     k = b.conn()
     c.ok({"op": "unload", "name": "big", "timeout": 3})
@@ -878,7 +891,8 @@ def part_loading(b, work):
     time.sleep(0.2)
     sid = c.send({"op": "shutdown", "timeout": 2})
     r, _ = w.reply_to(wid)
-    check_error(r, "cancelled", "waiting load cancelled by shutdown")
+    check_error(r, "cancelled", "waiting load cancelled by shutdown",
+                ("model",))
     ev = k.event(2)
     check(ev is not None and ev.get("event") == "shutdown",
           "shutdown event %r" % ev)
@@ -932,7 +946,7 @@ def part_unload(b, work):
     if sem:
         libc.sem_post(sem)
     u, _ = c.reply_to(uid)
-    check_error(u, "timeout", "unload with a holder")
+    check_error(u, "timeout", "unload with a holder", None)
     if u.get("error"):
         e = dict(u["error"])
         members(e, dict(UNLOAD, code=str, message=str, pids=list),
@@ -974,7 +988,7 @@ def part_unload(b, work):
     r2, _ = k.reply_to(id2)
     r3, _ = k.reply_to(id3)
     el = time.monotonic() - t0
-    check_error(r1, "timeout", "first unload")
+    check_error(r1, "timeout", "first unload", None)
     check(r1 == dict(r2, id=id1) == dict(r3, id=id1),
           "joined unload replies differ: %r vs %r vs %r"
           % (trim(r1), trim(r2), trim(r3)))
@@ -998,7 +1012,7 @@ def part_unload(b, work):
     c.ok({"op": "load", "name": "k", "path": model, "wait": True})
     h = start_holder(b, "k")
     u = c.call({"op": "unload", "name": "k", "timeout": 0.5})
-    check_error(u, "timeout", "unload shorter than kill-after")
+    check_error(u, "timeout", "unload shorter than kill-after", None)
     check(h.poll() is None and "killed" not in u.get("error", {}),
           "holder killed before kill-after")
     h.kill()
@@ -1031,7 +1045,7 @@ def part_unload(b, work):
           "an unload joined to the shutdown: %r" % trim(u))
     el = time.monotonic() - t0
     check(0.85 < el < 2.0, "shutdown of 0.9 s ended at %.2f s" % el)
-    check_error(r, "timeout", "shutdown with a holder")
+    check_error(r, "timeout", "shutdown with a holder", None)
     if r.get("error"):
         members(r["error"], dict(SHUTDOWN, code=str, message=str,
                                  pids=list), "shutdown timeout error")
@@ -1066,7 +1080,7 @@ def part_options(b, work):
     r = c.call({"op": "load", "name": "b", "path": big})
     print("probe: load over the budget without wait -> %s" % trim(r))
     r = c.call({"op": "load", "name": "b2", "path": big, "wait": True})
-    check_error(r, "no_space", "load over --max-shm-bytes")
+    check_error(r, "no_space", "load over --max-shm-bytes", ("model",))
     s = c.ok({"op": "stats"})
     check(s["max_shm_bytes"] == 65536 and s["bytes_reserved"] == 4096,
           "budget stats %r %r" % (s["max_shm_bytes"], s["bytes_reserved"]))
