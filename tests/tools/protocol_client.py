@@ -959,6 +959,9 @@ def part_unload(b, work):
               % e.get("waited_ms"))
     m = [x for x in c.ok({"op": "list"})["models"] if x["name"] == "u"]
     check(m and m[0]["state"] == "ERROR", "after timeout: %r" % m)
+    check(m and m[0]["size"] == 65536 and m[0]["attached"] == 1
+          and "segment" not in m[0], "ERROR after an unload timeout: %r"
+          % m)
     if m:
         check_model(m[0], "ERROR after timeout")
     w.ok({"op": "ack"})
@@ -1019,6 +1022,15 @@ def part_unload(b, work):
     h.wait()
     wait_for(lambda: c.ok({"op": "unload", "name": "k"}).get("ok"), 3,
              "unload after the holder died")
+    # the counters: loads that became READY, unloads that ended in time or
+    # at their deadline, attaches granted, ack requests
+    st = c.ok({"op": "stats"})
+    got = {k: st[k] for k in ("loads", "load_failures", "unloads",
+                              "unload_timeouts", "attaches", "detaches",
+                              "acks")}
+    check(got == {"loads": 5, "load_failures": 0, "unloads": 5,
+                  "unload_timeouts": 3, "attaches": 6, "detaches": 0,
+                  "acks": 3}, "counters %r" % got)
     # shutdown: events to every hello'd client, joined shutdown, joined
     # unload shorter than the shutdown does not shorten it, timeout error
     c.ok({"op": "load", "name": "s", "path": model, "wait": True})
@@ -1081,7 +1093,18 @@ def part_options(b, work):
     print("probe: load over the budget without wait -> %s" % trim(r))
     r = c.call({"op": "load", "name": "b2", "path": big, "wait": True})
     check_error(r, "no_space", "load over --max-shm-bytes", ("model",))
+    c.err({"op": "load", "name": "m", "path": inside + "/missing"},
+          "io_error", ("model",))
+    # every failed load stays in ERROR, also one refused at its reply
+    states = {x["name"]: x["state"] for x in c.ok({"op": "list"})["models"]}
+    check(states == {"a": "READY", "b": "ERROR", "b2": "ERROR",
+                     "m": "ERROR"}, "after failed loads: %r" % states)
+    check(all(x["size"] == 0 for x in c.ok({"op": "list"})["models"]
+              if x["state"] == "ERROR"), "size of a failed load not 0")
     s = c.ok({"op": "stats"})
+    check(s["loads"] == 1 and s["load_failures"] == 3,
+          "counters: loads %r, load_failures %r (refusals do not count)"
+          % (s["loads"], s["load_failures"]))
     check(s["max_shm_bytes"] == 65536 and s["bytes_reserved"] == 4096,
           "budget stats %r %r" % (s["max_shm_bytes"], s["bytes_reserved"]))
     # connections: 3 pass, the 4th gets `limit` with id null, then closed
@@ -1144,8 +1167,8 @@ def part_options(b, work):
         check(x == want, "mirror slot %r, list %r" % (x, want))
     s = c.ok({"op": "shutdown"})
     members(s, SHUTDOWN, "shutdown")
-    # every model the shutdown removed, the two failed loads in ERROR too
-    check(s["models_unloaded"] == 3 and s["freed_bytes"] == 4096,
+    # every model the shutdown removed, the failed loads in ERROR too
+    check(s["models_unloaded"] == 4 and s["freed_bytes"] == 4096,
           "shutdown reply %r" % s)
     check(b.wait_exit(5) == 0, "exit status after shutdown")
 
