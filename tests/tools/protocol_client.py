@@ -719,9 +719,16 @@ def part_models(b, work):
     # at most 16 attach replies unread: the 17th closes the connection
     for n, closed in ((16, False), (17, True)):
         k = b.conn()
+        before = c.ok({"op": "stats"})["attaches"]
         for i in range(n):
             k.send({"op": "attach", "name": "raw", "id": 100 + i})
-        time.sleep(0.3)
+        # read nothing until the broker has granted 16 (and, for 17, has
+        # dropped the connection)
+        wait_for(lambda: c.ok({"op": "stats"})["attaches"] >= before + 16,
+                 10, "16 attaches not granted")
+        if closed:
+            wait_for(lambda: c.ok({"op": "stats"})["connections"] == 1, 10,
+                     "17 unread attach replies did not close")
         got, was_closed = 0, False
         try:
             while got < n:
@@ -964,7 +971,13 @@ def part_unload(b, work):
           % m)
     if m:
         check_model(m[0], "ERROR after timeout")
+    st = c.ok({"op": "stats"})
+    check(st["bytes_reserved"] == 65536 and st["bytes_shared"] == 0,
+          "while a worker maps an unlinked segment: reserved %r shared %r"
+          % (st["bytes_reserved"], st["bytes_shared"]))
     w.ok({"op": "ack"})
+    check(c.ok({"op": "stats"})["bytes_reserved"] == 0,
+          "bytes still reserved after the holder let go")
     u = c.ok({"op": "unload", "name": "u"})
     check(u["freed_bytes"] == 0 and u["segments_unlinked"] == 0,
           "second unload of a timed-out model: %r" % u)
@@ -995,7 +1008,7 @@ def part_unload(b, work):
     check(r1 == dict(r2, id=id1) == dict(r3, id=id1),
           "joined unload replies differ: %r vs %r vs %r"
           % (trim(r1), trim(r2), trim(r3)))
-    check(0.55 < el < 1.5, "joined unloads ended at %.2f s" % el)
+    check(0.55 < el < 3, "joined unloads ended at %.2f s" % el)
     check(w.event(1) is not None and w.event(0.3) is None,
           "one unload event for two attachments and three unloads")
     check(w.ok({"op": "ack"}).get("released") == 2, "ack of two")
@@ -1009,7 +1022,7 @@ def part_unload(b, work):
     el = time.monotonic() - t0
     check(u.get("killed") == [h.pid], "killed %r, holder %d"
           % (u.get("killed"), h.pid))
-    check(0.9 < el < 2.5, "kill-after 1 s took %.2f s" % el)
+    check(0.9 < el < 2.9, "kill-after 1 s took %.2f s" % el)
     check(h.wait(5) == -signal.SIGKILL, "holder not killed")
     # an unload whose timeout is shorter than --kill-after: no one killed
     c.ok({"op": "load", "name": "k", "path": model, "wait": True})
@@ -1035,6 +1048,9 @@ def part_unload(b, work):
     # unload shorter than the shutdown does not shorten it, timeout error
     c.ok({"op": "load", "name": "s", "path": model, "wait": True})
     h = start_holder(b, "s")
+    r, fds = w.call({"op": "attach", "name": "s"}, want_fds=True)
+    for fd in fds:
+        os.close(fd)
     other = b.conn()
     t0 = time.monotonic()
     sid = c.send({"op": "shutdown", "timeout": 0.9})
@@ -1042,6 +1058,7 @@ def part_unload(b, work):
         ev = conn.event(2)
         check(ev == {"event": "shutdown", "timeout_ms": 900},
               "shutdown event %r" % ev)
+    check(w.event(0.1) is None, "an unload event in a shutdown")
     r = other.call({"op": "load", "name": "z", "path": model})
     check_error(r, "shutting_down", "load during shutdown")
     r = other.call({"op": "attach", "name": "s"})
@@ -1056,16 +1073,19 @@ def part_unload(b, work):
     check(u.get("error", {}).get("code") == "timeout",
           "an unload joined to the shutdown: %r" % trim(u))
     el = time.monotonic() - t0
-    check(0.85 < el < 2.0, "shutdown of 0.9 s ended at %.2f s" % el)
+    check(0.85 < el < 3, "shutdown of 0.9 s ended at %.2f s" % el)
     check_error(r, "timeout", "shutdown with a holder", None)
     if r.get("error"):
         members(r["error"], dict(SHUTDOWN, code=str, message=str,
                                  pids=list), "shutdown timeout error")
-        check(r["error"].get("pids") == [h.pid], "shutdown pids %r"
+        check(sorted(r["error"].get("pids", [])) == sorted([h.pid,
+                                                           os.getpid()]),
+              "shutdown pids %r"
               % r["error"].get("pids"))
     check(j.get("error", {}).get("code") == "timeout", "joined shutdown %r"
           % trim(j))
     check(b.wait_exit(5) == 1, "exit status after a shutdown timeout")
+    check(h.poll() is None, "a shutdown shorter than --kill-after killed")
     h.kill()
     h.wait()
     if sem:
