@@ -492,6 +492,11 @@ def part_framing(b):
     check(r.get("ok") is True and r.get("id") == 11,
           "request of 65536 bytes: %r" % trim(r))
     c.raw_err(padded_request(65537, rid=12), what="request of 65537")
+    c.raw_err(padded_request(200000, rid=13), what="request of 200000")
+    for raw in (b'{"id":1,"op":"ping","x":"\\ud800"}',
+                b'{"id":1,"op":"ping","x":"\xc0\xaf"}',
+                b'{"id":1,"op":"ping","x":"\xed\xa0\x80"}'):
+        c.raw_err(raw, what="lone surrogate or overlong UTF-8 %r" % raw)
     c.ok({"op": "ping"})
     # a descriptor sent by a client is closed unread; the request answers
     rfd, wfd = os.pipe()
