@@ -1168,7 +1168,10 @@ def part_options(b, work):
         pass
     c3.close()
     c2.close()
-    # the registry mirror
+    # the registry mirror, while this connection holds model a
+    r, fds = c.call({"op": "attach", "name": "a"}, want_fds=True)
+    for fd in fds:
+        os.close(fd)
     with open("/dev/shm/mbroker.%s.registry" % b.instance, "rb") as f:
         head = f.read(64)
     check(head[:8] == b"MBREG002", "mirror magic %r" % head[:8])
@@ -1183,13 +1186,14 @@ def part_options(b, work):
     check(broker_rec == {"instance": b.instance, "pid": b.proc.pid,
                          "shutting_down": False},
           "mirror broker record %r" % broker_rec)
-    slots = []
+    slots, slot_of = [], {}
     for i in range(fields[3]):
         off = fields[5] + i * fields[4]
         seq, length = struct.unpack("<QQ", data[off:off + 16])
         if length:
             check(seq % 2 == 0, "mirror slot %d seq odd" % i)
             slots.append(json.loads(data[off + 16:off + 16 + length]))
+            slot_of[slots[-1]["name"]] = i
     listed = {x["name"]: x for x in c.ok({"op": "list"})["models"]}
     check(sorted(x["name"] for x in slots) == sorted(listed),
           "mirror models %r" % [x["name"] for x in slots])
@@ -1199,6 +1203,17 @@ def part_options(b, work):
         want.pop("id", None)
         want.pop("ok", None)
         check(x == want, "mirror slot %r, list %r" % (x, want))
+    held = []
+    for j in range(fields[6]):
+        off = fields[8] + j * fields[7]
+        seq, pid = struct.unpack("<Qq", data[off:off + 16])
+        words = struct.unpack("<4Q", data[off + 16:off + 48])
+        if pid:
+            held.append((pid, [i for i in range(256)
+                               if words[i // 64] >> (i % 64) & 1]))
+    check(held == [(os.getpid(), [slot_of.get("a")])], "mirror worker "
+          "slots %r, model a in slot %r" % (held, slot_of.get("a")))
+    c.ok({"op": "ack"})
     s = c.ok({"op": "shutdown"})
     members(s, SHUTDOWN, "shutdown")
     # every model the shutdown removed, the failed loads in ERROR too
