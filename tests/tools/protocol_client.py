@@ -16,7 +16,7 @@ process dies; it removes them itself on the way out, and its holder
 children die with it (PR_SET_PDEATHSIG).
 
 Usage: protocol_client.py BUILD_DIR WORK_DIR [INSTANCE_PREFIX]
-       protocol_client.py --hold SOCKET MODEL   (a holder child)
+       protocol_client.py --hold[-fork] SOCKET MODEL   (a holder child)
 """
 
 import array
@@ -583,9 +583,9 @@ def part_models(b, work):
     members(e["error"], {"code": str, "message": str, "model": str},
             "failed load error")
     for path in (os.path.join(work, "missing"), work):
-        e = c.err({"op": "load", "name": "x", "path": path}, "io_error",
+        c.err({"op": "load", "name": "x", "path": path}, "io_error",
                   ("model",))
-        e = c.err({"op": "load", "name": "x", "path": path, "wait": True},
+        c.err({"op": "load", "name": "x", "path": path, "wait": True},
                   "io_error", ("model",))
     bad = write(os.path.join(work, "bad.safetensors"), b"\xff" * 16)
     e = c.err({"op": "load", "name": "x", "path": bad, "wait": True},
@@ -654,6 +654,10 @@ def part_models(b, work):
     # list pids, workers
     lst = c.ok({"op": "list"})
     rawm = [x for x in lst["models"] if x["name"] == "raw"][0]
+    check(r["checksum"] == rawm["checksum"]
+          and r["generation"] == rawm["generation"]
+          and r["size"] == rawm["size"] and r["format"] == "raw",
+          "attach %r and list %r disagree" % (trim(r), trim(rawm)))
     check(rawm["attached"] == 1 and rawm["pids"] == [os.getpid()],
           "list attached/pids %r" % trim(rawm))
     check(rawm.get("segment", "").lstrip("/") in b.shm_names(),
@@ -1206,7 +1210,7 @@ def part_options(b, work):
     held = []
     for j in range(fields[6]):
         off = fields[8] + j * fields[7]
-        seq, pid = struct.unpack("<Qq", data[off:off + 16])
+        _seq, pid = struct.unpack("<Qq", data[off:off + 16])
         words = struct.unpack("<4Q", data[off + 16:off + 48])
         if pid:
             held.append((pid, [i for i in range(256)
