@@ -582,6 +582,9 @@ def part_models(b, work):
                "wait": True}, "io_error", ("model",))
     members(e["error"], {"code": str, "message": str, "model": str},
             "failed load error")
+    check(len(e["error"]["message"].encode()) == 1023,
+          "a long message is cut at %d bytes, not 1023"
+          % len(e["error"]["message"].encode()))
     for path in (os.path.join(work, "missing"), work):
         c.err({"op": "load", "name": "x", "path": path}, "io_error",
                   ("model",))
@@ -987,6 +990,9 @@ def part_unload(b, work):
           % m)
     if m:
         check_model(m[0], "ERROR after timeout")
+    # a model in ERROR that a worker still holds cannot be loaded again
+    c.err({"op": "load", "name": "u", "path": model}, "exists")
+    c.err({"op": "attach", "name": "u"}, "not_ready")
     st = c.ok({"op": "stats"})
     check(st["bytes_reserved"] == 65536 and st["bytes_shared"] == 0,
           "while a worker maps an unlinked segment: reserved %r shared %r"
