@@ -1192,6 +1192,12 @@ def part_options(b, work):
         data = f.read()
     check(len(data) == fields[9], "mirror size %d, header %d"
           % (len(data), fields[9]))
+    st = os.stat("/dev/shm/mbroker.%s.registry" % b.instance)
+    check(st.st_mode & 0o777 == 0o600, "mirror mode %o" % st.st_mode)
+    check(st.st_blocks * 512 >= st.st_size, "mirror pages not reserved: "
+          "%d of %d bytes" % (st.st_blocks * 512, st.st_size))
+    check(abs(st.st_size - (2 << 20) - 48 * 3) < 64 << 10,
+          "mirror of %d bytes, not about 2 MiB + 48 x 3" % st.st_size)
     broker_rec = json.loads(data[64:64 + fields[2]])
     check(broker_rec == {"instance": b.instance, "pid": b.proc.pid,
                          "shutting_down": False},
@@ -1257,8 +1263,10 @@ def check_max_message_bounds(build, work):
 
 def part_max_message(b, work):
     """--max-message 163840, the largest: a request of that size passes,
-    one byte more does not."""
+    one byte more does not; --signal USR2 is said in hello."""
     c = b.conn()
+    check(c.hello_reply["signal"] == signal.SIGUSR2, "signal %r"
+          % c.hello_reply["signal"])
     check(c.hello_reply["max_message"] == 163840, "max_message %r"
           % c.hello_reply["max_message"])
     c.send_raw(padded_request(163840, rid=3))
@@ -1283,7 +1291,7 @@ def main():
         (part_pages, []),
         (part_loading, ["--load-rate", "4M"]),
         (part_unload, ["--kill-after", "1", "--shutdown-timeout", "5"]),
-        (part_max_message, ["--max-message", "163840"]),
+        (part_max_message, ["--max-message", "163840", "--signal", "USR2"]),
         (part_options, ["--max-message", "1024", "--max-connections", "3",
                         "--idle-timeout", "1", "--max-shm-bytes", "65536",
                         "--model-dir", os.path.join(work, "models")]),
