@@ -382,7 +382,8 @@ def hold(sock, model, fork=False):
     """The holder child: attaches MODEL, says so, never acks. With FORK,
     a child of it keeps the connection, writes its pid to WORK/pids (for
     the caller's cleanup) and says so, and the holder exits."""
-    signal.signal(signal.SIGUSR1, lambda *_: None)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda *_: None)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     c = Conn(sock, role="worker")
     msg, fds = c.call({"op": "attach", "name": model}, want_fds=True)
@@ -1274,6 +1275,17 @@ def part_max_message(b, work):
     check(r.get("id") == 3 and r.get("ok"), "163840-byte request refused")
     c.raw_err(padded_request(163841, rid=4), what="163841-byte request")
     c.ok({"op": "ping"})
+    # a shutdown longer than --kill-after kills a holder that never acks
+    model = write(os.path.join(work, "k.bin"), b"\x04" * 4096)
+    c.ok({"op": "load", "name": "k", "path": model, "wait": True})
+    h = start_holder(b, "k")
+    t0 = time.monotonic()
+    r = c.ok({"op": "shutdown", "timeout": 3})
+    el = time.monotonic() - t0
+    members(r, SHUTDOWN, "shutdown after a kill")
+    check(0.45 < el < 2.5, "kill-after 0.5 in a shutdown at %.2f s" % el)
+    check(h.wait(5) == -signal.SIGKILL, "holder not killed")
+    check(b.wait_exit(5) == 0, "exit status after a shutdown that killed")
 
 
 def main():
@@ -1291,7 +1303,8 @@ def main():
         (part_pages, []),
         (part_loading, ["--load-rate", "4M"]),
         (part_unload, ["--kill-after", "1", "--shutdown-timeout", "5"]),
-        (part_max_message, ["--max-message", "163840", "--signal", "USR2"]),
+        (part_max_message, ["--max-message", "163840", "--signal", "USR2",
+                            "--kill-after", "0.5"]),
         (part_options, ["--max-message", "1024", "--max-connections", "3",
                         "--idle-timeout", "1", "--max-shm-bytes", "65536",
                         "--model-dir", os.path.join(work, "models")]),
