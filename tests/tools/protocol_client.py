@@ -1047,6 +1047,29 @@ def part_unload(b, work):
           % (u.get("killed"), h.pid))
     check(0.9 < el < 2.9, "kill-after 1 s took %.2f s" % el)
     check(h.wait(5) == -signal.SIGKILL, "holder not killed")
+    # --kill-after kills only the process that connected: one that exited,
+    # its forked child holding the connection, is named, `killed` is empty
+    c.ok({"op": "load", "name": "f", "path": model, "wait": True})
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                          "--hold-fork", b.sock, "f"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    child = int(p.stdout.readline().split()[1])
+    p.stdout.readline()
+    p.wait()
+    t0 = time.monotonic()
+    u = c.err({"op": "unload", "name": "f", "timeout": 1.5}, "timeout",
+              None)
+    check(time.monotonic() - t0 > 1.4, "unload of a forked holder ended "
+          "early")
+    check(u["error"].get("killed") == [] and u["error"].get("pids")
+          == [p.pid], "forked holder: %r" % trim(u))
+    try:
+        os.kill(child, signal.SIGKILL)
+    except ProcessLookupError:
+        check(False, "--kill-after killed the child of a worker")
+    wait_for(lambda: c.ok({"op": "unload", "name": "f"}).get("ok"), 3,
+             "unload after the forked holder died")
     # an unload whose timeout is shorter than --kill-after: no one killed
     c.ok({"op": "load", "name": "k", "path": model, "wait": True})
     h = start_holder(b, "k")
@@ -1064,8 +1087,8 @@ def part_unload(b, work):
     got = {k: st[k] for k in ("loads", "load_failures", "unloads",
                               "unload_timeouts", "attaches", "detaches",
                               "acks")}
-    check(got == {"loads": 5, "load_failures": 0, "unloads": 5,
-                  "unload_timeouts": 3, "attaches": 6, "detaches": 0,
+    check(got == {"loads": 6, "load_failures": 0, "unloads": 6,
+                  "unload_timeouts": 4, "attaches": 7, "detaches": 0,
                   "acks": 3}, "counters %r" % got)
     # shutdown: events to every hello'd client, joined shutdown, joined
     # unload shorter than the shutdown does not shorten it, timeout error
