@@ -1090,6 +1090,19 @@ def part_unload(b, work):
     check(got == {"loads": 6, "load_failures": 0, "unloads": 6,
                   "unload_timeouts": 4, "attaches": 7, "detaches": 0,
                   "acks": 3}, "counters %r" % got)
+    # a detach releases as an ack does: the unload ends at once
+    c.ok({"op": "load", "name": "d", "path": model, "wait": True})
+    r, fds = w.call({"op": "attach", "name": "d"}, want_fds=True)
+    for fd in fds:
+        os.close(fd)
+    t0 = time.monotonic()
+    uid = c.send({"op": "unload", "name": "d", "timeout": 5})
+    check(w.event(2) is not None, "no unload event")
+    w.ok({"op": "detach", "attachment": r["attachment"]})
+    u, _ = c.reply_to(uid)
+    check(u.get("ok") is True and time.monotonic() - t0 < 2,
+          "unload after a detach: %r" % trim(u))
+    check(c.ok({"op": "stats"})["detaches"] == 1, "detaches counter")
     # shutdown: events to every hello'd client, joined shutdown, joined
     # unload shorter than the shutdown does not shorten it, timeout error
     c.ok({"op": "load", "name": "s", "path": model, "wait": True})
