@@ -290,6 +290,7 @@ conn_drain(struct conn *c)
 			return r;
 		TAILQ_REMOVE(&c->outq, m, entry);
 		c->nqueued--;
+		c->queued_bytes -= m->len;
 		if (m->fd >= 0)
 			c->nfds_queued--;
 		conn_outmsg_free(m);
@@ -356,6 +357,14 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_lost(c, "client does not read its replies");
 		return -EPIPE;
 	}
+	if (c->queued_bytes + m->len > CONN_MAX_QUEUED_BYTES) {
+		log_warnx("pid %ld (uid %ld): %zu KiB of replies unread; "
+			  "dropping the client", (long)c->pid, (long)c->uid,
+			  (c->queued_bytes + m->len) / 1024);
+		conn_outmsg_free(m);
+		conn_lost(c, "client does not read its replies");
+		return -EPIPE;
+	}
 	if (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		conn_outmsg_free(m);
 		conn_lost(c, "out of descriptors");
@@ -363,6 +372,7 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);
 	c->nqueued++;
+	c->queued_bytes += m->len;
 	if (m->fd >= 0)
 		c->nfds_queued++;
 	if (event_add(c->ev_write, NULL) < 0) {

@@ -29,8 +29,11 @@
 
 /* Most models the registry holds at once. */
 #define BROKER_MAX_MODELS 256
-/* Most messages queued for one slow client before it is dropped. */
+/* Most messages, and most bytes of them, queued for one slow client
+ * before it is dropped: the bytes bound what 1024 clients that never read
+ * can cost (256 replies of 160 KiB each would be 40 MiB a client). */
 #define CONN_MAX_QUEUED 256
+#define CONN_MAX_QUEUED_BYTES (512 * 1024)
 /* Most segment descriptors one client may have unread, queued in the
  * broker or in flight in its socket, before it is dropped. */
 #define CONN_MAX_FDS 16
@@ -346,6 +349,7 @@ struct conn {
 	unsigned mirror_slot; /* its worker slot in the mirror + 1, or 0 */
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;
+	size_t queued_bytes;  /* of the messages in outq */
 	unsigned nfds_queued; /* descriptors held in outq */
 	/* Descriptors sent but maybe unread: where each one's message ends,
 	 * in bytes of sent_bytes (a ring, oldest at inflight_head).  Signed:
