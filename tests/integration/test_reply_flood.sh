@@ -14,6 +14,8 @@ while [ ${#dir} -lt 3600 ]; do
 done
 mkdir -p "$dir"
 head -c 4096 /dev/urandom >"$dir/m.bin"
+# Under ASan, freed blocks would wait in its quarantine.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0"
 start_broker
 for i in $(seq 48); do
 	mbctl load "m$i" "$dir/m.bin" --wait >/dev/null
