@@ -362,9 +362,9 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		return -EPIPE;
 	}
 	if (c->queued_bytes + m->len > CONN_MAX_QUEUED_BYTES) {
-		log_warnx("pid %ld (uid %ld): over %u bytes of replies unread; "
+		log_warnx("pid %ld (uid %ld): %zu KiB of replies unread; "
 			  "dropping the client", (long)c->pid, (long)c->uid,
-			  CONN_MAX_QUEUED_BYTES);
+			  (c->queued_bytes + m->len) / 1024);
 		conn_outmsg_free(m);
 		conn_lost(c, "client does not read its replies");
 		return -EPIPE;

@@ -29,10 +29,11 @@
 
 /* Most models the registry holds at once. */
 #define BROKER_MAX_MODELS 256
-/* Most messages, and bytes, queued for one slow client before it is
- * dropped. */
+/* Most messages, and most bytes of them, queued for one slow client
+ * before it is dropped: the bytes bound what 1024 clients that never read
+ * can cost (256 replies of 160 KiB each would be 40 MiB a client). */
 #define CONN_MAX_QUEUED 256
-#define CONN_MAX_QUEUED_BYTES (1u << 20)
+#define CONN_MAX_QUEUED_BYTES (512 * 1024)
 /* Most segment descriptors one client may have unread, queued in the
  * broker or in flight in its socket, before it is dropped. */
 #define CONN_MAX_FDS 16

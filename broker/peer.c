@@ -32,6 +32,10 @@
 #define SO_PEERPIDFD 77
 #endif
 
+/* Most of a client's descriptors looked at for its socket: every look is
+ * two system calls in the main loop, and a client may hold a million. */
+#define PEER_SCAN_MAX 1024
+
 static const char peer_gone[] = "it exited before the broker accepted it";
 
 /* The inode of the socket at the other end of the Unix socket fd, or 0
@@ -114,6 +118,7 @@ peer_check(pid_t pid, uid_t uid, unsigned long ino)
 	const char *why = "its pid now names a process that does not hold "
 			  "the connection";
 	struct dirent *e;
+	unsigned seen = 0;
 	DIR *d;
 
 	if (!peer_has_uid(pid, uid))
@@ -123,9 +128,14 @@ peer_check(pid_t pid, uid_t uid, unsigned long ino)
 	if ((d = opendir(path)) == NULL)
 		return "its descriptors cannot be read in /proc";
 	while ((e = readdir(d)) != NULL) {
-		ssize_t n = readlinkat(dirfd(d), e->d_name, link,
-				       sizeof link - 1);
+		ssize_t n;
 
+		if (++seen > PEER_SCAN_MAX + 2) { /* with "." and ".." */
+			why = "it holds too many descriptors to search "
+			      "for its socket";
+			break;
+		}
+		n = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
 		if (n > 0 && (link[n] = '\0', strcmp(link, want) == 0)) {
 			why = NULL;
 			break;

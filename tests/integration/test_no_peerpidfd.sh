@@ -93,3 +93,31 @@ if grep "will not be signalled" "$BROKER_LOG" | grep -qv "exited before"; then
 	fail "a worker was not identified: $(grep "will not be signalled" "$BROKER_LOG")"
 fi
 assert_no_shm
+
+# A client holding many descriptors cannot stall the broker: it searches
+# only the first 1024 of them for the client's socket (it searched all,
+# two system calls each: 200 connections of a client with 19,000
+# descriptors kept a ping waiting 8 s).  Such a client is not signalled.
+start_broker
+ulimit -n 20000 2>/dev/null || skip "cannot raise RLIMIT_NOFILE to 20000"
+/usr/bin/python3 - "$SOCK" "$BIN/mbctl" <<'PY' || fail "see above"
+import os, socket, subprocess, sys, time
+
+path, mbctl = sys.argv[1], sys.argv[2]
+null = os.open("/dev/null", os.O_RDONLY)
+held = [os.dup(null) for _ in range(19000)]
+conns = []
+for _ in range(200):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(path)
+    conns.append(s)
+t0 = time.monotonic()
+r = subprocess.run([mbctl, "--socket", path, "--timeout", "3", "ping"],
+                   capture_output=True, text=True)
+if r.returncode != 0:
+    sys.exit("FAIL [test_no_peerpidfd]: ping behind 200 connections of a "
+             "client with 19,000 descriptors: exit %d after %.1f s: %s"
+             % (r.returncode, time.monotonic() - t0, r.stderr))
+PY
+assert_log "will not be signalled, only told on its socket: it holds too many descriptors to search for its socket"
+shutdown_clean
