@@ -83,6 +83,14 @@ cat >"$T/default.sh" <<'INNER'
 set -eu
 BIN=$1 INST=$2 ROOT=$3
 DEFAULT_SOCKET=$(sed -n '/^default_socket()/,/^}/p' "$ROOT/scripts/mbroker-service")
+# The tree may itself live under /tmp (a CI clone): keep it and the
+# binaries reachable under /mnt before /tmp and /run are emptied.
+mount -t tmpfs -o mode=0755 tmpfs /mnt
+mkdir /mnt/root /mnt/bin
+mount --bind "$ROOT" /mnt/root
+mount --bind "$BIN" /mnt/bin
+ROOT=/mnt/root BIN=/mnt/bin
+cd /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -m 0755 /run/user
 mount -t tmpfs -o mode=1777 tmpfs /tmp
@@ -114,7 +122,7 @@ agree() {
 		sleep 0.02
 	done
 	[ -S "$want" ] || bad "uid $uid $*: no socket at $want"
-	py=$(as "$uid" "$@" python3 -c "import sys
+	py=$(as "$uid" "$@" /usr/bin/python3 -c "import sys
 sys.path.insert(0, '$ROOT/bindings/python')
 import mbroker; print(mbroker.default_socket_path())")
 	[ "$py" = "$want" ] || bad "uid $uid $*: Python says $py, not $want"
