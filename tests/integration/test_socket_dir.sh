@@ -94,8 +94,9 @@ cd /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -m 0755 /run/user
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-BROKER=
-trap '[ -z "$BROKER" ] || kill -9 $BROKER 2>/dev/null' EXIT
+# $! names the subshell that runs `as`, not always the broker: kill it by
+# its instance.
+trap 'pkill -9 -f -- "mbrokerd --instance $INST\$" || true' EXIT
 bad() {
 	echo "FAIL: $*"
 	exit 1
@@ -131,7 +132,6 @@ default_socket")
 	[ "$svc" = "$want" ] || bad "uid $uid $*: mbroker-service says $svc"
 	as "$uid" "$@" "$BIN/mbctl" shutdown >/dev/null
 	wait $BROKER || bad "uid $uid $*: broker exited $?"
-	BROKER=
 	echo "ok $want"
 }
 agree /run/mbroker/default.sock 0
