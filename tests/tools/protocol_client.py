@@ -56,6 +56,18 @@ def wait_for(pred, seconds, what):
     return check(False, what)
 
 
+def model_slots(data, fields):
+    """The (slot, model object) pairs of the mirror's used model slots;
+    a slot being rewritten (odd seq) is read as it stands."""
+    slots = []
+    for i in range(fields[3]):
+        off = fields[5] + i * fields[4]
+        seq, length = struct.unpack("<QQ", data[off:off + 16])
+        if length and seq % 2 == 0:
+            slots.append((i, json.loads(data[off + 16:off + 16 + length])))
+    return slots
+
+
 class Closed(Exception):
     """The broker closed the connection."""
 
@@ -1225,8 +1237,22 @@ def part_options(b, work):
     fields = struct.unpack("<8sQQIIQIIQQ", head)
     check(fields[3] == 256 and fields[4] == 8192 and fields[7] == 48
           and fields[6] == 3, "mirror header %r" % (fields,))
-    with open("/dev/shm/mbroker.%s.registry" % b.instance, "rb") as f:
-        data = f.read()
+    listed = {x["name"]: x for x in c.ok({"op": "list"})["models"]}
+    for x in listed.values():
+        for key in ("pids", "id", "ok"):
+            x.pop(key, None)
+    mirror = {}
+
+    def mirror_matches():
+        # A model's slot is rewritten just after the reply that changed
+        # it: it may lag that reply by a moment.
+        with open("/dev/shm/mbroker.%s.registry" % b.instance, "rb") as f:
+            mirror["data"] = f.read()
+        mirror["slots"] = model_slots(mirror["data"], fields)
+        return {x["name"]: x for _, x in mirror["slots"]} == listed
+    wait_for(mirror_matches, 5, "the mirror's model slots never matched "
+             "list: %r" % listed)
+    data = mirror["data"]
     check(len(data) == fields[9], "mirror size %d, header %d"
           % (len(data), fields[9]))
     st = os.stat("/dev/shm/mbroker.%s.registry" % b.instance)
@@ -1239,23 +1265,7 @@ def part_options(b, work):
     check(broker_rec == {"instance": b.instance, "pid": b.proc.pid,
                          "shutting_down": False},
           "mirror broker record %r" % broker_rec)
-    slots, slot_of = [], {}
-    for i in range(fields[3]):
-        off = fields[5] + i * fields[4]
-        seq, length = struct.unpack("<QQ", data[off:off + 16])
-        if length:
-            check(seq % 2 == 0, "mirror slot %d seq odd" % i)
-            slots.append(json.loads(data[off + 16:off + 16 + length]))
-            slot_of[slots[-1]["name"]] = i
-    listed = {x["name"]: x for x in c.ok({"op": "list"})["models"]}
-    check(sorted(x["name"] for x in slots) == sorted(listed),
-          "mirror models %r" % [x["name"] for x in slots])
-    for x in slots:
-        want = dict(listed.get(x["name"], {}))
-        want.pop("pids", None)
-        want.pop("id", None)
-        want.pop("ok", None)
-        check(x == want, "mirror slot %r, list %r" % (x, want))
+    slot_of = {x["name"]: i for i, x in mirror["slots"]}
     held = []
     for j in range(fields[6]):
         off = fields[8] + j * fields[7]
