@@ -224,8 +224,9 @@ json_t *registry_model_fields(const struct model *m);
 
 /* pending.c */
 struct conn;
-/* Queues the reply to (c, id) on list; false after replying `internal`
- * (out of memory), in which case the caller starts nothing. */
+/* Queues the reply to (c, id) on list; false after replying `limit` (c
+ * has CONN_MAX_QUEUED waiting already) or `internal` (out of memory), in
+ * which case the caller starts nothing. */
 bool pending_add(struct pending_list *list, struct conn *c, json_t *id);
 /* Replies ok with body to every pending request and empties the list;
  * takes the reference to body. */
@@ -349,6 +350,7 @@ struct conn {
 	unsigned mirror_slot; /* its worker slot in the mirror + 1, or 0 */
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;
+	unsigned npending; /* its requests whose reply waits (pending.c) */
 	size_t queued_bytes;  /* of the messages in outq */
 	unsigned nfds_queued; /* descriptors held in outq */
 	/* Descriptors sent but maybe unread: where each one's message ends,

@@ -5,7 +5,8 @@
  * queues it before starting the work (out of memory, it answers `internal`
  * and starts nothing), whoever ends the work replies to the whole list, and
  * a connection that goes away drops its entries (conn.c calls
- * pending_drop_conn).  A pending reply names its connection by id, so a
+ * pending_drop_conn).  One connection may have CONN_MAX_QUEUED waiting;
+ * more are refused with `limit`, so a client cannot pile them up.  A pending reply names its connection by id, so a
  * client lost between the two is simply skipped.
  */
 #include <stdlib.h>
@@ -15,9 +16,15 @@
 bool
 pending_add(struct pending_list *list, struct conn *c, json_t *id)
 {
-	struct pending *p = calloc(1, sizeof *p);
+	struct pending *p;
 
-	if (p == NULL) {
+	if (c->npending >= CONN_MAX_QUEUED) {
+		reply_error(c, id, MB_ELIMIT, NULL, "%u requests of this "
+			    "connection already wait for their reply",
+			    c->npending);
+		return false;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL) {
 		log_warnx("conn %llu: out of memory for a deferred reply",
 			  (unsigned long long)c->id);
 		reply_error(c, id, MB_EINTERNAL, NULL, "out of memory");
@@ -25,6 +32,7 @@ pending_add(struct pending_list *list, struct conn *c, json_t *id)
 	}
 	p->conn_id = c->id;
 	p->id = json_incref(id);
+	c->npending++;
 	TAILQ_INSERT_TAIL(list, p, entry);
 	return true;
 }
@@ -50,6 +58,8 @@ pending_reply(struct pending_list *list, bool ok, int code, json_t *body,
 		/* Off the list first: a reply that finds its client gone
 		 * loses the connection, which drops the client's entries. */
 		TAILQ_REMOVE(list, p, entry);
+		if (c != NULL)
+			c->npending--;
 		if (c != NULL && ok)
 			reply_ok(c, p->id, json_incref(body), -1);
 		else if (c != NULL)

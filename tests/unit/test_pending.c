@@ -111,6 +111,26 @@ test_pending_reply_to_a_closed_client(void **state)
 	close(holder.fd);
 }
 
+static void
+test_pending_bounded_per_connection(void **state)
+{
+	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct broker_fixture_client holder;
+
+	(void)state;
+	broker_fixture_client_open(&holder);
+	assert_non_null(attach_add(holder.conn, m));
+	/* Joined unloads all wait: CONN_MAX_QUEUED of them, then `limit`. */
+	for (int i = 0; i < CONN_MAX_QUEUED; i++)
+		request("{\"id\":8,\"op\":\"unload\",\"name\":\"m\","
+			"\"timeout\":60}");
+	assert_string_equal(broker_fixture_client_read(&client), "");
+	request("{\"id\":9,\"op\":\"unload\",\"name\":\"m\"}");
+	expect("\"id\":9,\"ok\":false,\"error\":{\"code\":\"limit\"");
+	assert_int_equal(client.conn->npending, CONN_MAX_QUEUED);
+	close(holder.fd);
+}
+
 /* Each test talks on a fresh connection that said hello. */
 static int
 setup(void **state)
@@ -166,6 +186,8 @@ main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_pending_reply_to_a_closed_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_pending_bounded_per_connection, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
