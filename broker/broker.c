@@ -5,8 +5,4 @@
  */
 #include "mbrokerd.h"
 
-struct broker broker = {
-	.models = TAILQ_HEAD_INITIALIZER(broker.models),
-	.conns = TAILQ_HEAD_INITIALIZER(broker.conns),
-	.shutdown_waiters = TAILQ_HEAD_INITIALIZER(broker.shutdown_waiters),
-};
+struct broker broker;

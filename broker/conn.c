@@ -4,9 +4,10 @@
  * a pidfd from peer.c, so signals never reach a recycled pid), reading its
  * messages, sending replies without ever blocking on a slow reader (and
  * without holding more than CONN_MAX_FDS descriptors it has not read),
- * logging its refusals within a budget, and losing it.  The connection is
- * the lease: when it closes, every attachment it held is released.  A
- * connection is freed after the callback that lost it, never inside it.
+ * logging its refusals within a budget, and losing it.  It knows nothing
+ * of models: when a connection ends, the lost hook (request.c) releases
+ * what it held and drops the replies it was owed.  A connection is freed
+ * after the callback that lost it, never inside it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "reply.h"
 #include "wire.h"
 
 /* Messages read from one client per wake-up, so one cannot starve others. */
@@ -41,12 +44,42 @@ static struct loglimit conn_unsignalled_all;
 
 static char conn_buf[WIRE_MAX_REPLY + 1];
 
+/* Every connection, in accept order. */
+static TAILQ_HEAD(conn_head, conn) conn_list = TAILQ_HEAD_INITIALIZER(conn_list);
+static unsigned conn_nconns;
+static uint64_t conn_last_id;
+static const struct conn_handlers *conn_handlers;
+
+void
+conn_set_handlers(const struct conn_handlers *h)
+{
+	conn_handlers = h;
+}
+
+struct conn *
+conn_next(const struct conn *c)
+{
+	return c == NULL ? TAILQ_FIRST(&conn_list) : TAILQ_NEXT(c, entry);
+}
+
+struct conn *
+conn_newest(void)
+{
+	return TAILQ_LAST(&conn_list, conn_head);
+}
+
+unsigned
+conn_count(void)
+{
+	return conn_nconns;
+}
+
 struct conn *
 conn_find(uint64_t id)
 {
 	struct conn *c;
 
-	TAILQ_FOREACH(c, &broker.conns, entry)
+	TAILQ_FOREACH(c, &conn_list, entry)
 		if (c->id == id)
 			return c;
 	return NULL;
@@ -160,18 +193,9 @@ conn_lost(struct conn *c, const char *why)
 			  "request(s), %u of them not logged", (long)c->pid,
 			  (long)c->uid, (unsigned long long)c->id, c->refusals,
 			  c->refusals_muted);
-	if (c->nattachments > 0 || strcmp(c->role, "worker") == 0)
-		log_info("client pid %ld (conn %llu, %s) gone: %s, releasing "
-			 "%u attachment(s)", (long)c->pid,
-			 (unsigned long long)c->id, c->role, why,
-			 c->nattachments);
-	else
-		log_debug("client pid %ld (conn %llu) gone: %s", (long)c->pid,
-			  (unsigned long long)c->id, why);
-	attach_release_all(c);
-	pending_drop_conn(c->id);
-	TAILQ_REMOVE(&broker.conns, c, entry);
-	broker.nconns--;
+	conn_handlers->lost(c, why);
+	TAILQ_REMOVE(&conn_list, c, entry);
+	conn_nconns--;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
 	if (c->ev_pid != NULL)
@@ -214,7 +238,7 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 			conn_lost(c, strerror((int)-n));
 			return;
 		}
-		request_dispatch(c, conn_buf, (size_t)n);
+		conn_handlers->message(c, conn_buf, (size_t)n);
 	}
 }
 
@@ -494,7 +518,7 @@ conn_accept(int fd)
 			       broker.cfg.idle_timeout_ms % 1000 * 1000};
 	struct conn *c;
 
-	if (broker.nconns >= broker.cfg.max_conns) {
+	if (conn_nconns >= broker.cfg.max_conns) {
 		conn_refuse(fd);
 		return -1;
 	}
@@ -502,11 +526,11 @@ conn_accept(int fd)
 		close(fd);
 		return -1;
 	}
-	c->id = ++broker.next_conn_id;
+	c->id = ++conn_last_id;
 	c->fd = fd;
 	c->pidfd = -1;
 	strcpy(c->role, "client");
-	TAILQ_INIT(&c->attachments);
+	TAILQ_INIT(&c->owed);
 	TAILQ_INIT(&c->outq);
 	conn_identify(c);
 	c->ev_read = event_new(broker.base, fd, EV_READ | EV_PERSIST, conn_read,
@@ -523,8 +547,8 @@ conn_accept(int fd)
 		conn_free(c);
 		return -1;
 	}
-	TAILQ_INSERT_TAIL(&broker.conns, c, entry);
-	broker.nconns++;
+	TAILQ_INSERT_TAIL(&conn_list, c, entry);
+	conn_nconns++;
 	log_debug("client pid %ld uid %ld connected (conn %llu)", (long)c->pid,
 		  (long)c->uid, (unsigned long long)c->id);
 	return 0;
@@ -560,7 +584,7 @@ conn_flush_all(int64_t timeout_ms)
 	int64_t deadline = clock_monotonic_ms() + timeout_ms;
 	struct conn *c;
 
-	TAILQ_FOREACH(c, &broker.conns, entry) {
+	TAILQ_FOREACH(c, &conn_list, entry) {
 		while (!TAILQ_EMPTY(&c->outq)) {
 			struct pollfd p = {.fd = c->fd, .events = POLLOUT};
 			int64_t left = deadline - clock_monotonic_ms();
@@ -577,11 +601,10 @@ conn_close_all(void)
 {
 	struct conn *c;
 
-	while ((c = TAILQ_FIRST(&broker.conns)) != NULL) {
-		attach_release_all(c);
-		pending_drop_conn(c->id);
-		TAILQ_REMOVE(&broker.conns, c, entry);
-		broker.nconns--;
+	while ((c = TAILQ_FIRST(&conn_list)) != NULL) {
+		conn_handlers->lost(c, NULL);
+		TAILQ_REMOVE(&conn_list, c, entry);
+		conn_nconns--;
 		conn_free(c);
 	}
 }

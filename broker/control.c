@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "mbrokerd.h"
 
 /* How long accept pauses when the broker is out of descriptors. */

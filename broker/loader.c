@@ -5,10 +5,9 @@
  * into the mapping of a segment whose pages were reserved first, hashes
  * each chunk while it is hot in cache, keeps under --load-rate, notices a
  * file that changes under it, and stops early when cancelled.  It tells
- * the main loop twice, in order: once the file's size is known
- * (loader_sized answers a load without wait) and once it finished
- * (loader_done applies the result to the model and answers a load with
- * wait); until then the thread touches only its own job.
+ * its caller twice, on the main loop and in order: once the file's size is
+ * known and once it finished; until then the thread touches only its own
+ * job.  It knows nothing of models: what a load means is load.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +23,9 @@
 
 #include <xxhash.h>
 
+#include "loader.h"
 #include "mbrokerd.h"
+#include "segment.h"
 #include "wakeup.h"
 
 /* Bytes read per call: large enough for full speed, small enough that a
@@ -45,7 +46,8 @@ struct loader_note {
 };
 
 struct load_job {
-	struct model *model; /* main thread only; NULL once abandoned */
+	const struct loader_calls *calls; /* NULL once abandoned */
+	void *ctx;
 	pthread_t thread;
 	struct wakeup *finished_channel; /* where the thread posts notes */
 	char path[PATH_MAX];
@@ -54,13 +56,13 @@ struct load_job {
 	atomic_uint_fast64_t done;
 	atomic_uint_fast64_t total; /* the file's size, once known */
 	atomic_bool cancel;
-	atomic_bool created; /* the segment exists (until the thread ends) */
 	struct loader_note sized, finished;
 	uint64_t rate; /* bytes per second, 0: unlimited */
 	/* Results, read by the main thread after the thread posted. */
 	int result;
 	char error[PATH_MAX + 512];
-	int ro_fd;
+	struct segment *seg;
+	uint64_t reclaimed;
 	uint64_t size;
 	uint64_t checksum;
 	void *state;
@@ -91,7 +93,7 @@ loader_pace(struct load_job *job, uint64_t off, int64_t started_ms)
 /* One part of the segment to fill, by one thread. */
 struct loader_fill {
 	struct load_job *job;
-	int src, rw;
+	int src;
 	unsigned char *map;
 	uint64_t off, len;
 	int result;
@@ -111,14 +113,9 @@ loader_fill(struct loader_fill *f)
 	uint64_t done = 0, chunk = LOADER_CHUNK;
 	int r;
 
-	if ((r = posix_fallocate(f->rw, (off_t)f->off, (off_t)f->len)) != 0) {
-		snprintf(f->error, sizeof f->error, "cannot reserve %" PRIu64
-			 " bytes in %s (%" PRId64 " free): %s", f->len,
-			 broker.cfg.shm_dir != NULL ? broker.cfg.shm_dir
-						    : "/dev/shm",
-			 segment_space_free(), strerror(r));
-		return r == ENOSPC ? MB_ENOSPACE : -r;
-	}
+	if ((r = segment_reserve_pages(job->seg, f->off, f->len, f->error,
+				       sizeof f->error)) < 0)
+		return r;
 	/* Throttled, read what LOADER_PACE_MS allows at a time. */
 	if (job->rate > 0 && job->rate / (1000 / LOADER_PACE_MS) < chunk)
 		chunk = job->rate / (1000 / LOADER_PACE_MS) + 1;
@@ -192,11 +189,11 @@ loader_hash(struct load_job *job, const unsigned char *map)
 /* Fills the segment from src (in two halves on two threads when it is
  * large and unthrottled), checks the file did not grow, then hashes. */
 static int
-loader_copy(struct load_job *job, int src, int rw, unsigned char *map)
+loader_copy(struct load_job *job, int src, unsigned char *map)
 {
 	struct loader_fill parts[2] = {
-		{.job = job, .src = src, .rw = rw, .map = map, .len = job->size},
-		{.job = job, .src = src, .rw = rw, .map = map},
+		{.job = job, .src = src, .map = map, .len = job->size},
+		{.job = job, .src = src, .map = map},
 	};
 	pthread_t helper;
 	bool split = job->rate == 0 && job->size >= LOADER_SPLIT_MIN;
@@ -280,7 +277,7 @@ loader_load(struct load_job *job)
 {
 	unsigned char *map = MAP_FAILED;
 	struct stat st;
-	int src, rw = -1, r;
+	int src, r;
 
 	if ((src = loader_open(job, &st)) < 0)
 		return src;
@@ -295,14 +292,12 @@ loader_load(struct load_job *job)
 		r = -errno;
 		goto out;
 	}
-	rw = segment_create(job->segment, job->size, job->error,
-			    sizeof job->error);
-	if (rw < 0) {
-		r = rw;
+	job->seg = segment_create(job->segment, job->size, &r, job->error,
+				  sizeof job->error);
+	if (job->seg == NULL)
 		goto out;
-	}
-	atomic_store(&job->created, true);
-	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   segment_rw_fd(job->seg), 0);
 	if (map == MAP_FAILED) {
 		r = -errno;
 		snprintf(job->error, sizeof job->error, "cannot map segment: %s",
@@ -313,14 +308,13 @@ loader_load(struct load_job *job)
 	 * pages; /dev/shm gives none (measured: no effect there). */
 	if (broker.cfg.shm_dir != NULL)
 		madvise(map, job->size, MADV_HUGEPAGE);
-	if ((r = loader_copy(job, src, rw, map)) < 0 ||
+	if ((r = loader_copy(job, src, map)) < 0 ||
 	    (r = loader_unchanged(job, src, &st)) < 0 ||
 	    (r = job->provider->load(map, job->size, &job->state,
 				     &job->ntensors, job->error,
 				     sizeof job->error)) < 0)
 		goto out;
-	if ((job->ro_fd = segment_seal(rw)) < 0) {
-		r = job->ro_fd;
+	if ((r = segment_seal(job->seg)) < 0) {
 		snprintf(job->error, sizeof job->error,
 			 "cannot seal segment: %s", strerror(-r));
 		if (job->provider->unload(job->state) < 0)
@@ -330,14 +324,11 @@ loader_load(struct load_job *job)
 out:
 	if (map != MAP_FAILED)
 		munmap(map, job->size);
-	if (rw >= 0) {
-		segment_filled(rw);
-		close(rw);
-	}
 	close(src);
-	if (r < 0 && rw >= 0) {
-		segment_unlink(job->segment);
-		segment_unreserve(job->size);
+	if (r < 0 && job->seg != NULL) {
+		job->reclaimed = job->size;
+		segment_put(job->seg);
+		job->seg = NULL;
 	}
 	return r;
 }
@@ -355,43 +346,13 @@ loader_thread(void *arg)
 	return NULL;
 }
 
-/* Replies to whoever waits on the load of m: its outcome, or its failure
- * to a load without wait still owed a reply. */
-static void
-loader_reply(struct model *m, int result, const char *error)
-{
-	if (result == 0) {
-		pending_reply_ok(&m->load_waiters, registry_model_json(m));
-		return;
-	}
-	pending_reply_error(&m->start_waiters, result,
-			    json_pack("{s:s}", "model", m->name), error);
-	pending_reply_error(&m->load_waiters, result,
-			    json_pack("{s:s}", "model", m->name), error);
-}
-
-/* The size of the file is known: a load without wait gets its reply, the
- * mirror shows the size. */
-static void
-loader_sized(struct load_job *job)
-{
-	struct model *m = job->model;
-
-	if (m == NULL)
-		return;
-	pending_reply_ok(&m->start_waiters, registry_model_json(m));
-	mirror_model_changed(m);
-}
-
 /* Cleans up after an abandoned job whose thread finally returned. */
 static void
 loader_done_abandoned(struct load_job *job)
 {
 	loader_abandoned--;
 	if (job->result == 0) {
-		segment_unlink(job->segment);
-		segment_unreserve(job->size);
-		close(job->ro_fd);
+		segment_put(job->seg);
 		if (job->provider->unload(job->state) < 0)
 			log_warnx("%s: provider cleanup failed", job->path);
 	}
@@ -399,140 +360,87 @@ loader_done_abandoned(struct load_job *job)
 	free(job);
 }
 
-/* Applies a finished job to its model, on the main loop. */
+/* Hands a finished job's result to its caller, on the main loop. */
 static void
 loader_done(struct load_job *job)
 {
-	struct model *m = job->model;
+	struct load_result r = {
+		.result = job->result,
+		.error = job->error,
+		.segment = job->seg,
+		.size = job->size,
+		.checksum = job->checksum,
+		.state = job->state,
+		.ntensors = job->ntensors,
+		.reclaimed = job->reclaimed,
+	};
 
 	pthread_join(job->thread, NULL);
-	if (m == NULL) {
+	if (job->calls == NULL) {
 		loader_done_abandoned(job);
 		return;
 	}
-	m->job = NULL;
-	m->load_ms = clock_monotonic_ms() - m->load_started_ms;
-	if (job->result == 0) {
-		m->ro_fd = job->ro_fd;
-		m->size = job->size;
-		m->checksum = job->checksum;
-		m->provider_state = job->state;
-		m->ntensors = job->ntensors;
-	} else {
-		/* The thread removed the segment it had created. */
-		m->segment[0] = '\0';
-		if (m->state == MODEL_UNLOADING && atomic_load(&job->created)) {
-			m->unload_freed += job->size;
-			m->unload_unlinked++;
-		}
-	}
-	if (m->state == MODEL_UNLOADING) {
-		log_info("model %s: load ended by an unload (%s)", m->name,
-			 job->result == 0 ? "it had finished" : job->error);
-		loader_reply(m, MB_ECANCELLED, "model unloaded while loading");
-		unload_schedule();
-	} else if (job->result == 0) {
-		broker.loads++;
-		registry_set_state(m, MODEL_READY);
-		log_info("model %s: READY, %" PRIu64 " bytes in %" PRId64
-			 " ms (%.0f MB/s), xxh3 %016" PRIx64 ", %zu tensors, "
-			 "segment %s", m->name, m->size, m->load_ms,
-			 m->load_ms > 0 ? m->size / 1e3 / (double)m->load_ms : 0.0,
-			 m->checksum, m->ntensors, m->segment);
-		loader_reply(m, 0, NULL);
-	} else {
-		broker.load_failures++;
-		snprintf(m->error, sizeof m->error, "%s", job->error);
-		registry_set_state(m, MODEL_ERROR);
-		log_warnx("model %s: load failed: %s", m->name, job->error);
-		loader_reply(m, job->result, job->error);
-	}
+	job->calls->done(job->ctx, &r);
 	free(job);
-	notify_ready_check();
-	shutdown_check();
 }
 
-int
-loader_start(struct model *m, const char *path)
+struct load_job *
+loader_start(const char *segment_name, const char *path,
+	     const struct provider *p, const struct loader_calls *calls,
+	     void *ctx, int *err)
 {
 	struct load_job *job = calloc(1, sizeof *job);
 	sigset_t all, old;
-	int r;
 
-	if (job == NULL)
-		return -ENOMEM;
-	job->model = m;
+	if (job == NULL) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	job->calls = calls;
+	job->ctx = ctx;
 	job->finished_channel = loader_wakeup;
 	job->sized = (struct loader_note){job, false};
 	job->finished = (struct loader_note){job, true};
-	job->provider = m->provider;
+	job->provider = p;
 	job->rate = broker.cfg.load_rate;
-	job->ro_fd = -1;
 	snprintf(job->path, sizeof job->path, "%s", path);
-	snprintf(m->path, sizeof m->path, "%s", path);
-	m->generation = ++broker.next_generation;
-	if ((r = segment_name(job->segment, sizeof job->segment, m->name,
-			      m->generation)) < 0) {
-		free(job);
-		return r;
-	}
-	memcpy(m->segment, job->segment, sizeof m->segment);
+	snprintf(job->segment, sizeof job->segment, "%s", segment_name);
 	/* The thread takes no signals: they belong to the main loop. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = -pthread_create(&job->thread, NULL, loader_thread, job);
+	*err = -pthread_create(&job->thread, NULL, loader_thread, job);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r < 0) {
-		m->segment[0] = '\0';
+	if (*err < 0) {
 		free(job);
-		return r;
+		return NULL;
 	}
-	m->job = job;
-	m->size = 0;
-	m->error[0] = '\0';
-	m->load_started_ms = clock_monotonic_ms();
-	registry_set_state(m, MODEL_LOADING);
-	log_info("model %s: loading %s as %s (generation %" PRIu64 ")",
-		 m->name, path, m->provider->name, m->generation);
-	notify_send("STATUS=loading %s", m->name);
-	return 0;
+	return job;
 }
 
 void
-loader_cancel(struct model *m)
+loader_cancel(struct load_job *job)
 {
-	if (m->job != NULL)
-		atomic_store(&m->job->cancel, true);
-}
-
-void
-loader_abandon(struct model *m)
-{
-	struct load_job *job = m->job;
-
-	if (job == NULL)
-		return;
 	atomic_store(&job->cancel, true);
-	job->model = NULL;
-	m->job = NULL;
-	m->load_abandoned = true;
+}
+
+int
+loader_abandon(struct load_job *job)
+{
+	atomic_store(&job->cancel, true);
+	job->calls = NULL;
 	loader_abandoned++;
+	log_warnx("the load of %s did not stop in time (blocked in a read?); "
+		  "abandoned", job->path);
 	/* The thread still owns the descriptor and the reservation (so
 	 * nothing is freed yet); the name goes now, so nothing is left if the
 	 * broker exits first. */
-	if (segment_unlink(job->segment) == 0 && atomic_load(&job->created))
-		m->unload_unlinked++;
-	m->segment[0] = '\0';
-	log_warnx("model %s: the load of %s did not stop in time (blocked in "
-		  "a read?); abandoned", m->name, job->path);
-	loader_reply(m, MB_ECANCELLED, "model unloaded while loading; the "
-		     "load did not stop in time and was abandoned");
+	return segment_unlink_name(job->segment);
 }
 
 uint64_t
-loader_progress(const struct model *m)
+loader_progress(const struct load_job *job)
 {
-	return m->job != NULL ? atomic_load(&m->job->done) : m->size;
+	return atomic_load(&job->done);
 }
 
 unsigned
@@ -542,9 +450,9 @@ loader_abandoned_count(void)
 }
 
 uint64_t
-loader_total(const struct model *m)
+loader_total(const struct load_job *job)
 {
-	return m->job != NULL ? atomic_load(&m->job->total) : m->size;
+	return atomic_load(&job->total);
 }
 
 /* Receives what a loader thread posted. */
@@ -553,10 +461,12 @@ loader_note(void *ptr)
 {
 	struct loader_note *note = ptr;
 
+	struct load_job *job = note->job;
+
 	if (note->finished)
-		loader_done(note->job);
-	else
-		loader_sized(note->job);
+		loader_done(job);
+	else if (job->calls != NULL)
+		job->calls->sized(job->ctx, atomic_load(&job->total));
 }
 
 int

@@ -20,6 +20,11 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "loader.h"
+#include "ops.h"
+#include "registry.h"
+#include "request.h"
 
 static struct event *mbrokerd_signals[4];
 
@@ -204,7 +209,7 @@ mbrokerd_preload(void)
 {
 	for (size_t i = 0; i < broker.cfg.npreloads; i++) {
 		const struct preload *p = &broker.cfg.preloads[i];
-		struct model *m;
+		struct load_request lr = {.drain_ms = 0};
 		char path[PATH_MAX];
 
 		if (registry_find(p->name) != NULL) {
@@ -216,15 +221,10 @@ mbrokerd_preload(void)
 			log_warn("--model %s: %s", p->name, p->path);
 			snprintf(path, sizeof path, "%s", p->path);
 		}
-		if ((m = registry_add(p->name)) == NULL) {
-			log_error("--model %s: registry full (%d models)",
-				  p->name, BROKER_MAX_MODELS);
-			return -1;
-		}
-		m->provider = provider_for_path(path);
-		if (loader_start(m, path) < 0) {
+		lr.path = path;
+		lr.provider = provider_for_path(path);
+		if (load_begin(p->name, &lr, NULL, NULL) < 0) {
 			log_error("--model %s: cannot start its load", p->name);
-			registry_remove(m);
 			return -1;
 		}
 	}
@@ -254,7 +254,7 @@ mbrokerd_teardown(void)
 	instance_unlock();
 	if (broker.base != NULL)
 		event_base_free(broker.base);
-	json_decref(broker.shutdown_stuck_pids);
+	shutdown_free();
 	options_free(&broker.cfg);
 	return broker.exit_code;
 }
@@ -281,6 +281,7 @@ main(int argc, char **argv)
 	log_init(broker.cfg.log_level);
 	log_set_json(broker.cfg.log_json);
 	broker.started_ms = clock_monotonic_ms();
+	request_init();
 	mbrokerd_token();
 	if (mbrokerd_descriptors() < 0)
 		return 2;

@@ -30,6 +30,11 @@
 #include <event2/event.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "lease.h"
+#include "loader.h"
+#include "registry.h"
+#include "segment.h"
 
 /* Scrapers are few: Prometheus (two in a HA pair), a person with curl. */
 #define METRICS_MAX_CONNECTIONS 16
@@ -79,6 +84,7 @@ metrics_models(struct evbuffer *b)
 {
 	static const enum model_state states[] = {
 		MODEL_LOADING, MODEL_READY, MODEL_UNLOADING, MODEL_ERROR};
+	const struct generation *g;
 	struct model *m;
 
 	evbuffer_add_printf(b, "# HELP mbroker_models Models by state.\n"
@@ -86,65 +92,90 @@ metrics_models(struct evbuffer *b)
 	for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
 		unsigned n = 0;
 
-		TAILQ_FOREACH(m, &broker.models, entry)
-			n += m->state == states[i];
+		for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+			n += model_state(m) == states[i];
 		evbuffer_add_printf(b, "mbroker_models{state=\"%s\"} %u\n",
 				    registry_state_name(states[i]), n);
 	}
 	evbuffer_add_printf(b, "# HELP mbroker_model_bytes Size of each model."
 			    "\n# TYPE mbroker_model_bytes gauge\n");
-	TAILQ_FOREACH(m, &broker.models, entry)
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
+		g = model_current(m) != NULL ? model_current(m)
+					     : model_generations(m, NULL);
 		evbuffer_add_printf(b, "mbroker_model_bytes{model=\"%s\","
-				    "state=\"%s\"} %llu\n", m->name,
-				    registry_state_name(m->state),
-				    (unsigned long long)loader_total(m));
+				    "state=\"%s\"} %llu\n", model_name(m),
+				    registry_state_name(model_state(m)),
+				    (unsigned long long)(g == NULL ? 0
+				    : g->job != NULL ? loader_total(g->job)
+						     : g->size));
+	}
 	evbuffer_add_printf(b, "# HELP mbroker_model_attached Workers attached"
 			    " to each model.\n# TYPE mbroker_model_attached "
 			    "gauge\n");
-	TAILQ_FOREACH(m, &broker.models, entry)
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
 		evbuffer_add_printf(b, "mbroker_model_attached{model=\"%s\"} "
-				    "%u\n", m->name, m->nattached);
+				    "%u\n", model_name(m), model_leases(m));
+	evbuffer_add_printf(b, "# HELP mbroker_model_generations Generations "
+			    "of each model (more than one while a replace "
+			    "drains).\n# TYPE mbroker_model_generations gauge\n");
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
+		unsigned n = 0;
+
+		for (g = NULL; (g = model_generations(m, g)) != NULL;)
+			n++;
+		evbuffer_add_printf(b, "mbroker_model_generations{model=\"%s\"}"
+				    " %u\n", model_name(m), n);
+	}
 	evbuffer_add_printf(b, "# HELP mbroker_model_load_seconds How long "
 			    "each model's load took.\n# TYPE "
 			    "mbroker_model_load_seconds gauge\n");
-	TAILQ_FOREACH(m, &broker.models, entry)
-		if (m->state == MODEL_READY)
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+		if (model_state(m) == MODEL_READY &&
+		    (g = model_current(m)) != NULL)
 			evbuffer_add_printf(b, "mbroker_model_load_seconds{model="
-					    "\"%s\"} %.3f\n", m->name,
-					    m->load_ms / 1000.0);
+					    "\"%s\"} %.3f\n", model_name(m),
+					    g->load_ms / 1000.0);
 }
 
 /* The scrape itself: every metric, read from the registry now. */
 static void
 metrics_scrape(struct evbuffer *b)
 {
-	unsigned workers = 0;
-	struct conn *c;
+	const struct counters *n = &broker.counters;
 
-	TAILQ_FOREACH(c, &broker.conns, entry)
-		workers += c->nattachments > 0;
 	metrics_models(b);
 	metrics_gauge(b, "workers", "Connections holding an attachment.",
-		      workers);
-	metrics_gauge(b, "connections", "Client connections.", broker.nconns);
+		      lease_holders_count());
+	metrics_gauge(b, "connections", "Client connections.", conn_count());
 	metrics_gauge(b, "reserved_bytes", "Bytes held by segments.",
 		      (double)segment_bytes_held());
 	metrics_gauge(b, "shmem_bytes", "Shmem of the machine (/proc/meminfo).",
 		      (double)meminfo_shmem_kb() * 1024);
 	metrics_gauge(b, "shutting_down", "1 while the broker shuts down.",
 		      broker.shutting_down);
-	metrics_counter(b, "loads_total", "Loads that succeeded.", broker.loads);
+	metrics_counter(b, "loads_total", "Loads that succeeded.", n->loads);
 	metrics_counter(b, "load_failures_total", "Loads that failed.",
-			broker.load_failures);
+			n->load_failures);
 	metrics_counter(b, "unloads_total", "Unloads that ended in time.",
-			broker.unloads);
+			n->unloads);
 	metrics_counter(b, "unload_timeouts_total",
 			"Unloads that ended in ERROR at the deadline.",
-			broker.unload_timeouts);
-	metrics_counter(b, "attaches_total", "Attaches granted.",
-			broker.attaches);
-	metrics_counter(b, "detaches_total", "Detaches.", broker.detaches);
-	metrics_counter(b, "acks_total", "Acknowledgements.", broker.acks);
+			n->unload_timeouts);
+	metrics_counter(b, "replaces_total", "Replaces that switched to a new "
+			"generation.", n->replaces);
+	metrics_counter(b, "replace_failures_total", "Replaces whose new "
+			"generation failed to load (the old one served on).",
+			n->replace_failures);
+	metrics_counter(b, "drains_total", "Replaced generations let go of, "
+			"in time or not.", n->drains);
+	metrics_counter(b, "drain_timeouts_total", "Replaced generations "
+			"still held at their deadline.", n->drain_timeouts);
+	metrics_gauge(b, "drain_seconds_sum", "Time replaced generations took "
+		      "to drain, summed (with drains_total: the mean).",
+		      (double)n->drain_ms_sum / 1000.0);
+	metrics_counter(b, "attaches_total", "Attaches granted.", n->attaches);
+	metrics_counter(b, "detaches_total", "Detaches.", n->detaches);
+	metrics_counter(b, "acks_total", "Acknowledgements.", n->acks);
 }
 
 /* Closes a connection; safe inside its callbacks, as libevent holds a

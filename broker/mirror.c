@@ -18,6 +18,7 @@
 
 #include "mbrokerd.h"
 #include "mirror.h"
+#include "registry.h"
 
 _Static_assert(MIRROR_MODELS == BROKER_MAX_MODELS,
 	       "one mirror slot per model the registry holds");
@@ -78,8 +79,8 @@ mirror_write_broker(void)
 }
 
 /* Rewrites model slot s from the registry (length 0 when it is free).  A
- * model whose JSON does not fit loses "path" and "error" and says
- * "truncated". */
+ * model whose JSON does not fit loses "path", "error" and "generations"
+ * and says "truncated". */
 static void
 mirror_write_model(unsigned s)
 {
@@ -87,7 +88,7 @@ mirror_write_model(unsigned s)
 		mirror.map + mirror_header()->models_offset +
 		(size_t)s * MIRROR_MODEL_SIZE);
 	const struct model *m = registry_at(s);
-	json_t *o = m != NULL ? registry_model_fields(m) : NULL;
+	json_t *o = m != NULL ? registry_model_json(m, false) : NULL;
 	char *data = (char *)(rec + 1);
 	size_t len = 0;
 
@@ -97,6 +98,7 @@ mirror_write_model(unsigned s)
 		    MIRROR_MODEL_MAX) {
 		json_object_del(o, "path");
 		json_object_del(o, "error");
+		json_object_del(o, "generations");
 		json_object_set_new(o, "truncated", json_true());
 		len = json_dumpb(o, data, MIRROR_MODEL_MAX, JSON_COMPACT);
 	}
@@ -125,48 +127,48 @@ mirror_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-mirror_model_changed(const struct model *m)
+mirror_model_changed(unsigned slot)
 {
 	if (mirror.map == NULL)
 		return;
-	mirror.dirty[m->slot / 64] |= UINT64_C(1) << (m->slot % 64);
+	mirror.dirty[slot / 64] |= UINT64_C(1) << (slot % 64);
 	event_active(mirror.ev, EV_TIMEOUT, 0);
 }
 
 void
-mirror_worker_changed(struct conn *c)
+mirror_worker_changed(unsigned *record, pid_t pid, const uint16_t *held)
 {
 	struct mirror_header *h = mirror_header();
 	struct mirror_worker *rec;
 
 	if (mirror.map == NULL)
 		return;
-	if (c->mirror_slot == 0) {
-		if (c->nattachments == 0)
+	if (*record == 0) {
+		if (held == NULL)
 			return;
 		if (mirror.nfree_workers == 0) {
 			log_warnx("registry mirror: no worker slot for pid %ld",
-				  (long)c->pid);
+				  (long)pid);
 			return;
 		}
-		c->mirror_slot = mirror.free_workers[--mirror.nfree_workers] + 1;
+		*record = mirror.free_workers[--mirror.nfree_workers] + 1;
 	}
 	rec = (struct mirror_worker *)(void *)(mirror.map + h->workers_offset) +
-	      (c->mirror_slot - 1);
+	      (*record - 1);
 	mirror_write_begin(&rec->seq);
-	rec->pid = c->nattachments > 0 ? c->pid : 0;
+	rec->pid = held != NULL ? pid : 0;
 	for (unsigned w = 0; w < MIRROR_MODELS / 64; w++) {
 		uint64_t bits = 0;
 
-		for (unsigned b = 0; c->held != NULL && b < 64; b++)
-			if (c->held[w * 64 + b] > 0)
+		for (unsigned b = 0; held != NULL && b < 64; b++)
+			if (held[w * 64 + b] > 0)
 				bits |= UINT64_C(1) << b;
 		rec->models[w] = bits;
 	}
 	mirror_write_end(&rec->seq);
-	if (c->nattachments == 0) {
-		mirror.free_workers[mirror.nfree_workers++] = c->mirror_slot - 1;
-		c->mirror_slot = 0;
+	if (held == NULL) {
+		mirror.free_workers[mirror.nfree_workers++] = *record - 1;
+		*record = 0;
 	}
 }
 
@@ -232,8 +234,8 @@ mirror_init(void)
 	    NULL)
 		return -1;
 	mirror_write_broker();
-	TAILQ_FOREACH(m, &broker.models, entry)
-		mirror_model_changed(m);
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+		mirror_model_changed(model_slot(m));
 	return 0;
 }
 

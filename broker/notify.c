@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "registry.h"
 
 static struct {
 	int fd;
@@ -117,10 +118,10 @@ notify_ready_check(void)
 
 	if (notify.ready || broker.shutting_down)
 		return;
-	TAILQ_FOREACH(m, &broker.models, entry) {
-		if (m->state == MODEL_LOADING)
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
+		if (model_state(m) == MODEL_LOADING)
 			return;
-		ready += m->state == MODEL_READY;
+		ready += model_state(m) == MODEL_READY;
 	}
 	notify.ready = true;
 	notify_send("READY=1\nSTATUS=serving %u model(s)\nMAINPID=%ld", ready,

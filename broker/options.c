@@ -40,6 +40,10 @@ static const char options_usage[] =
 	"                           model SECS after its unload began, if\n"
 	"                           that is before its deadline\n"
 	"                           (default: never)\n"
+	"  --replace-policy POLICY  when a replace's two copies do not fit:\n"
+	"                           availability refuses it (no_space),\n"
+	"                           resource unloads first, then loads (a\n"
+	"                           gap in service) (default: availability)\n"
 	"  --shm-dir DIR            put segments in DIR, a tmpfs mounted with\n"
 	"                           huge=within_size for 2 MiB pages\n"
 	"                           (default: /dev/shm)\n"
@@ -81,6 +85,7 @@ enum {
 	OPT_MODEL_DIR,
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_KILL_AFTER,
+	OPT_REPLACE_POLICY,
 	OPT_MAX_SHM_BYTES,
 	OPT_SHM_DIR,
 	OPT_METRICS_LISTEN,
@@ -106,6 +111,7 @@ static const struct option options_long[] = {
 	{"model-dir", required_argument, NULL, OPT_MODEL_DIR},
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
+	{"replace-policy", required_argument, NULL, OPT_REPLACE_POLICY},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
@@ -124,6 +130,18 @@ static const struct option options_long[] = {
 	{"version", no_argument, NULL, OPT_VERSION},
 	{NULL, 0, NULL, 0},
 };
+
+int
+options_replace_policy(const char *text, enum replace_policy *out)
+{
+	if (strcmp(text, "availability") == 0)
+		*out = REPLACE_AVAILABILITY;
+	else if (strcmp(text, "resource") == 0)
+		*out = REPLACE_RESOURCE;
+	else
+		return -1;
+	return 0;
+}
 
 int64_t
 options_seconds_ms(const char *text)
@@ -375,6 +393,15 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			    0) {
 				fprintf(err, "mbrokerd: --kill-after wants "
 					"seconds > 0, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_REPLACE_POLICY:
+			if (options_replace_policy(optarg,
+						   &cfg->replace_policy) < 0) {
+				fprintf(err, "mbrokerd: --replace-policy wants "
+					"availability or resource, got '%s'\n",
+					optarg);
 				return OPTIONS_USAGE;
 			}
 			break;

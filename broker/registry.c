@@ -1,23 +1,47 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * registry.c - the broker's private registry of models, the truth about
- * what is loaded: the state machine each model follows, lookup, and the
- * JSON form the control requests report.  Shared memory mirrors it
- * (mirror.c); nothing a worker can write is ever read back into it.
+ * what is loaded (registry.h): each model's state machine, its
+ * generations, lookup, and the JSON form the control requests report.
+ * Shared memory mirrors it (mirror.c); nothing a worker can write is ever
+ * read back into it.
  *
  *   UNINITIALIZED -> LOADING -> READY -> UNLOADING -> UNINITIALIZED
  *   LOADING -> ERROR (load failed), LOADING -> UNLOADING (cancelled)
  *   UNLOADING -> ERROR (timed out), ERROR -> LOADING | UNLOADING (retry)
+ *
+ * A replace does not move the model: it stays READY while its next
+ * generation loads, and the switch to it is one assignment.
  */
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "lease.h"
+#include "loader.h"
 #include "mbrokerd.h"
+#include "registry.h"
+#include "segment.h"
 
+struct model {
+	TAILQ_ENTRY(model) entry;
+	char name[MB_NAME_MAX + 1];
+	unsigned slot;
+	enum model_state state;
+	char error[PATH_MAX + 512];
+	/* Newest first: the next (if any), the current, then draining. */
+	TAILQ_HEAD(, generation) generations;
+};
+
+static TAILQ_HEAD(, model) registry_models =
+	TAILQ_HEAD_INITIALIZER(registry_models);
+static unsigned registry_nmodels;
 /* Each model's slot, its index in the registry mirror. */
 static struct model *registry_slots[BROKER_MAX_MODELS];
+/* Generation numbers are never reused within one broker. */
+static uint64_t registry_last_generation;
 
 static const char *const registry_state_names[] = {
 	[MODEL_UNINITIALIZED] = "UNINITIALIZED",
@@ -25,6 +49,12 @@ static const char *const registry_state_names[] = {
 	[MODEL_READY] = "READY",
 	[MODEL_UNLOADING] = "UNLOADING",
 	[MODEL_ERROR] = "ERROR",
+};
+
+static const char *const registry_role_names[] = {
+	[GENERATION_NEXT] = "next",
+	[GENERATION_CURRENT] = "current",
+	[GENERATION_DRAINING] = "draining",
 };
 
 const char *
@@ -64,7 +94,9 @@ registry_set_state(struct model *m, enum model_state to)
 	log_debug("model %s: %s -> %s", m->name, registry_state_name(m->state),
 		  registry_state_name(to));
 	m->state = to;
-	mirror_model_changed(m);
+	if (to != MODEL_ERROR)
+		m->error[0] = '\0';
+	mirror_model_changed(m->slot);
 }
 
 struct model *
@@ -72,7 +104,7 @@ registry_find(const char *name)
 {
 	struct model *m;
 
-	TAILQ_FOREACH(m, &broker.models, entry)
+	TAILQ_FOREACH(m, &registry_models, entry)
 		if (strcmp(m->name, name) == 0)
 			return m;
 	return NULL;
@@ -90,7 +122,7 @@ registry_add(const char *name)
 	unsigned slot = 0;
 	struct model *m;
 
-	if (broker.nmodels >= BROKER_MAX_MODELS ||
+	if (registry_nmodels >= BROKER_MAX_MODELS ||
 	    (m = calloc(1, sizeof *m)) == NULL)
 		return NULL;
 	while (registry_slots[slot] != NULL)
@@ -99,104 +131,313 @@ registry_add(const char *name)
 	m->slot = slot;
 	snprintf(m->name, sizeof m->name, "%s", name);
 	m->state = MODEL_UNINITIALIZED;
-	m->ro_fd = -1;
-	TAILQ_INIT(&m->start_waiters);
-	TAILQ_INIT(&m->load_waiters);
-	TAILQ_INIT(&m->unload_waiters);
-	TAILQ_INSERT_TAIL(&broker.models, m, entry);
-	broker.nmodels++;
-	mirror_model_changed(m);
+	TAILQ_INIT(&m->generations);
+	TAILQ_INSERT_TAIL(&registry_models, m, entry);
+	registry_nmodels++;
+	mirror_model_changed(m->slot);
 	return m;
 }
 
 void
 registry_remove(struct model *m)
 {
-	if (m->job != NULL || m->ro_fd >= 0 || m->nattached > 0 ||
-	    m->segment[0] != '\0' || !pending_none(m))
-		fatalx("model %s removed while it still holds resources or "
-		       "owes replies", m->name);
-	TAILQ_REMOVE(&broker.models, m, entry);
-	broker.nmodels--;
+	if (!TAILQ_EMPTY(&m->generations))
+		fatalx("model %s removed while it still has generations",
+		       m->name);
+	TAILQ_REMOVE(&registry_models, m, entry);
+	registry_nmodels--;
 	registry_slots[m->slot] = NULL;
-	mirror_model_changed(m);
+	mirror_model_changed(m->slot);
 	free(m);
 }
 
 unsigned
 registry_count(void)
 {
-	return broker.nmodels;
+	return registry_nmodels;
 }
 
-/* The model's JSON object, with its "pids" or without. */
+struct model *
+registry_next(const struct model *m)
+{
+	return m == NULL ? TAILQ_FIRST(&registry_models)
+			 : TAILQ_NEXT(m, entry);
+}
+
+const char *
+model_name(const struct model *m)
+{
+	return m->name;
+}
+
+unsigned
+model_slot(const struct model *m)
+{
+	return m->slot;
+}
+
+enum model_state
+model_state(const struct model *m)
+{
+	return m->state;
+}
+
+const char *
+model_error(const struct model *m)
+{
+	return m->error;
+}
+
+void
+model_set_error(struct model *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m->error, sizeof m->error, fmt, ap);
+	va_end(ap);
+	mirror_model_changed(m->slot);
+}
+
+/* The generation of m in role, or NULL. */
+static struct generation *
+model_role(const struct model *m, enum generation_role role)
+{
+	struct generation *g;
+
+	TAILQ_FOREACH(g, &m->generations, entry)
+		if (g->role == role)
+			return g;
+	return NULL;
+}
+
+struct generation *
+model_current(const struct model *m)
+{
+	return model_role(m, GENERATION_CURRENT);
+}
+
+struct generation *
+model_next_generation(const struct model *m)
+{
+	return model_role(m, GENERATION_NEXT);
+}
+
+struct generation *
+model_generations(const struct model *m, const struct generation *g)
+{
+	return g == NULL ? TAILQ_FIRST(&m->generations)
+			 : TAILQ_NEXT(g, entry);
+}
+
+unsigned
+model_leases(const struct model *m)
+{
+	const struct generation *g;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(g, &m->generations, entry)
+		n += g->nleases;
+	return n;
+}
+
+struct generation *
+registry_generation_new(struct model *m, const struct provider *provider,
+			const char *path)
+{
+	struct generation *g = calloc(1, sizeof *g);
+
+	if (g == NULL)
+		return NULL;
+	g->model = m;
+	g->number = ++registry_last_generation;
+	g->role = GENERATION_NEXT;
+	g->provider = provider;
+	snprintf(g->path, sizeof g->path, "%s", path);
+	g->load_started_ms = clock_monotonic_ms();
+	TAILQ_INSERT_HEAD(&m->generations, g, entry);
+	mirror_model_changed(m->slot);
+	return g;
+}
+
+struct generation *
+registry_generation_promote(struct model *m)
+{
+	struct generation *next = model_next_generation(m);
+	struct generation *old = model_current(m);
+
+	if (next == NULL || next->segment == NULL)
+		fatalx("model %s: promoting a generation that is not loaded",
+		       m->name);
+	if (old != NULL)
+		old->role = GENERATION_DRAINING;
+	next->role = GENERATION_CURRENT;
+	mirror_model_changed(m->slot);
+	return old;
+}
+
+void
+registry_generation_release(struct generation *g, uint64_t *freed,
+			    unsigned *unlinked)
+{
+	struct model *m = g->model;
+	int r;
+
+	if (g->provider_state != NULL &&
+	    g->provider->unload(g->provider_state) < 0)
+		log_warnx("model %s: the %s provider's unload hook failed; "
+			  "going on", m->name, g->provider->name);
+	g->provider_state = NULL;
+	if (g->segment == NULL)
+		return;
+	if ((r = segment_unlink(g->segment)) < 0) {
+		log_warn("model %s: cannot unlink %s; going on", m->name,
+			 segment_name(g->segment));
+	} else if (r > 0) {
+		(*unlinked)++;
+		if (g->nleases == 0)
+			*freed += g->size;
+	}
+	/* Its holders keep their own references: the bytes stay counted
+	 * until the last of them lets go. */
+	segment_put(g->segment);
+	g->segment = NULL;
+	mirror_model_changed(m->slot);
+}
+
+void
+registry_generation_remove(struct generation *g)
+{
+	struct model *m = g->model;
+
+	if (g->segment != NULL || g->job != NULL || g->nleases > 0)
+		fatalx("model %s: generation %" PRIu64 " removed while it "
+		       "still holds resources", m->name, g->number);
+	TAILQ_REMOVE(&m->generations, g, entry);
+	free(g);
+	mirror_model_changed(m->slot);
+}
+
+void
+registry_generation_leased(struct generation *g, int delta)
+{
+	g->nleases = (unsigned)((int)g->nleases + delta);
+	mirror_model_changed(g->model->slot);
+}
+
+/* One generation's JSON object for "generations". */
 static json_t *
-registry_model_build(const struct model *m, bool pids)
+registry_generation_json(const struct generation *g, bool pids)
 {
 	char sum[17];
 	json_t *o;
 
-	snprintf(sum, sizeof sum, "%016" PRIx64, m->checksum);
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i}", "name", m->name,
-		      "format", m->provider != NULL ? m->provider->name : "",
-		      "state", registry_state_name(m->state), "generation",
-		      (json_int_t)m->generation, "size",
-		      (json_int_t)loader_total(m), "attached", (int)m->nattached);
+	o = json_pack("{s:I, s:s, s:I, s:i}", "generation",
+		      (json_int_t)g->number, "role",
+		      registry_role_names[g->role], "size",
+		      (json_int_t)(g->job != NULL ? loader_total(g->job)
+						  : g->size),
+		      "attached", (int)g->nleases);
 	if (o == NULL)
 		return NULL;
-	json_object_set_new(o, "path", json_string(m->path));
+	json_object_set_new(o, "path", json_string(g->path));
+	if (g->job != NULL)
+		json_object_set_new(o, "bytes_done",
+				    json_integer((json_int_t)loader_progress(
+					    g->job)));
+	if (g->segment != NULL) {
+		snprintf(sum, sizeof sum, "%016" PRIx64, g->checksum);
+		json_object_set_new(o, "checksum", json_string(sum));
+		if (segment_name(g->segment)[0] != '\0')
+			json_object_set_new(o, "segment", json_string(
+				segment_name(g->segment)));
+	}
+	if (g->role == GENERATION_DRAINING) {
+		int64_t left = g->drain_deadline_ms - clock_monotonic_ms();
+
+		json_object_set_new(o, "drain_deadline_ms",
+				    json_integer(left > 0 ? left : 0));
+		if (g->abandoned)
+			json_object_set_new(o, "state", json_string("ERROR"));
+	}
 	if (pids) {
 		json_object_set_new(o, "pids", json_array());
-		attach_pids(m, json_object_get(o, "pids"));
+		lease_pids(g, json_object_get(o, "pids"));
 	}
-	if (m->state == MODEL_LOADING)
-		json_object_set_new(o, "bytes_done",
-				    json_integer((json_int_t)loader_progress(m)));
-	if (m->state == MODEL_READY || m->state == MODEL_UNLOADING) {
-		json_object_set_new(o, "checksum", json_string(sum));
-		json_object_set_new(o, "tensors",
-				    json_integer((json_int_t)m->ntensors));
-		json_object_set_new(o, "load_ms", json_integer(m->load_ms));
-	}
-	if (m->segment[0] != '\0')
-		json_object_set_new(o, "segment", json_string(m->segment));
-	if (m->state == MODEL_ERROR)
-		json_object_set_new(o, "error", json_string(m->error));
 	return o;
 }
 
 json_t *
-registry_model_json(const struct model *m)
+registry_model_json(const struct model *m, bool pids)
 {
-	return registry_model_build(m, true);
-}
+	const struct generation *cur = model_current(m);
+	const struct generation *g = cur != NULL ? cur
+						 : model_next_generation(m);
+	json_t *o, *gens;
+	char sum[17];
 
-json_t *
-registry_model_fields(const struct model *m)
-{
-	return registry_model_build(m, false);
+	if (g == NULL)
+		g = TAILQ_FIRST(&m->generations);
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i}", "name", m->name,
+		      "format", g != NULL ? g->provider->name : "", "state",
+		      registry_state_name(m->state), "generation",
+		      (json_int_t)(g != NULL ? g->number : 0), "size",
+		      (json_int_t)(g == NULL ? 0 : g->job != NULL
+				   ? loader_total(g->job) : g->size),
+		      "attached", (int)model_leases(m));
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "path", json_string(g != NULL ? g->path : ""));
+	if (pids) {
+		json_object_set_new(o, "pids", json_array());
+		lease_model_pids(m, json_object_get(o, "pids"));
+	}
+	if (m->state == MODEL_LOADING && g != NULL && g->job != NULL)
+		json_object_set_new(o, "bytes_done", json_integer(
+			(json_int_t)loader_progress(g->job)));
+	if ((m->state == MODEL_READY || m->state == MODEL_UNLOADING) &&
+	    g != NULL && g->role == GENERATION_CURRENT) {
+		snprintf(sum, sizeof sum, "%016" PRIx64, g->checksum);
+		json_object_set_new(o, "checksum", json_string(sum));
+		json_object_set_new(o, "tensors",
+				    json_integer((json_int_t)g->ntensors));
+		json_object_set_new(o, "load_ms", json_integer(g->load_ms));
+	}
+	if (g != NULL && g->segment != NULL &&
+	    segment_name(g->segment)[0] != '\0')
+		json_object_set_new(o, "segment",
+				    json_string(segment_name(g->segment)));
+	if (m->state == MODEL_ERROR)
+		json_object_set_new(o, "error", json_string(m->error));
+	gens = json_array();
+	TAILQ_FOREACH(g, &m->generations, entry)
+		json_array_append_new(gens, registry_generation_json(g, pids));
+	json_object_set_new(o, "generations", gens);
+	return o;
 }
 
 void
 registry_clear(void)
 {
 	struct model *m;
+	struct generation *g;
 
-	while ((m = TAILQ_FIRST(&broker.models)) != NULL) {
-		if (m->segment[0] != '\0') {
-			log_warnx("model %s: unlinking %s at exit", m->name,
-				  m->segment);
-			segment_unlink(m->segment);
-			segment_unreserve(m->size);
+	while ((m = TAILQ_FIRST(&registry_models)) != NULL) {
+		while ((g = TAILQ_FIRST(&m->generations)) != NULL) {
+			if (g->segment != NULL &&
+			    segment_name(g->segment)[0] != '\0')
+				log_warnx("model %s: unlinking %s at exit",
+					  m->name, segment_name(g->segment));
+			if (g->provider_state != NULL)
+				g->provider->unload(g->provider_state);
+			if (g->segment != NULL)
+				segment_put(g->segment);
+			TAILQ_REMOVE(&m->generations, g, entry);
+			free(g);
 		}
-		if (m->provider != NULL && m->provider_state != NULL)
-			m->provider->unload(m->provider_state);
-		if (m->ro_fd >= 0)
-			close(m->ro_fd);
-		json_decref(m->killed_pids);
 		registry_slots[m->slot] = NULL;
-		TAILQ_REMOVE(&broker.models, m, entry);
-		broker.nmodels--;
+		TAILQ_REMOVE(&registry_models, m, entry);
+		registry_nmodels--;
 		free(m);
 	}
 }

@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * req_attach.c - the worker's requests: attach (the reply carries a
- * read-only descriptor of the segment with SCM_RIGHTS), detach (one
- * attachment) and ack (everything this connection holds, as after an
- * unload or shutdown event).
+ * req_attach.c - the worker's requests: attach (a lease of the model's
+ * current generation; the reply carries a read-only descriptor of its
+ * segment with SCM_RIGHTS), detach (one attachment) and ack (everything
+ * this connection holds, as after an unload or shutdown event).
  */
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "lease.h"
+#include "loader.h"
+#include "registry.h"
+#include "reply.h"
+#include "request.h"
+#include "segment.h"
 
 /* Refuses an attach of m unless it is READY; 0 when it may go on. */
 static int
@@ -24,13 +31,13 @@ req_attach_check(struct request *req, const char *name, struct model *m)
 			    "no model called %.64s", name);
 		return -1;
 	}
-	switch (m->state) {
+	switch (model_state(m)) {
 	case MODEL_READY:
 		break;
 	case MODEL_LOADING:
 		reply_error(req->conn, req->id, MB_ENOTREADY, NULL,
 			    "model %s is LOADING (%" PRIu64 " bytes so far)",
-			    name, loader_progress(m));
+			    name, loader_progress(model_next_generation(m)->job));
 		return -1;
 	case MODEL_UNLOADING:
 		reply_error(req->conn, req->id, MB_EUNLOADING, NULL,
@@ -39,10 +46,10 @@ req_attach_check(struct request *req, const char *name, struct model *m)
 	default:
 		reply_error(req->conn, req->id, MB_ENOTREADY, NULL,
 			    "model %s is %s: %s", name,
-			    registry_state_name(m->state), m->error);
+			    registry_state_name(model_state(m)), model_error(m));
 		return -1;
 	}
-	if (req->conn->nattachments >= MB_MAX_ATTACHMENTS) {
+	if (lease_count(req->conn) >= MB_MAX_ATTACHMENTS) {
 		reply_error(req->conn, req->id, MB_ELIMIT, NULL,
 			    "at most %d attachments per connection",
 			    MB_MAX_ATTACHMENTS);
@@ -55,7 +62,8 @@ static void
 req_attach(struct request *req)
 {
 	const char *name = request_string(req, "name");
-	struct attachment *a;
+	struct generation *g;
+	struct lease *l;
 	struct model *m;
 	char sum[17];
 
@@ -64,60 +72,62 @@ req_attach(struct request *req)
 	m = registry_find(name);
 	if (req_attach_check(req, name, m) < 0)
 		return;
-	if ((a = attach_add(req->conn, m)) == NULL) {
+	g = model_current(m);
+	if ((l = lease_add(req->conn, g)) == NULL) {
 		reply_error(req->conn, req->id, MB_EINTERNAL, NULL,
 			    "out of memory");
 		return;
 	}
-	broker.attaches++;
-	snprintf(sum, sizeof sum, "%016" PRIx64, m->checksum);
+	broker.counters.attaches++;
+	snprintf(sum, sizeof sum, "%016" PRIx64, g->checksum);
 	log_info("model %s: attached by pid %ld (attachment %" PRIu64
-		 ", %u attached)", m->name, (long)req->conn->pid, a->id,
-		 m->nattached);
+		 ", generation %" PRIu64 ", %u attached)", name,
+		 (long)req->conn->pid, lease_id(l), g->number, model_leases(m));
 	reply_ok(req->conn, req->id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment",
-			   (json_int_t)a->id, "name", m->name, "format",
-			   m->provider->name, "generation",
-			   (json_int_t)m->generation, "size",
-			   (json_int_t)m->size, "checksum", sum),
-		 m->ro_fd);
+			   (json_int_t)lease_id(l), "name", name, "format",
+			   g->provider->name, "generation",
+			   (json_int_t)g->number, "size", (json_int_t)g->size,
+			   "checksum", sum),
+		 segment_fd(g->segment));
 }
 
 static void
 req_detach(struct request *req)
 {
 	const json_t *id = json_object_get(req->msg, "attachment");
-	struct attachment *a;
+	struct lease *l;
 
 	if (!json_is_integer(id)) {
 		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
 			    "\"attachment\" must be an integer");
 		return;
 	}
-	a = attach_find(req->conn, (uint64_t)json_integer_value(id));
-	if (a == NULL) {
+	l = lease_find(req->conn, (uint64_t)json_integer_value(id));
+	if (l == NULL) {
 		reply_error(req->conn, req->id, MB_ENOTATTACHED, NULL,
 			    "no attachment %lld on this connection",
 			    (long long)json_integer_value(id));
 		return;
 	}
-	broker.detaches++;
-	log_info("model %s: detached by pid %ld", a->model->name,
-		 (long)req->conn->pid);
-	attach_release(a);
+	broker.counters.detaches++;
+	log_info("model %s: detached by pid %ld (generation %" PRIu64 ")",
+		 model_name(lease_generation(l)->model), (long)req->conn->pid,
+		 lease_generation(l)->number);
+	lease_release(l);
 	reply_ok(req->conn, req->id, NULL, -1);
 }
 
 static void
 req_ack(struct request *req)
 {
-	unsigned n = req->conn->nattachments;
+	unsigned n = lease_count(req->conn);
 
-	broker.acks++;
+	broker.counters.acks++;
 	if (n > 0)
 		log_info("pid %ld acknowledged, releasing %u attachment(s)",
 			 (long)req->conn->pid, n);
-	attach_release_all(req->conn);
+	lease_release_all(req->conn);
 	reply_ok(req->conn, req->id, json_pack("{s:i}", "released", (int)n),
 		 -1);
 }

@@ -1,53 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * req_model.c - the requests that change which models exist: load (starts
- * a loader thread; the reply comes once the file's size is known, or with
- * "wait" when the model is READY or failed) and unload (the reply comes
- * when the workers let go or the timeout passed).  Both replies are
- * deferred (pending.c).  Load and unload of one name are serialised by its
- * state: a second load is refused, a second unload joins the first.
+ * req_model.c - the requests that change which models exist: load (and
+ * replace, a load of a READY model with "replace": true, or a reload of
+ * its file without "path"; the reply comes once the file's size is known,
+ * or with "wait" when the load ended) and unload (the reply comes when the
+ * workers let go or the timeout passed).  Both replies are owed by the
+ * operation (load.c, unload.c).  Load and unload of one name are
+ * serialised by its state: a second load is refused, a second unload joins
+ * the first.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "mbrokerd.h"
-
-/* Refuses a load when name is taken; returns the model to reuse, if any. */
-static int
-req_load_check(struct request *req, const char *name, struct model **reuse)
-{
-	struct model *m = registry_find(name);
-
-	*reuse = NULL;
-	if (m == NULL)
-		return 0;
-	switch (m->state) {
-	case MODEL_LOADING:
-		reply_error(req->conn, req->id, MB_ELOADING, NULL,
-			    "model %s is already loading", name);
-		return -1;
-	case MODEL_UNLOADING:
-		reply_error(req->conn, req->id, MB_EUNLOADING, NULL,
-			    "model %s is unloading; load it again when that "
-			    "ends", name);
-		return -1;
-	case MODEL_ERROR:
-		if (m->nattached == 0) {
-			*reuse = m;
-			return 0;
-		}
-		reply_error(req->conn, req->id, MB_EEXISTS, NULL,
-			    "model %s is in ERROR with %u worker(s) still "
-			    "attached; unload it first", name, m->nattached);
-		return -1;
-	default:
-		reply_error(req->conn, req->id, MB_EEXISTS, NULL,
-			    "model %s is already loaded (generation %llu)",
-			    name, (unsigned long long)m->generation);
-		return -1;
-	}
-}
+#include "conn.h"
+#include "ops.h"
+#include "registry.h"
+#include "reply.h"
+#include "request.h"
 
 static const struct provider *
 req_load_provider(struct request *req, const char *path)
@@ -66,19 +37,69 @@ req_load_provider(struct request *req, const char *path)
 	return NULL;
 }
 
+/* The policy of a replace: the request's "policy", or the broker's. */
+static int
+req_load_policy(struct request *req, enum replace_policy *policy)
+{
+	const json_t *v = json_object_get(req->msg, "policy");
+
+	*policy = broker.cfg.replace_policy;
+	if (v == NULL)
+		return 0;
+	if (json_is_string(v) && options_replace_policy(json_string_value(v),
+							 policy) == 0)
+		return 0;
+	reply_error(req->conn, req->id, MB_EBADREQ, NULL, "\"policy\" must "
+		    "be \"availability\" or \"resource\"");
+	return -1;
+}
+
+/* A replace without "path" reloads the file the model came from. */
+static const char *
+req_load_path(struct request *req, bool replace, const char *name)
+{
+	const struct model *m;
+	const struct generation *g;
+
+	if (json_object_get(req->msg, "path") != NULL || !replace)
+		return request_string(req, "path");
+	if ((m = registry_find(name)) == NULL ||
+	    (g = model_current(m)) == NULL) {
+		reply_error(req->conn, req->id, MB_ENOMODEL, NULL, "no model "
+			    "called %.64s is loaded to reload its file", name);
+		return NULL;
+	}
+	return g->path;
+}
+
+/* Whether the optional boolean field key is absent or a boolean. */
+static bool
+req_load_flag(struct request *req, const char *key, bool *out)
+{
+	const json_t *v = json_object_get(req->msg, key);
+
+	*out = json_is_true(v);
+	if (v == NULL || json_is_boolean(v))
+		return true;
+	reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+		    "\"%s\" must be true or false", key);
+	return false;
+}
+
 static void
 req_load(struct request *req)
 {
-	const json_t *wait = json_object_get(req->msg, "wait");
-	const struct provider *provider;
-	struct pending_list *waiters;
-	const char *name, *path;
-	char message[128];
-	struct model *m;
-	int r;
+	struct load_request lr;
+	const char *name;
+	char path[PATH_MAX];
 
+	memset(&lr, 0, sizeof lr);
 	if ((name = request_string(req, "name")) == NULL ||
-	    (path = request_string(req, "path")) == NULL)
+	    !req_load_flag(req, "replace", &lr.replace) ||
+	    !req_load_flag(req, "wait", &lr.wait) ||
+	    req_load_policy(req, &lr.policy) < 0 ||
+	    (lr.drain_ms = request_timeout(
+		     req, broker.cfg.shutdown_timeout_ms)) < 0)
 		return;
 	if (!names_model_valid(name)) {
 		reply_error(req->conn, req->id, MB_ENAME, NULL,
@@ -86,17 +107,17 @@ req_load(struct request *req)
 			    " not . or ..)", MB_NAME_MAX);
 		return;
 	}
-	if (path[0] != '/' || strlen(path) >= PATH_MAX) {
+	if ((lr.path = req_load_path(req, lr.replace, name)) == NULL)
+		return;
+	if (lr.path[0] != '/' || strlen(lr.path) >= PATH_MAX) {
 		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
 			    "\"path\" must be an absolute path");
 		return;
 	}
-	if (wait != NULL && !json_is_boolean(wait)) {
-		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
-			    "\"wait\" must be true or false");
-		return;
-	}
-	if ((provider = req_load_provider(req, path)) == NULL)
+	/* Kept apart: a reload's path belongs to a generation that may go. */
+	snprintf(path, sizeof path, "%s", lr.path);
+	lr.path = path;
+	if ((lr.provider = req_load_provider(req, path)) == NULL)
 		return;
 	if (!modeldir_allows(path)) {
 		conn_log_refusal(req->conn, "refused load of %s from uid %ld "
@@ -111,27 +132,7 @@ req_load(struct request *req)
 			    "broker is shutting down");
 		return;
 	}
-	if (req_load_check(req, name, &m) < 0)
-		return;
-	if (m == NULL && (m = registry_add(name)) == NULL) {
-		reply_error(req->conn, req->id, MB_ELIMIT, NULL,
-			    "registry full (%d models)", BROKER_MAX_MODELS);
-		return;
-	}
-	waiters = json_is_true(wait) ? &m->load_waiters : &m->start_waiters;
-	if (!pending_add(waiters, req->conn, req->id)) {
-		if (m->state == MODEL_UNINITIALIZED)
-			registry_remove(m);
-		return;
-	}
-	m->provider = provider;
-	if ((r = loader_start(m, path)) < 0) {
-		snprintf(message, sizeof message, "cannot start the load: %s",
-			 mb_strerror(r));
-		pending_reply_error(waiters, MB_EINTERNAL, NULL, message);
-		if (m->state == MODEL_UNINITIALIZED)
-			registry_remove(m);
-	}
+	load_begin(name, &lr, req->conn, req->id);
 }
 
 static void
@@ -149,12 +150,12 @@ req_unload(struct request *req)
 		return;
 	}
 	/* The shutdown unloads every model: one may join it, none start. */
-	if (broker.shutting_down && m->state != MODEL_UNLOADING) {
+	if (broker.shutting_down && model_state(m) != MODEL_UNLOADING) {
 		reply_error(req->conn, req->id, MB_ESHUTDOWN, NULL,
 			    "broker is shutting down");
 		return;
 	}
-	unload_begin(m, timeout, req->conn, req->id, false);
+	unload_begin(m, timeout, req->conn, req->id, true, NULL, NULL);
 }
 
 const struct request_entry req_model_entries[] = {

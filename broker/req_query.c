@@ -8,6 +8,13 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "lease.h"
+#include "loader.h"
+#include "registry.h"
+#include "reply.h"
+#include "request.h"
+#include "segment.h"
 
 static void
 req_list(struct request *req)
@@ -15,46 +22,49 @@ req_list(struct request *req)
 	json_t *models = json_array();
 	struct model *m;
 
-	TAILQ_FOREACH(m, &broker.models, entry)
-		json_array_append_new(models, registry_model_json(m));
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+		json_array_append_new(models, registry_model_json(m, true));
 	reply_paged(req, "models", models);
 }
 
 static void
 req_stats(struct request *req)
 {
+	const struct counters *n = &broker.counters;
+	const struct generation *g;
 	uint64_t shared = 0;
-	unsigned workers = 0;
 	struct model *m;
-	struct conn *c;
 
-	TAILQ_FOREACH(m, &broker.models, entry)
-		if (m->state == MODEL_READY || m->state == MODEL_UNLOADING)
-			shared += m->size;
-	TAILQ_FOREACH(c, &broker.conns, entry)
-		if (c->nattachments > 0)
-			workers++;
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+		for (g = NULL; (g = model_generations(m, g)) != NULL;)
+			if (g->segment != NULL)
+				shared += g->size;
 	reply_ok(req->conn, req->id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I,"
-			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			   " s:I, s:I, s:b}",
 			   "pid", (json_int_t)getpid(), "instance",
 			   broker.cfg.instance, "version", MB_VERSION_STRING,
 			   "uptime_ms",
 			   (json_int_t)(clock_monotonic_ms() - broker.started_ms),
 			   "models", (int)registry_count(), "workers",
-			   (int)workers, "connections", (int)broker.nconns,
+			   (int)lease_holders_count(), "connections",
+			   (int)conn_count(),
 			   "abandoned_loads", (int)loader_abandoned_count(),
 			   "bytes_shared", (json_int_t)shared, "bytes_reserved",
 			   (json_int_t)segment_bytes_held(), "max_shm_bytes",
 			   (json_int_t)broker.cfg.max_shm_bytes, "shmem_kb",
 			   (json_int_t)meminfo_shmem_kb(), "loads",
-			   (json_int_t)broker.loads, "load_failures",
-			   (json_int_t)broker.load_failures, "unloads",
-			   (json_int_t)broker.unloads, "unload_timeouts",
-			   (json_int_t)broker.unload_timeouts, "attaches",
-			   (json_int_t)broker.attaches, "detaches",
-			   (json_int_t)broker.detaches, "acks",
-			   (json_int_t)broker.acks, "shutting_down",
+			   (json_int_t)n->loads, "load_failures",
+			   (json_int_t)n->load_failures, "unloads",
+			   (json_int_t)n->unloads, "unload_timeouts",
+			   (json_int_t)n->unload_timeouts, "replaces",
+			   (json_int_t)n->replaces, "replace_failures",
+			   (json_int_t)n->replace_failures, "drain_timeouts",
+			   (json_int_t)n->drain_timeouts, "attaches",
+			   (json_int_t)n->attaches, "detaches",
+			   (json_int_t)n->detaches, "acks",
+			   (json_int_t)n->acks, "shutting_down",
 			   broker.shutting_down),
 		 -1);
 }
@@ -63,14 +73,13 @@ static json_t *
 req_worker_json(const struct conn *c)
 {
 	json_t *atts = json_array();
-	struct attachment *a;
+	const struct lease *l = NULL;
 
-	TAILQ_FOREACH(a, &c->attachments, entry)
-		json_array_append_new(atts,
-				      json_pack("{s:I, s:s, s:I}", "attachment",
-						(json_int_t)a->id, "model",
-						a->model->name, "generation",
-						(json_int_t)a->model->generation));
+	while ((l = lease_next(c, l)) != NULL)
+		json_array_append_new(atts, json_pack(
+			"{s:I, s:s, s:I}", "attachment", (json_int_t)lease_id(l),
+			"model", model_name(lease_generation(l)->model),
+			"generation", (json_int_t)lease_generation(l)->number));
 	return json_pack("{s:I, s:b, s:I, s:I, s:I, s:s, s:o}", "pid",
 			 (json_int_t)c->pid, "exited", c->pid_exited, "uid",
 			 (json_int_t)c->uid, "gid", (json_int_t)c->gid, "conn",
@@ -82,10 +91,10 @@ static void
 req_workers(struct request *req)
 {
 	json_t *workers = json_array();
-	struct conn *c;
+	struct conn *c = NULL;
 
-	TAILQ_FOREACH(c, &broker.conns, entry)
-		if (c->nattachments > 0 || strcmp(c->role, "worker") == 0)
+	while ((c = conn_next(c)) != NULL)
+		if (lease_count(c) > 0 || strcmp(c->role, "worker") == 0)
 			json_array_append_new(workers, req_worker_json(c));
 	reply_paged(req, "workers", workers);
 }

@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "reply.h"
+#include "request.h"
 
 static void
 req_hello(struct request *req)

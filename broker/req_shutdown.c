@@ -7,6 +7,9 @@
 #include <stdio.h>
 
 #include "mbrokerd.h"
+#include "conn.h"
+#include "ops.h"
+#include "request.h"
 
 static void
 req_shutdown(struct request *req)

@@ -6,15 +6,15 @@
  * {"code": "..", "message": ".."}}.  Bad input always gets an error reply,
  * never a dead broker.  The handlers live in req_*.c, one table each.
  */
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "errors.h"
 #include "mbrokerd.h"
-#include "utf8.h"
+#include "conn.h"
+#include "lease.h"
+#include "reply.h"
+#include "request.h"
 #include "wire.h"
 
 static const struct request_entry *const request_tables[] = {
@@ -32,22 +32,6 @@ request_find(const char *op)
 			if (strcmp(e->op, op) == 0)
 				return e;
 	return NULL;
-}
-
-void
-reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd)
-{
-	json_t *o = body != NULL ? json_copy(body) : json_object();
-
-	json_decref(body);
-	if (o == NULL)
-		return;
-	json_object_set(o, "id", id != NULL ? id : json_null());
-	json_object_set_new(o, "ok", json_true());
-	if (conn_send(c, o, pass_fd) == -EMSGSIZE)
-		reply_error(c, id, MB_EINTERNAL, NULL, "the reply is over the "
-			    "%d-byte message limit", WIRE_MAX_REPLY);
-	json_decref(o);
 }
 
 void
@@ -85,57 +69,6 @@ reply_paged(struct request *req, const char *key, json_t *items)
 	reply_ok(req->conn, req->id, body, -1);
 }
 
-/*
- * The message as a JSON string, which must be valid UTF-8: a "%.64s" or
- * the end of the buffer may have cut a character in two, and text from
- * outside the protocol (a preload's path) may be no UTF-8 at all.  Each
- * byte that starts no whole character becomes '?'.
- */
-static json_t *
-reply_message(char *message)
-{
-	unsigned char *p = (unsigned char *)message;
-	size_t left = strlen(message);
-
-	while (left > 0) {
-		size_t n = utf8_len(p, left);
-
-		if (n == 0) {
-			*p++ = '?';
-			left--;
-		} else {
-			p += n;
-			left -= n;
-		}
-	}
-	return json_string(message);
-}
-
-void
-reply_error(struct conn *c, json_t *id, int code, json_t *extra,
-	    const char *fmt, ...)
-{
-	char message[1024];
-	json_t *err = extra != NULL ? json_copy(extra) : json_object();
-	json_t *o;
-	va_list ap;
-
-	json_decref(extra);
-	va_start(ap, fmt);
-	vsnprintf(message, sizeof message, fmt, ap);
-	va_end(ap);
-	if (err == NULL)
-		return;
-	json_object_set_new(err, "code", json_string(errors_wire_name(code)));
-	json_object_set_new(err, "message", reply_message(message));
-	o = json_pack("{s:O, s:b, s:o}", "id", id != NULL ? id : json_null(),
-		      "ok", 0, "error", err);
-	if (o != NULL) {
-		conn_send(c, o, -1);
-		json_decref(o);
-	}
-}
-
 const char *
 request_string(struct request *req, const char *key)
 {
@@ -163,6 +96,35 @@ request_timeout(struct request *req, int64_t def)
 		return -1;
 	}
 	return (int64_t)(json_number_value(v) * 1000.0 + 0.5);
+}
+
+/* A connection ended: what it held and what it was owed go.  At exit
+ * (why is NULL) nothing is logged. */
+static void
+request_conn_lost(struct conn *c, const char *why)
+{
+	unsigned n = lease_count(c);
+
+	if (why != NULL && (n > 0 || strcmp(c->role, "worker") == 0))
+		log_info("client pid %ld (conn %llu, %s) gone: %s, releasing "
+			 "%u attachment(s)", (long)c->pid,
+			 (unsigned long long)c->id, c->role, why, n);
+	else if (why != NULL)
+		log_debug("client pid %ld (conn %llu) gone: %s", (long)c->pid,
+			  (unsigned long long)c->id, why);
+	lease_release_all(c);
+	pending_drop_conn(c);
+}
+
+void
+request_init(void)
+{
+	static const struct conn_handlers handlers = {
+		.message = request_dispatch,
+		.lost = request_conn_lost,
+	};
+
+	conn_set_handlers(&handlers);
 }
 
 void

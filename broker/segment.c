@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * segment.c - the shared-memory segments that hold model bytes: created
- * with O_EXCL and mode 0600 under an unpredictable name, checked against
- * the free space before anything is copied (the loader then reserves the
- * pages, so a full /dev/shm is a load error instead of a SIGBUS in a
- * worker; pages that loads in progress have yet to take count as taken),
- * counted against the --max-shm-bytes budget, sealed
- * read-only once filled, and unlinked at unload.  They live in /dev/shm,
- * or in --shm-dir (a tmpfs mounted with huge=, so 2 MiB pages back them).
+ * segment.c - the shared-memory segments that hold model bytes, from
+ * creation to the return of their budget (segment.h): created with O_EXCL
+ * and mode 0600 under an unpredictable name, checked against the free
+ * space before anything is copied (the loader then reserves the pages, so
+ * a full /dev/shm is a load error instead of a SIGBUS in a worker; pages
+ * that loads in progress have yet to take count as taken), counted against
+ * the --max-shm-bytes budget until the last reference goes, sealed
+ * read-only once filled.  They live in /dev/shm, or in --shm-dir (a tmpfs
+ * mounted with huge=, so 2 MiB pages back them).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,12 +25,13 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "segment.h"
 
 #define SEGMENT_DIR "/dev/shm"
 
 /* Where segments live: /dev/shm through shm_open, or --shm-dir (a tmpfs
  * mounted with huge=, for 2 MiB pages) through open. */
-static const char *
+const char *
 segment_dir(void)
 {
 	return broker.cfg.shm_dir != NULL ? broker.cfg.shm_dir : SEGMENT_DIR;
@@ -62,62 +64,59 @@ segment_remove(const char *name)
 	return unlink(path);
 }
 
-/* A segment created whose pages are being reserved and filled. */
-struct segment_filling {
-	struct segment_filling *next;
-	int fd;
+struct segment {
+	struct segment *next_filling; /* on segment_filling while filled */
+	char name[NAMES_SHM_MAX];
+	bool named;    /* the name still exists */
+	bool filling;  /* its pages may still be untaken */
+	bool outlived; /* unlinked while holders still mapped it */
+	int rw_fd, ro_fd;
 	uint64_t size;
+	unsigned refs;
 };
 
 /* Guards segment_filling and makes each free-space check and the claim
  * that follows one step, so two loads that fit only one at a time cannot
  * both pass the check and then both run out of pages. */
 static pthread_mutex_t segment_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct segment_filling *segment_filling;
+static struct segment *segment_filling;
 
 /* Bytes held by this broker's segments, against --max-shm-bytes. */
 static atomic_uint_fast64_t segment_held;
+
+/* Checks size bytes fit in the budget; 0 or MB_ENOSPACE with the reason. */
+static int
+segment_budget_fits(uint64_t size, uint64_t held, char *err, size_t errlen)
+{
+	uint64_t budget = broker.cfg.max_shm_bytes;
+
+	if (budget == 0 || (held <= budget && size <= budget - held))
+		return 0;
+	snprintf(err, errlen, "model needs %" PRIu64 " bytes, the "
+		 "--max-shm-bytes budget of %" PRIu64 " has %" PRIu64 " free",
+		 size, budget, held > budget ? 0 : budget - held);
+	return MB_ENOSPACE;
+}
 
 /* Takes size bytes of the budget; 0 or MB_ENOSPACE with the reason. */
 static int
 segment_reserve(uint64_t size, char *err, size_t errlen)
 {
-	uint64_t budget = broker.cfg.max_shm_bytes;
 	uint_fast64_t held = atomic_load(&segment_held);
+	int r;
 
 	do {
-		if (budget > 0 && (held > budget || size > budget - held)) {
-			snprintf(err, errlen, "model needs %" PRIu64 " bytes, "
-				 "the --max-shm-bytes budget of %" PRIu64 " has %"
-				 PRIu64 " free", size, budget,
-				 held > budget ? 0 : budget - (uint64_t)held);
-			return MB_ENOSPACE;
-		}
+		if ((r = segment_budget_fits(size, held, err, errlen)) < 0)
+			return r;
 	} while (!atomic_compare_exchange_weak(&segment_held, &held,
 					       held + size));
 	return 0;
-}
-
-void
-segment_unreserve(uint64_t size)
-{
-	atomic_fetch_sub(&segment_held, size);
 }
 
 uint64_t
 segment_bytes_held(void)
 {
 	return atomic_load(&segment_held);
-}
-
-int
-segment_name(char *buf, size_t len, const char *model, uint64_t gen)
-{
-	char suffix[NAMES_SHM_MAX];
-
-	snprintf(suffix, sizeof suffix, "model.%s.%" PRIu64 "-%s", model, gen,
-		 broker.token);
-	return names_shm(buf, len, broker.cfg.instance, suffix);
 }
 
 int64_t
@@ -140,9 +139,9 @@ segment_untaken(void)
 	uint64_t n = 0;
 	struct stat st;
 
-	for (struct segment_filling *f = segment_filling; f != NULL;
-	     f = f->next) {
-		uint64_t taken = fstat(f->fd, &st) == 0
+	for (struct segment *f = segment_filling; f != NULL;
+	     f = f->next_filling) {
+		uint64_t taken = fstat(f->rw_fd, &st) == 0
 					 ? (uint64_t)st.st_blocks * 512 : 0;
 
 		n += taken < f->size ? f->size - taken : 0;
@@ -154,7 +153,7 @@ segment_untaken(void)
  * filled have yet to take; 0 or MB_ENOSPACE with the reason.  Under
  * segment_lock. */
 static int
-segment_fits(uint64_t size, char *err, size_t errlen)
+segment_space_fits(uint64_t size, char *err, size_t errlen)
 {
 	uint64_t untaken = segment_untaken();
 	int64_t avail = segment_space_free();
@@ -171,82 +170,192 @@ segment_fits(uint64_t size, char *err, size_t errlen)
 	return MB_ENOSPACE;
 }
 
-int
-segment_create(const char *name, uint64_t size, char *err, size_t errlen)
+bool
+segment_room(uint64_t size, char *err, size_t errlen)
 {
-	struct segment_filling *f = malloc(sizeof *f);
-	int fd = -1, r;
+	bool fits;
 
-	if (f == NULL)
-		return -ENOMEM;
 	pthread_mutex_lock(&segment_lock);
-	if ((r = segment_fits(size, err, errlen)) < 0 ||
-	    (r = segment_reserve(size, err, errlen)) < 0)
-		goto fail;
-	fd = segment_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot create segment %s: %s%s", name,
-			 strerror(errno), errno == EEXIST ?
-			 " (a name that is not ours; left untouched)" : "");
-		segment_unreserve(size);
-		goto fail;
-	}
-	if (ftruncate(fd, (off_t)size) < 0) {
-		r = errno == ENOSPC ? MB_ENOSPACE : -errno;
-		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
-			 " bytes: %s", name, size, strerror(errno));
-		close(fd);
-		segment_remove(name);
-		segment_unreserve(size);
-		goto fail;
-	}
-	f->fd = fd;
-	f->size = size;
-	f->next = segment_filling;
-	segment_filling = f;
+	fits = segment_budget_fits(size, atomic_load(&segment_held), err,
+				   errlen) == 0 &&
+	       segment_space_fits(size, err, errlen) == 0;
 	pthread_mutex_unlock(&segment_lock);
-	return fd;
-fail:
-	pthread_mutex_unlock(&segment_lock);
-	free(f);
-	return r;
+	return fits;
 }
 
-void
-segment_filled(int rw_fd)
+/* Takes s off the list of segments being filled.  Under segment_lock. */
+static void
+segment_unfill(struct segment *s)
 {
-	struct segment_filling **p, *f;
+	struct segment **p;
 
-	pthread_mutex_lock(&segment_lock);
-	for (p = &segment_filling; *p != NULL; p = &(*p)->next) {
-		if ((*p)->fd == rw_fd) {
-			f = *p;
-			*p = f->next;
-			free(f);
+	if (!s->filling)
+		return;
+	for (p = &segment_filling; *p != NULL; p = &(*p)->next_filling) {
+		if (*p == s) {
+			*p = s->next_filling;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&segment_lock);
+	s->filling = false;
 }
 
 int
-segment_seal(int rw_fd)
+segment_name_for(char *buf, size_t len, const char *model, uint64_t gen)
+{
+	char suffix[NAMES_SHM_MAX];
+
+	snprintf(suffix, sizeof suffix, "model.%s.%" PRIu64 "-%s", model, gen,
+		 broker.token);
+	return names_shm(buf, len, broker.cfg.instance, suffix);
+}
+
+int
+segment_unlink_name(const char *name)
+{
+	return segment_remove(name) == 0 ? 1 : 0;
+}
+
+struct segment *
+segment_create(const char *name, uint64_t size, int *result, char *err,
+	       size_t errlen)
+{
+	struct segment *s = calloc(1, sizeof *s);
+
+	if (s == NULL) {
+		*result = -ENOMEM;
+		return NULL;
+	}
+	snprintf(s->name, sizeof s->name, "%s", name);
+	s->size = size;
+	s->ro_fd = -1;
+	s->refs = 1;
+	pthread_mutex_lock(&segment_lock);
+	if ((*result = segment_space_fits(size, err, errlen)) < 0 ||
+	    (*result = segment_reserve(size, err, errlen)) < 0)
+		goto fail;
+	s->rw_fd = segment_open(s->name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (s->rw_fd < 0) {
+		*result = -errno;
+		snprintf(err, errlen, "cannot create segment %s: %s%s", s->name,
+			 strerror(errno), errno == EEXIST ?
+			 " (a name that is not ours; left untouched)" : "");
+		atomic_fetch_sub(&segment_held, size);
+		goto fail;
+	}
+	s->named = true;
+	if (ftruncate(s->rw_fd, (off_t)size) < 0) {
+		*result = errno == ENOSPC ? MB_ENOSPACE : -errno;
+		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
+			 " bytes: %s", s->name, size, strerror(errno));
+		pthread_mutex_unlock(&segment_lock);
+		segment_put(s);
+		return NULL;
+	}
+	s->filling = true;
+	s->next_filling = segment_filling;
+	segment_filling = s;
+	pthread_mutex_unlock(&segment_lock);
+	return s;
+fail:
+	pthread_mutex_unlock(&segment_lock);
+	free(s);
+	return NULL;
+}
+
+int
+segment_rw_fd(const struct segment *s)
+{
+	return s->rw_fd;
+}
+
+int
+segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
+		      char *err, size_t errlen)
+{
+	int r = posix_fallocate(s->rw_fd, (off_t)off, (off_t)len);
+
+	if (r == 0)
+		return 0;
+	snprintf(err, errlen, "cannot reserve %" PRIu64 " bytes in %s (%"
+		 PRId64 " free): %s", len, segment_dir(), segment_space_free(),
+		 strerror(r));
+	return r == ENOSPC ? MB_ENOSPACE : -r;
+}
+
+int
+segment_seal(struct segment *s)
 {
 	char path[64];
-	int fd;
+	int r = 0;
 
-	if (fchmod(rw_fd, 0400) < 0)
-		return -errno;
-	snprintf(path, sizeof path, "/proc/self/fd/%d", rw_fd);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	pthread_mutex_lock(&segment_lock);
+	segment_unfill(s);
+	pthread_mutex_unlock(&segment_lock);
+	snprintf(path, sizeof path, "/proc/self/fd/%d", s->rw_fd);
+	if (fchmod(s->rw_fd, 0400) < 0 ||
+	    (s->ro_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
+	close(s->rw_fd);
+	s->rw_fd = -1;
+	return r;
 }
 
 int
-segment_unlink(const char *name)
+segment_fd(const struct segment *s)
 {
-	if (segment_remove(name) < 0 && errno != ENOENT)
+	return s->ro_fd;
+}
+
+const char *
+segment_name(const struct segment *s)
+{
+	return s->named ? s->name : "";
+}
+
+uint64_t
+segment_size(const struct segment *s)
+{
+	return s->size;
+}
+
+int
+segment_unlink(struct segment *s)
+{
+	if (!s->named)
+		return 0;
+	if (segment_remove(s->name) < 0 && errno != ENOENT)
 		return -errno;
-	return 0;
+	s->named = false;
+	if (s->refs > 1)
+		s->outlived = true;
+	return 1;
+}
+
+struct segment *
+segment_hold(struct segment *s)
+{
+	s->refs++;
+	return s;
+}
+
+void
+segment_put(struct segment *s)
+{
+	if (--s->refs > 0)
+		return;
+	pthread_mutex_lock(&segment_lock);
+	segment_unfill(s);
+	pthread_mutex_unlock(&segment_lock);
+	if (s->named && segment_remove(s->name) < 0 && errno != ENOENT)
+		log_warn("cannot unlink segment %s", s->name);
+	if (s->rw_fd >= 0)
+		close(s->rw_fd);
+	if (s->ro_fd >= 0)
+		close(s->ro_fd);
+	atomic_fetch_sub(&segment_held, s->size);
+	if (s->outlived)
+		log_info("segment %s: its last holder let go; %" PRIu64
+			 " bytes back to the budget", s->name, s->size);
+	free(s);
 }

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loader.h - copying a model file into a new segment on a thread of its
+ * own (loader.c).  The loader knows files, providers and segments, not
+ * models: it reports to its caller through two callbacks, run on the main
+ * loop in order: once the file's size is known, and once it finished.
+ */
+#ifndef MBROKER_LOADER_H
+#define MBROKER_LOADER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct provider;
+struct segment;
+struct load_job;
+
+/* What a finished load produced, lent to the done callback: it takes the
+ * segment (one reference) and the provider state on success. */
+struct load_result {
+	int result; /* 0 or MB_E* / -errno */
+	const char *error;
+	struct segment *segment;
+	uint64_t size;
+	uint64_t checksum;
+	void *state;
+	size_t ntensors;
+	uint64_t reclaimed; /* bytes of a segment it made, then removed */
+};
+
+struct loader_calls {
+	void (*sized)(void *ctx, uint64_t size);
+	/* The job is freed when this returns. */
+	void (*done)(void *ctx, const struct load_result *r);
+};
+
+/* Starts copying path into the segment segment_name (provider p checks it)
+ * on a thread; calls report to ctx.  NULL with *err (-errno) on failure. */
+struct load_job *loader_start(const char *segment_name, const char *path,
+			      const struct provider *p,
+			      const struct loader_calls *calls, void *ctx,
+			      int *err);
+/* Asks the job to stop early (it still reports completion). */
+void loader_cancel(struct load_job *job);
+/* Gives up on a job: it will not report; its segment's name is removed
+ * now and its thread cleans up alone when it returns.  Returns 1 when a
+ * segment name was removed. */
+int loader_abandon(struct load_job *job);
+/* Bytes copied so far, and the file's size (0 until known). */
+uint64_t loader_progress(const struct load_job *job);
+uint64_t loader_total(const struct load_job *job);
+/* Abandoned jobs whose thread has not returned yet. */
+unsigned loader_abandoned_count(void);
+/* Sets up the completion channel.  0 or -1. */
+int loader_init(void);
+void loader_shutdown(void);
+
+#endif /* MBROKER_LOADER_H */
