@@ -177,8 +177,8 @@ load_done(void *ctx, const struct load_result *r)
 
 	g->job = NULL;
 	g->load_ms = clock_monotonic_ms() - g->load_started_ms;
-	g->size = r->size;
 	if (r->result == 0) {
+		g->size = r->size;
 		g->segment = r->segment;
 		g->checksum = r->checksum;
 		g->provider_state = r->state;

@@ -28,7 +28,7 @@ kill -9 "$WORKER_PID"
 wait_attached 0
 wait_until 10 reserved_is 0 ||
 	fail "the bytes did not come back: $(mbctl --json stats)"
-assert_log "the last holder of its unlinked segment let go; 6000000 bytes back"
+assert_log "its last holder let go; 6000000 bytes back"
 load b "$T/b.bin"
 state_is b READY || fail "b is $(model_state b)"
 mbctl unload a >/dev/null || fail "the second unload of a failed"

@@ -246,8 +246,8 @@ HELLO = {"version": int, "broker": str, "instance": str, "pid": int,
 STATS = {n: int for n in (
     "pid", "uptime_ms", "models", "workers", "connections", "bytes_shared",
     "shmem_kb", "abandoned_loads", "bytes_reserved", "max_shm_bytes",
-    "loads", "load_failures", "unloads", "unload_timeouts", "attaches",
-    "detaches", "acks")}
+    "loads", "load_failures", "unloads", "unload_timeouts", "replaces",
+    "replace_failures", "drain_timeouts", "attaches", "detaches", "acks")}
 STATS.update(instance=str, version=str, shutting_down=bool)
 UNLOAD = {"model": str, "generation": int, "state": str,
           "freed_bytes": int, "shmem_before_kb": int, "shmem_after_kb": int,
@@ -265,7 +265,8 @@ def check_model(m, what):
     """A model object, as the table of docs/protocol.md says."""
     state = m.get("state")
     spec = {"name": str, "format": str, "state": str, "generation": int,
-            "size": int, "attached": int, "path": str, "pids": list}
+            "size": int, "attached": int, "path": str, "pids": list,
+            "generations": list}
     if state == "LOADING":
         spec["bytes_done"] = int
     if state in ("READY", "UNLOADING"):
@@ -287,6 +288,32 @@ def check_model(m, what):
         check(m["segment"].startswith("/mbroker.%s.model.%s.%d-" % (
             INSTANCE_OF[0], m["name"], m["generation"])),
             "%s: segment name %r" % (what, m["segment"]))
+    for g in m.get("generations", []):
+        check_generation(g, m, what)
+
+
+def check_generation(g, m, what):
+    """An item of a model's generations, as docs/protocol.md says."""
+    role = g.get("role")
+    spec = {"generation": int, "role": str, "size": int, "attached": int,
+            "path": str, "pids": list}
+    if "bytes_done" in g:
+        spec["bytes_done"] = int
+    if role == "draining":
+        spec["drain_deadline_ms"] = int
+    members(g, spec, what + " generation", exact=False)
+    extra = set(g) - set(spec) - {"checksum", "segment", "state"}
+    check(not extra, "%s generation: members not in the document: %s"
+          % (what, sorted(extra)))
+    check(role in ("next", "current", "draining"),
+          "%s: generation role %r" % (what, role))
+    if role == "current":
+        check(g["generation"] == m["generation"],
+              "%s: the current generation is not the model's" % what)
+    if "segment" in g:
+        check(g["segment"].startswith("/mbroker.%s.model.%s.%d-" % (
+            INSTANCE_OF[0], m["name"], g["generation"])),
+            "%s: generation segment name %r" % (what, g["segment"]))
 
 
 INSTANCE_OF = [None]
@@ -1241,6 +1268,8 @@ def part_options(b, work):
     for x in listed.values():
         for key in ("pids", "id", "ok"):
             x.pop(key, None)
+        for g in x.get("generations", []):
+            g.pop("pids", None)
     mirror = {}
 
     def mirror_matches():
