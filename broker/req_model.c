@@ -54,13 +54,16 @@ req_load_policy(struct request *req, enum replace_policy *policy)
 	return -1;
 }
 
-/* A replace without "path" reloads the file the model came from. */
+/* A replace without "path" reloads the file the model came from, as the
+ * format it was loaded as unless "format" says otherwise. */
 static const char *
-req_load_path(struct request *req, bool replace, const char *name)
+req_load_path(struct request *req, bool replace, const char *name,
+	      const struct provider **provider)
 {
 	const struct model *m;
 	const struct generation *g;
 
+	*provider = NULL;
 	if (json_object_get(req->msg, "path") != NULL || !replace)
 		return request_string(req, "path");
 	if ((m = registry_find(name)) == NULL ||
@@ -69,6 +72,8 @@ req_load_path(struct request *req, bool replace, const char *name)
 			    "called %.64s is loaded to reload its file", name);
 		return NULL;
 	}
+	if (json_object_get(req->msg, "format") == NULL)
+		*provider = g->provider;
 	return g->path;
 }
 
@@ -107,7 +112,8 @@ req_load(struct request *req)
 			    " not . or ..)", MB_NAME_MAX);
 		return;
 	}
-	if ((lr.path = req_load_path(req, lr.replace, name)) == NULL)
+	if ((lr.path = req_load_path(req, lr.replace, name, &lr.provider)) ==
+	    NULL)
 		return;
 	if (lr.path[0] != '/' || strlen(lr.path) >= PATH_MAX) {
 		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
@@ -117,7 +123,8 @@ req_load(struct request *req)
 	/* Kept apart: a reload's path belongs to a generation that may go. */
 	snprintf(path, sizeof path, "%s", lr.path);
 	lr.path = path;
-	if ((lr.provider = req_load_provider(req, path)) == NULL)
+	if (lr.provider == NULL &&
+	    (lr.provider = req_load_provider(req, path)) == NULL)
 		return;
 	if (!modeldir_allows(path)) {
 		conn_log_refusal(req->conn, "refused load of %s from uid %ld "
