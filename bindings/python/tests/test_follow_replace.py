@@ -1,85 +1,23 @@
 # SPDX-License-Identifier: MIT
-"""A Python worker following a replaced model, against a fake broker (a
-thread serving one connection on a private socket) that plays the broker's
-part of docs/protocol.md: it answers hello, grants attaches of "m" with a
-memfd whose every byte is the generation, logs every attach and detach in
-order and sends the events the test asks for.  Checked: the "replaced"
-event's fields, follow_replace attaching the new generation before it
-detaches the old one, the old attachment untouched and readable when the
-new attach is refused, and nothing done for an event not about it."""
-import json
+"""A Python worker following a replaced model, against a fake broker
+(tests/tools/fake_broker.py: attaches get a memfd whose every byte is the
+generation, every attach and detach is logged in order, events are sent
+when the test asks).  Checked: the "replaced" event's fields,
+follow_replace attaching the new generation before it detaches the old
+one, the old attachment untouched and readable when the new attach is
+refused, and nothing done for an event not about it."""
 import os
 import select
-import socket
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tests", "tools"))
 import mbroker  # noqa: E402
-
-SIZE = 8192
-
-
-class FakeBroker:
-    """Serves one connection until the client closes it."""
-
-    def __init__(self, path):
-        self.generation = 1
-        self.refuse = None  # when set, the wire code attaches get
-        self.log = []
-        self._next_id = 0
-        self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._listen.bind(path)
-        self._listen.listen(1)
-        self.conn = None
-        self._accepted = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        self.conn, _ = self._listen.accept()
-        self._accepted.set()
-        while True:
-            data = self.conn.recv(mbroker.MAX_REPLY)
-            if not data:
-                return
-            reply, fds = self._answer(json.loads(data))
-            socket.send_fds(self.conn, [json.dumps(reply).encode()], fds)
-            for fd in fds:
-                os.close(fd)
-
-    def _answer(self, req):
-        if req["op"] == "attach":
-            if self.refuse:
-                return {"id": req["id"], "ok": False,
-                        "error": {"code": self.refuse,
-                                  "message": "refused by the fake"}}, []
-            self._next_id += 1
-            self.log.append(f"attach {req['name']} {self.generation} "
-                            f"#{self._next_id}")
-            body = bytes([self.generation & 0xff]) * SIZE
-            fd = os.memfd_create("fake-model")
-            os.write(fd, body)
-            return {"id": req["id"], "ok": True, "attachment": self._next_id,
-                    "name": req["name"], "format": "raw",
-                    "generation": self.generation, "size": SIZE,
-                    "checksum": "0"}, [fd]
-        if req["op"] == "detach":
-            self.log.append(f"detach #{req['attachment']}")
-        return {"id": req["id"], "ok": True}, []
-
-    def event(self, **fields):
-        self._accepted.wait(10)
-        self.conn.send(json.dumps(fields).encode())
-
-    def close(self):
-        self._thread.join(10)
-        if self.conn is not None:
-            self.conn.close()
-        self._listen.close()
+from fake_broker import SIZE, FakeBroker  # noqa: E402
 
 
 def replaced(old, new, model="m"):
