@@ -266,8 +266,9 @@ MB_EXPORT int mb_next_event(struct mb_client *client, struct mb_event *out);
  * concern *att (another model, another event, a generation no newer) and
  * nothing was done; or an error of mb_attach, leaving *att untouched and
  * still mapped: the old generation stays readable until the broker's
- * drain deadline, and the call may be retried.  A worker holding several
- * attachments calls it for each.
+ * drain deadline, and the call may be retried.  Once it has moved, the
+ * old attachment's data and tensors are gone: look them up again in the
+ * new *att.  A worker holding several attachments calls it for each.
  */
 MB_EXPORT int mb_follow_replace(struct mb_client *client,
 				struct mb_attachment **att,

@@ -528,7 +528,9 @@ class Client:
         returns the new Attachment.  Returns att itself when the event does
         not concern it.  When the new attach fails its error is raised and
         att is left as it was, still mapped: the old generation stays
-        readable until the broker's drain deadline."""
+        readable until the broker's drain deadline.  Once it has moved,
+        take tensors from the new Attachment (numpy arrays still viewing
+        the old one keep its pages mapped until they are gone)."""
         if (event.type != "replaced" or att.name != event.model
                 or event.generation is None
                 or att.generation >= event.generation):
