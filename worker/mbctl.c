@@ -203,6 +203,20 @@ mbctl_call(struct mbctl *m, json_t *req, bool waits, json_t **reply)
 	return r == MB_ELOST ? 3 : 1;
 }
 
+/* A generation's state for people: the broker says it only when it is
+ * ERROR (a draining one past its deadline); else its role tells. */
+static const char *
+mbctl_generation_state(const json_t *g)
+{
+	const char *role = mbctl_str(g, "role");
+
+	if (mbctl_str(g, "state")[0] != '\0')
+		return mbctl_str(g, "state");
+	if (strcmp(role, "next") == 0)
+		return "LOADING";
+	return strcmp(role, "draining") == 0 ? "DRAINING" : "READY";
+}
+
 /* One row per generation, under its model's, while a replace has more
  * than one: the serving one, the one loading, those draining. */
 static void
@@ -236,7 +250,7 @@ mbctl_print_generations(const json_t *mod)
 							" %lld", (long long)
 							json_integer_value(pid));
 		printf("  %-22s %-10s %-12s %10s %4lld %8lld  %s\n", role,
-		       mbctl_str(g, "state"), "", size,
+		       mbctl_generation_state(g), "", size,
 		       (long long)mbctl_int(g, "generation"),
 		       (long long)mbctl_int(g, "attached"), detail);
 	}

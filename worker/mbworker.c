@@ -70,7 +70,8 @@ static const char mbworker_usage[] =
 	"  --no-follow       ignore replacements: stay on the old generation\n"
 	"  --ack-delay MS    wait MS before acknowledging an unload\n"
 	"  --ack-in-handler  acknowledge inside the signal handler itself (only\n"
-	"                    the signal ends the loop, not the event)\n"
+	"                    the signal ends the loop; events, replacements\n"
+	"                    too, are not read)\n"
 	"  --no-ack          never acknowledge (for timeout tests)\n"
 	"Exit status: 0 done, 1 broker error, 2 usage, 3 checksum mismatch.\n";
 

@@ -10,12 +10,12 @@ cat >"$T/model.json" <<'JSON'
 {"name":"w","state":"READY","format":"raw","generation":2,"size":8192,
  "attached":3,"checksum":"00000000000000ab","tensors":0,"load_ms":5,
  "generations":[
-  {"generation":1,"role":"draining","state":"READY","size":8192,
+  {"generation":1,"role":"draining","size":8192,
    "checksum":"00000000000000aa","attached":2,"pids":[123,456],
    "drain_deadline_ms":4200},
-  {"generation":2,"role":"current","state":"READY","size":8192,
+  {"generation":2,"role":"current","size":8192,
    "checksum":"00000000000000ab","attached":1,"pids":[789]},
-  {"generation":3,"role":"next","state":"LOADING","size":8192,
+  {"generation":3,"role":"next","size":8192,
    "bytes_done":4096,"attached":0,"pids":[]}]}
 JSON
 /usr/bin/python3 "$(dirname "$0")/../tools/fake_broker.py" "$SOCK" \
@@ -65,7 +65,7 @@ done
 
 mbctl list >"$T/list" || fail "list failed"
 grep -q "^w  *READY  *raw .* 2  *3  xxh3 00000000000000ab" "$T/list" &&
-	grep -q "^  draining  *READY .* 1  *2  deadline in 4.2 s, pids 123 456$" "$T/list" &&
+	grep -q "^  draining  *DRAINING .* 1  *2  deadline in 4.2 s, pids 123 456$" "$T/list" &&
 	grep -q "^  current  *READY .* 2  *1  xxh3 00000000000000ab$" "$T/list" &&
 	grep -q "^  next  *LOADING .* 3  *0  50% loaded$" "$T/list" ||
 	fail "list: $(cat "$T/list")"
