@@ -217,41 +217,48 @@ mbctl_generation_state(const json_t *g)
 	return strcmp(role, "draining") == 0 ? "DRAINING" : "READY";
 }
 
+/* The detail column of a generation: the load's progress, when a
+ * draining one is freed anyway and who holds it, or the checksum. */
+static void
+mbctl_generation_detail(const json_t *g, char *buf, size_t len)
+{
+	const char *role = mbctl_str(g, "role");
+	const json_t *pid;
+	size_t i, used;
+
+	if (strcmp(role, "next") == 0 && mbctl_int(g, "size") > 0) {
+		snprintf(buf, len, "%.0f%% loaded", 100.0 *
+			 mbctl_int(g, "bytes_done") / mbctl_int(g, "size"));
+		return;
+	}
+	if (strcmp(role, "draining") != 0) {
+		snprintf(buf, len, "xxh3 %s", mbctl_str(g, "checksum"));
+		return;
+	}
+	snprintf(buf, len, "deadline in %.1f s, pids",
+		 mbctl_int(g, "drain_deadline_ms") / 1e3);
+	json_array_foreach(json_object_get(g, "pids"), i, pid)
+		if ((used = strlen(buf)) < len)
+			snprintf(buf + used, len - used, " %lld",
+				 (long long)json_integer_value(pid));
+}
+
 /* One row per generation, under its model's, while a replace has more
  * than one: the serving one, the one loading, those draining. */
 static void
 mbctl_print_generations(const json_t *mod)
 {
-	const json_t *g, *pid;
-	size_t i, j;
+	const json_t *g;
+	size_t i;
 
 	json_array_foreach(json_object_get(mod, "generations"), i, g) {
-		const char *role = mbctl_str(g, "role");
-		char size[32], detail[256] = "";
-		int len = 0;
+		char size[32], detail[256];
 
 		mbctl_size(size, sizeof size, mbctl_int(g, "size"));
-		if (strcmp(role, "next") == 0 && mbctl_int(g, "size") > 0)
-			len = snprintf(detail, sizeof detail, "%.0f%% loaded",
-				       100.0 * mbctl_int(g, "bytes_done") /
-					       mbctl_int(g, "size"));
-		else if (strcmp(role, "draining") == 0)
-			len = snprintf(detail, sizeof detail,
-				       "deadline in %.1f s, pids",
-				       mbctl_int(g, "drain_deadline_ms") / 1e3);
-		else
-			len = snprintf(detail, sizeof detail, "xxh3 %s",
-				       mbctl_str(g, "checksum"));
-		if (strcmp(role, "draining") == 0)
-			json_array_foreach(json_object_get(g, "pids"), j, pid)
-				if (len >= 0 && (size_t)len < sizeof detail)
-					len += snprintf(detail + len,
-							sizeof detail - len,
-							" %lld", (long long)
-							json_integer_value(pid));
-		printf("  %-22s %-10s %-12s %10s %4lld %8lld  %s\n", role,
-		       mbctl_generation_state(g), "", size,
-		       (long long)mbctl_int(g, "generation"),
+		mbctl_generation_detail(g, detail, sizeof detail);
+		printf("  %-22s %-10s %-12s %10s %4lld %8lld  %s\n",
+		       mbctl_str(g, "role"), mbctl_generation_state(g), "",
+		       size, (long long)mbctl_int(g, "generation"),
 		       (long long)mbctl_int(g, "attached"), detail);
 	}
 }
