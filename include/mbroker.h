@@ -9,6 +9,8 @@
  * When the broker unloads the model or shuts down it sends an event on the
  * connection and a signal (SIGUSR1 unless configured); the worker answers
  * with mb_detach or mb_ack, which may be called from a signal handler.
+ * When the broker replaces the model with a new generation it sends only an
+ * event; the worker follows it with mb_follow_replace.
  *
  * Conventions: functions return 0 (or a count) on success and a negative
  * MB_E* code on failure; system errors are returned as -errno.  Objects
@@ -226,13 +228,15 @@ enum mb_event_type {
 	MB_EVENT_UNLOAD,      /* one model is being unloaded: detach it */
 	MB_EVENT_SHUTDOWN,    /* the broker is shutting down: mb_ack */
 	MB_EVENT_BROKER_LOST, /* the connection closed; mappings stay valid */
+	MB_EVENT_REPLACED,    /* a new generation serves: mb_follow_replace */
 };
 
 struct mb_event {
 	enum mb_event_type type;
-	char model[MB_NAME_MAX + 1]; /* MB_EVENT_UNLOAD: which model */
-	uint64_t generation;         /* MB_EVENT_UNLOAD: which load of it */
+	char model[MB_NAME_MAX + 1]; /* UNLOAD, REPLACED: which model */
+	uint64_t generation;         /* UNLOAD: which load; REPLACED: the new */
 	int64_t timeout_ms;          /* how long the broker waits for us */
+	uint64_t old_generation;     /* REPLACED: the one to let go of */
 };
 
 /*
@@ -252,6 +256,23 @@ MB_EXPORT int mb_event_fd(const struct mb_client *client);
  * reported once, after which requests fail with MB_ELOST.
  */
 MB_EXPORT int mb_next_event(struct mb_client *client, struct mb_event *out);
+
+/*
+ * Follows a replacement: when *att is an attachment of ev->model older
+ * than ev->generation (ev an MB_EVENT_REPLACED), attaches the model again
+ * (one round trip, bounded by mb_set_timeout), and only once that
+ * succeeded detaches the old attachment and sets *att to the new one, so
+ * the worker never holds nothing.  Returns 0, also when ev does not
+ * concern *att (another model, another event, a generation no newer) and
+ * nothing was done; or an error of mb_attach, leaving *att untouched and
+ * still mapped: the old generation stays readable until the broker's
+ * drain deadline, and the call may be retried.  Once it has moved, the
+ * old attachment's data and tensors are gone: look them up again in the
+ * new *att.  A worker holding several attachments calls it for each.
+ */
+MB_EXPORT int mb_follow_replace(struct mb_client *client,
+				struct mb_attachment **att,
+				const struct mb_event *ev);
 
 /*
  * Tells the broker this worker is done with everything it attached: lets

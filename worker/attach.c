@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * attach.c - libmbroker's attachments: the read-only mapping of a model's
- * segment from the descriptor the broker passed, its tensors, detach, and
- * mb_ack.  Each mapping is published in a slot with atomics so that mb_ack,
- * which may run in a signal handler at any moment, lets each go exactly
- * once and never one that is half set up.  It does not unmap: it maps
- * zero pages over the segment (MAP_FIXED), so the shared pages are let go
- * at once while code it interrupted mid-read reads zeros instead of
- * faulting; mb_detach and mb_close unmap what is left.
+ * segment from the descriptor the broker passed, its tensors, detach, the
+ * move to a replacing generation, and mb_ack.  Each mapping is published
+ * in a slot with atomics so that mb_ack, which may run in a signal handler
+ * at any moment, lets each go exactly once and never one that is half set
+ * up.  It does not unmap: it maps zero pages over the segment (MAP_FIXED),
+ * so the shared pages are let go at once while code it interrupted
+ * mid-read reads zeros instead of faulting; mb_detach and mb_close unmap
+ * what is left.
  */
 #include <errno.h>
 #include <poll.h>
@@ -244,6 +245,27 @@ mb_detach(struct mb_attachment *att)
 	}
 	attach_forget(att);
 	return r;
+}
+
+int
+mb_follow_replace(struct mb_client *c, struct mb_attachment **att,
+		  const struct mb_event *ev)
+{
+	struct mb_attachment *next;
+	int r;
+
+	if (ev->type != MB_EVENT_REPLACED || *att == NULL ||
+	    strcmp((*att)->name, ev->model) != 0 ||
+	    (*att)->generation >= ev->generation)
+		return 0;
+	if ((r = mb_attach(c, ev->model, &next)) < 0)
+		return r;
+	/* The new one is held: letting go of the old leaves no gap.  A
+	 * notification that fails is the broker's to clean up (the drain
+	 * deadline, or the connection closing). */
+	(void)mb_detach(*att);
+	*att = next;
+	return 0;
 }
 
 int

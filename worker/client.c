@@ -2,10 +2,10 @@
 /*
  * client.c - libmbroker's connection to the broker: connect, the check of
  * who serves the socket, hello, the request/reply round trip with its
- * deadline, and the events (unload, shutdown, broker lost) that arrive
- * between replies and wait in a queue for mb_next_event.  The queue is
- * mirrored by an eventfd so that mb_event_fd polls readable while it holds
- * an event.  Never prints, never raises SIGPIPE (MSG_NOSIGNAL).
+ * deadline, and the events (unload, replaced, shutdown, broker lost)
+ * that arrive between replies and wait in a queue for mb_next_event.  The
+ * queue is mirrored by an eventfd so that mb_event_fd polls readable while
+ * it holds an event.  Never prints, never raises SIGPIPE (MSG_NOSIGNAL).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -111,6 +111,8 @@ client_take_event(struct mb_client *c, const json_t *msg)
 		ev.type = MB_EVENT_UNLOAD;
 	else if (strcmp(json_string_value(kind), "shutdown") == 0)
 		ev.type = MB_EVENT_SHUTDOWN;
+	else if (strcmp(json_string_value(kind), "replaced") == 0)
+		ev.type = MB_EVENT_REPLACED;
 	else
 		return true; /* an event this version does not know: skip */
 	if (json_is_string(model))
@@ -119,6 +121,8 @@ client_take_event(struct mb_client *c, const json_t *msg)
 	ev.generation = (uint64_t)json_integer_value(
 		json_object_get(msg, "generation"));
 	ev.timeout_ms = json_integer_value(json_object_get(msg, "timeout_ms"));
+	ev.old_generation = (uint64_t)json_integer_value(
+		json_object_get(msg, "old_generation"));
 	client_queue(c, &ev);
 	return true;
 }

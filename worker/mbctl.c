@@ -29,8 +29,13 @@ static const char mbctl_usage[] =
 	"\n"
 	"  ping                        check that the broker answers\n"
 	"  load NAME PATH [--format raw|safetensors] [--wait]\n"
+	"       [--replace [--policy availability|resource] [--drain-timeout S]]\n"
 	"                              load PATH as NAME (*.safetensors is\n"
-	"                              safetensors unless --format says)\n"
+	"                              safetensors unless --format says);\n"
+	"                              --replace: a new generation of a READY\n"
+	"                              NAME, which serves on meanwhile\n"
+	"  reload NAME [--wait] [--policy P] [--drain-timeout S]\n"
+	"                              replace NAME from its own path\n"
 	"  unload NAME [--timeout S]   unload NAME, waiting S s for workers\n"
 	"  list                        models and their states\n"
 	"  stats                       counters and memory\n"
@@ -45,6 +50,11 @@ static const char mbctl_usage[] =
 	"--timeout S (default 10): give up on a broker silent for S s (one\n"
 	"that is stopped or hung); load --wait, unload and shutdown wait as\n"
 	"long as the broker keeps answering within S s.\n"
+	"A replace switches to the new generation once it is READY; workers\n"
+	"then move over and the old one drains for --drain-timeout S (default\n"
+	"the broker's --shutdown-timeout).  --policy availability (the usual\n"
+	"default) refuses with no_space when two copies do not fit; resource\n"
+	"unloads first, with a gap in service.\n"
 	"--broker-uid UID: trust a broker of that uid (default\n"
 	"$MBROKER_BROKER_UID, else only our own uid or root).\n"
 	"Exit status: 0 success, 1 refused or failed (the broker's message on\n"
@@ -193,6 +203,66 @@ mbctl_call(struct mbctl *m, json_t *req, bool waits, json_t **reply)
 	return r == MB_ELOST ? 3 : 1;
 }
 
+/* A generation's state for people: the broker says it only when it is
+ * ERROR (a draining one past its deadline); else its role tells. */
+static const char *
+mbctl_generation_state(const json_t *g)
+{
+	const char *role = mbctl_str(g, "role");
+
+	if (mbctl_str(g, "state")[0] != '\0')
+		return mbctl_str(g, "state");
+	if (strcmp(role, "next") == 0)
+		return "LOADING";
+	return strcmp(role, "draining") == 0 ? "DRAINING" : "READY";
+}
+
+/* The detail column of a generation: the load's progress, when a
+ * draining one is freed anyway and who holds it, or the checksum. */
+static void
+mbctl_generation_detail(const json_t *g, char *buf, size_t len)
+{
+	const char *role = mbctl_str(g, "role");
+	const json_t *pid;
+	size_t i, used;
+
+	if (strcmp(role, "next") == 0 && mbctl_int(g, "size") > 0) {
+		snprintf(buf, len, "%.0f%% loaded", 100.0 *
+			 mbctl_int(g, "bytes_done") / mbctl_int(g, "size"));
+		return;
+	}
+	if (strcmp(role, "draining") != 0) {
+		snprintf(buf, len, "xxh3 %s", mbctl_str(g, "checksum"));
+		return;
+	}
+	snprintf(buf, len, "deadline in %.1f s, pids",
+		 mbctl_int(g, "drain_deadline_ms") / 1e3);
+	json_array_foreach(json_object_get(g, "pids"), i, pid)
+		if ((used = strlen(buf)) < len)
+			snprintf(buf + used, len - used, " %lld",
+				 (long long)json_integer_value(pid));
+}
+
+/* One row per generation, under its model's, while a replace has more
+ * than one: the serving one, the one loading, those draining. */
+static void
+mbctl_print_generations(const json_t *mod)
+{
+	const json_t *g;
+	size_t i;
+
+	json_array_foreach(json_object_get(mod, "generations"), i, g) {
+		char size[32], detail[256];
+
+		mbctl_size(size, sizeof size, mbctl_int(g, "size"));
+		mbctl_generation_detail(g, detail, sizeof detail);
+		printf("  %-22s %-10s %-12s %10s %4lld %8lld  %s\n",
+		       mbctl_str(g, "role"), mbctl_generation_state(g), "",
+		       size, (long long)mbctl_int(g, "generation"),
+		       (long long)mbctl_int(g, "attached"), detail);
+	}
+}
+
 static void
 mbctl_print_model(const json_t *mod)
 {
@@ -214,6 +284,8 @@ mbctl_print_model(const json_t *mod)
 	       mbctl_str(mod, "name"), state, mbctl_str(mod, "format"), size,
 	       (long long)mbctl_int(mod, "generation"),
 	       (long long)mbctl_int(mod, "attached"), detail);
+	if (json_array_size(json_object_get(mod, "generations")) > 1)
+		mbctl_print_generations(mod);
 }
 
 static void
@@ -371,52 +443,144 @@ mbctl_shutdown(struct mbctl *m, int argc, char **argv)
 	return r;
 }
 
-static int
-mbctl_load(struct mbctl *m, int argc, char **argv)
-{
-	char path[PATH_MAX], cwd[PATH_MAX], size[32];
-	struct mbctl_progress *progress = NULL;
-	const char *format = NULL;
-	json_t *req, *reply = NULL;
-	bool wait = false;
-	int r;
+/* The options of a load or reload; the policy and drain timeout ask for
+ * a replace. */
+struct mbctl_load_options {
+	const char *format;
+	const char *policy;
+	double drain_timeout; /* -1: the broker's default */
+	bool wait;
+	bool replace;
+};
 
-	if (argc < 3)
-		mbctl_usage_exit("load wants NAME and PATH", NULL);
-	for (int i = 3; i < argc; i++) {
+/* Parses the options of load (from argv[first]) or reload; exits 2 on a
+ * bad one. */
+static void
+mbctl_load_options(int argc, char **argv, int first, bool reload,
+		   struct mbctl_load_options *lo)
+{
+	char *end;
+
+	*lo = (struct mbctl_load_options){.drain_timeout = -1,
+					  .replace = reload};
+	for (int i = first; i < argc; i++) {
 		if (strcmp(argv[i], "--wait") == 0)
-			wait = true;
-		else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc)
-			format = argv[++i];
-		else
+			lo->wait = true;
+		else if (strcmp(argv[i], "--format") == 0 && !reload &&
+			 i + 1 < argc)
+			lo->format = argv[++i];
+		else if (strcmp(argv[i], "--replace") == 0 && !reload)
+			lo->replace = true;
+		else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc)
+			lo->policy = argv[++i];
+		else if ((strcmp(argv[i], "--drain-timeout") == 0 ||
+			  strcmp(argv[i], "--timeout-drain") == 0) &&
+			 i + 1 < argc) {
+			lo->drain_timeout = strtod(argv[++i], &end);
+			if (*end != '\0' || end == argv[i] ||
+			    !(lo->drain_timeout >= 0))
+				mbctl_usage_exit("--drain-timeout wants seconds, "
+						 "got", argv[i]);
+		} else
 			mbctl_usage_exit("unexpected argument", argv[i]);
 	}
-	if (argv[2][0] == '/')
-		snprintf(path, sizeof path, "%s", argv[2]);
-	else if (getcwd(cwd, sizeof cwd) == NULL ||
-		 snprintf(path, sizeof path, "%s/%s", cwd, argv[2]) >=
-			 (int)sizeof path)
-		mbctl_usage_exit("path too long", argv[2]);
-	req = json_pack("{s:s, s:s, s:s, s:b}", "op", "load", "name", argv[1],
-			"path", path, "wait", wait);
-	if (format != NULL)
-		json_object_set_new(req, "format", json_string(format));
-	if (wait && !m->json)
-		progress = mbctl_progress_start(m, argv[1]);
-	r = mbctl_call(m, req, wait, &reply);
-	mbctl_progress_stop(progress);
-	if (r == 0 && !m->json) {
-		mbctl_size(size, sizeof size, mbctl_int(reply, "size"));
-		if (wait)
-			printf("%s READY: %s, xxh3 %s, %lld tensors, loaded in "
-			       "%lld ms\n", argv[1], size,
-			       mbctl_str(reply, "checksum"),
-			       (long long)mbctl_int(reply, "tensors"),
-			       (long long)mbctl_int(reply, "load_ms"));
-		else
-			printf("%s LOADING (generation %lld)\n", argv[1],
-			       (long long)mbctl_int(reply, "generation"));
+	if (lo->policy != NULL && strcmp(lo->policy, "availability") != 0 &&
+	    strcmp(lo->policy, "resource") != 0)
+		mbctl_usage_exit("--policy wants availability or resource, got",
+				 lo->policy);
+	if (!lo->replace && (lo->policy != NULL || lo->drain_timeout >= 0))
+		mbctl_usage_exit("--policy and --drain-timeout go with --replace",
+				 NULL);
+}
+
+/* The generation of model object mod that has role, or -1. */
+static json_int_t
+mbctl_generation_of(const json_t *mod, const char *role)
+{
+	const json_t *g;
+	size_t i;
+
+	json_array_foreach(json_object_get(mod, "generations"), i, g)
+		if (strcmp(mbctl_str(g, "role"), role) == 0)
+			return mbctl_int(g, "generation");
+	return -1;
+}
+
+/* What a successful load or replace says to people. */
+static void
+mbctl_print_loaded(const char *name, const struct mbctl_load_options *lo,
+		   const json_t *reply)
+{
+	char size[32];
+	json_int_t next = mbctl_generation_of(reply, "next");
+
+	mbctl_size(size, sizeof size, mbctl_int(reply, "size"));
+	if (lo->wait)
+		printf("%s READY: generation %lld, %s, xxh3 %s, %lld tensors, "
+		       "loaded in %lld ms%s\n", name,
+		       (long long)mbctl_int(reply, "generation"), size,
+		       mbctl_str(reply, "checksum"),
+		       (long long)mbctl_int(reply, "tensors"),
+		       (long long)mbctl_int(reply, "load_ms"),
+		       json_is_true(json_object_get(reply, "gap"))
+			       ? " (unloaded first: a gap in service)" : "");
+	else if (lo->replace && next >= 0)
+		printf("%s LOADING generation %lld; generation %lld serves "
+		       "until it is READY\n", name, (long long)next,
+		       (long long)mbctl_int(reply, "generation"));
+	else
+		printf("%s LOADING (generation %lld)\n", name,
+		       (long long)mbctl_int(reply, "generation"));
+}
+
+/*
+ * load NAME PATH and reload NAME: a load request, with "replace" for a
+ * new generation beside the serving one (reload sends no path: the
+ * broker reuses the model's own).
+ */
+static int
+mbctl_load(struct mbctl *m, int argc, char **argv, bool reload)
+{
+	char path[PATH_MAX], cwd[PATH_MAX];
+	struct mbctl_progress *progress = NULL;
+	struct mbctl_load_options lo;
+	json_t *req, *reply = NULL;
+	int r;
+
+	if (argc < (reload ? 2 : 3))
+		mbctl_usage_exit(reload ? "reload wants a NAME"
+					: "load wants NAME and PATH", NULL);
+	mbctl_load_options(argc, argv, reload ? 2 : 3, reload, &lo);
+	req = json_pack("{s:s, s:s, s:b}", "op", "load", "name", argv[1],
+			"wait", lo.wait);
+	if (!reload) {
+		if (argv[2][0] == '/')
+			snprintf(path, sizeof path, "%s", argv[2]);
+		else if (getcwd(cwd, sizeof cwd) == NULL ||
+			 snprintf(path, sizeof path, "%s/%s", cwd, argv[2]) >=
+				 (int)sizeof path)
+			mbctl_usage_exit("path too long", argv[2]);
+		json_object_set_new(req, "path", json_string(path));
 	}
+	if (lo.format != NULL)
+		json_object_set_new(req, "format", json_string(lo.format));
+	if (lo.replace)
+		json_object_set_new(req, "replace", json_true());
+	if (lo.policy != NULL)
+		json_object_set_new(req, "policy", json_string(lo.policy));
+	if (lo.drain_timeout >= 0)
+		json_object_set_new(req, "timeout",
+				    json_real(lo.drain_timeout));
+	if (lo.wait && !m->json)
+		progress = mbctl_progress_start(m, argv[1]);
+	r = mbctl_call(m, req, lo.wait, &reply);
+	mbctl_progress_stop(progress);
+	if (r == 0 && !m->json)
+		mbctl_print_loaded(argv[1], &lo, reply);
+	else if (lo.replace && !m->json &&
+		 json_is_integer(json_object_get(reply, "generation")))
+		fprintf(stderr, "mbctl: %s still serves generation %lld\n",
+			argv[1], (long long)mbctl_int(reply, "generation"));
 	json_decref(reply);
 	return r;
 }
@@ -445,8 +609,8 @@ mbctl_run(struct mbctl *m, int argc, char **argv)
 
 	if (strcmp(cmd, "ping") == 0 && argc == 1)
 		return mbctl_ping(m);
-	if (strcmp(cmd, "load") == 0)
-		return mbctl_load(m, argc, argv);
+	if (strcmp(cmd, "load") == 0 || strcmp(cmd, "reload") == 0)
+		return mbctl_load(m, argc, argv, strcmp(cmd, "reload") == 0);
 	if (strcmp(cmd, "unload") == 0)
 		return mbctl_unload(m, argc, argv);
 	if (strcmp(cmd, "list") == 0 && argc == 1)
@@ -492,9 +656,9 @@ mbctl_uid(const char *arg)
 static bool
 mbctl_known(const char *cmd)
 {
-	static const char *const cmds[] = {"ping", "load", "unload", "list",
-					   "stats", "workers", "shutdown",
-					   "top"};
+	static const char *const cmds[] = {"ping", "load", "reload", "unload",
+					   "list", "stats", "workers",
+					   "shutdown", "top"};
 
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		if (strcmp(cmd, cmds[i]) == 0)

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mbctl_watch.c - mbctl's live views: the progress of a load it waits for
- * (bytes, rate and ETA on a bar when stderr is a terminal, a plain line at
- * each tenth otherwise), read from `list` on a second connection while the
- * first waits for the load's reply; and `mbctl top`, a refreshing view of
- * models, workers and memory.
+ * mbctl_watch.c - mbctl's live views: the progress of a load it waits for,
+ * or of a replace's new generation (bytes, rate and ETA on a bar when
+ * stderr is a terminal, a plain line at each tenth otherwise), read from
+ * `list` on a second connection while the first waits for the load's
+ * reply; and `mbctl top`, a refreshing view of models, workers and memory.
  */
 #include <errno.h>
 #include <poll.h>
@@ -46,6 +46,24 @@ mbctl_find_model(const json_t *reply, const char *name)
 	json_array_foreach(json_object_get(reply, "models"), i, mod)
 		if (strcmp(mbctl_str(mod, "name"), name) == 0)
 			return mod;
+	return NULL;
+}
+
+/* What a load of the model mod is filling: the model while LOADING, else
+ * the generation a replace loads beside the serving one; or NULL. */
+static const json_t *
+mbctl_filling(const json_t *mod)
+{
+	const json_t *g;
+	size_t i;
+
+	if (mod == NULL)
+		return NULL;
+	if (strcmp(mbctl_str(mod, "state"), "LOADING") == 0)
+		return mod;
+	json_array_foreach(json_object_get(mod, "generations"), i, g)
+		if (strcmp(mbctl_str(g, "role"), "next") == 0)
+			return g;
 	return NULL;
 }
 
@@ -97,8 +115,8 @@ mbctl_progress_run(void *arg)
 			json_decref(reply);
 			break;
 		}
-		mod = mbctl_find_model(reply, p->name);
-		if (mod != NULL && strcmp(mbctl_str(mod, "state"), "LOADING") == 0) {
+		mod = mbctl_filling(mbctl_find_model(reply, p->name));
+		if (mod != NULL) {
 			mbctl_progress_show(p, mbctl_int(mod, "bytes_done"),
 					    mbctl_int(mod, "size"),
 					    mbctl_now() - start, &last_tenth);

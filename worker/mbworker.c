@@ -3,8 +3,11 @@
  * mbworker.c - the reference worker: attaches one model, verifies that the
  * bytes it maps are the ones the broker loaded, then runs inference-like
  * passes that read every weight until the broker asks for the model back
- * (an event on the connection or SIGUSR1), and then acknowledges.  Test
- * switches make it slow (--ack-delay) or deaf (--no-ack).
+ * (an event on the connection or SIGUSR1), and then acknowledges.  When
+ * the broker replaces the model it moves to the new generation between
+ * two passes, holding the new one (verified) before it lets go of the
+ * old.  Test switches make it slow (--ack-delay), deaf (--no-ack), blind
+ * to replacements (--no-follow) or say what each pass read (--verbose).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,21 +39,39 @@ struct mbworker_options {
 	long passes;
 	long interval_ms;
 	bool ack_in_handler;
+	bool no_follow;
+	bool verbose;
 	const char *tensor;
+};
+
+/* The model held, and what following its replacements cost. */
+struct mbworker {
+	const struct mbworker_options *o;
+	struct mb_client *client;
+	struct mb_attachment *att;
+	long replaced;
+	double without_model_ms; /* from dropping the old to holding the new */
 };
 
 static const char mbworker_usage[] =
 	"usage: mbworker [--socket PATH] --model NAME [--passes N]\n"
 	"                [--interval MS] [--tensor NAME] [--ack-delay MS]\n"
-	"                [--ack-in-handler] [--no-ack]\n"
+	"                [--ack-in-handler] [--no-ack] [--no-follow] [--verbose]\n"
 	"\n"
 	"Attaches NAME, verifies its checksum, reads every weight in a loop\n"
 	"(every --interval ms; 0: back to back) until the broker unloads it\n"
-	"or --passes passes are done, then acknowledges and exits 0.\n"
+	"or --passes passes are done, then acknowledges and exits 0.  When the\n"
+	"broker replaces NAME, it attaches the new generation, verifies it and\n"
+	"only then detaches the old one; at exit it says how many times, and\n"
+	"how long it held no model meanwhile.\n"
 	"  --tensor NAME     print that tensor's dtype, shape and first bytes\n"
+	"  --verbose         verify the checksum after every pass and print\n"
+	"                    'pass K generation G checksum ok'\n"
+	"  --no-follow       ignore replacements: stay on the old generation\n"
 	"  --ack-delay MS    wait MS before acknowledging an unload\n"
 	"  --ack-in-handler  acknowledge inside the signal handler itself (only\n"
-	"                    the signal ends the loop, not the event)\n"
+	"                    the signal ends the loop; events, replacements\n"
+	"                    too, are not read)\n"
 	"  --no-ack          never acknowledge (for timeout tests)\n"
 	"Exit status: 0 done, 1 broker error, 2 usage, 3 checksum mismatch.\n";
 
@@ -102,6 +123,8 @@ mbworker_parse(int argc, char **argv, struct mbworker_options *o)
 		{"interval", required_argument, NULL, 'i'},
 		{"tensor", required_argument, NULL, 't'},
 		{"ack-in-handler", no_argument, NULL, 'a'},
+		{"no-follow", no_argument, NULL, 'f'},
+		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -117,6 +140,8 @@ mbworker_parse(int argc, char **argv, struct mbworker_options *o)
 		case 'i': o->interval_ms = mbworker_number(optarg, "--interval"); break;
 		case 't': o->tensor = optarg; break;
 		case 'a': o->ack_in_handler = true; break;
+		case 'f': o->no_follow = true; break;
+		case 'v': o->verbose = true; break;
 		case 'h': fputs(mbworker_usage, stdout); exit(0);
 		default: fputs(mbworker_usage, stderr); exit(2);
 		}
@@ -192,17 +217,77 @@ mbworker_print_tensor(const struct mb_attachment *att, const char *name)
 	return 0;
 }
 
-/* Reads pending events; returns 1 when ours is being taken away. */
+/* Whether the mapping reads as what the broker loaded. */
+static bool
+mbworker_verified(const struct mb_attachment *att)
+{
+	return mb_checksum(mb_attachment_data(att), mb_attachment_size(att)) ==
+	       mb_attachment_checksum(att);
+}
+
+/*
+ * Moves to the generation that replaced ours: attaches it and verifies it
+ * while the old one still serves, then detaches the old.  This is
+ * mb_follow_replace's order with the checksum in between, which the
+ * library's helper cannot do.  Returns 0, or 3 when the new mapping is
+ * not what the broker loaded.  A refused attach keeps the old generation:
+ * it stays readable until the broker's drain deadline.
+ */
 static int
-mbworker_events(struct mb_client *client, const char *model)
+mbworker_follow(struct mbworker *w, const struct mb_event *ev)
+{
+	struct mb_attachment *next;
+	double t0 = mbworker_now_ms(), held, dropped;
+	uint64_t from = mb_attachment_generation(w->att);
+	int r;
+
+	if (w->o->no_follow || strcmp(ev->model, w->o->model) != 0 ||
+	    from >= ev->generation)
+		return 0;
+	if ((r = mb_attach(w->client, w->o->model, &next)) < 0) {
+		printf("mbworker[%ld]: cannot follow %s to generation %" PRIu64
+		       ": %s; staying on %" PRIu64 "\n", (long)getpid(),
+		       w->o->model, ev->generation, mb_strerror(r), from);
+		return 0;
+	}
+	if (!mbworker_verified(next)) {
+		fprintf(stderr, "mbworker[%ld]: checksum mismatch on %s "
+			"generation %" PRIu64 "\n", (long)getpid(), w->o->model,
+			mb_attachment_generation(next));
+		mb_detach(next);
+		return 3;
+	}
+	held = mbworker_now_ms();
+	mb_detach(w->att);
+	dropped = mbworker_now_ms();
+	w->att = next;
+	w->replaced++;
+	if (held > dropped)
+		w->without_model_ms += held - dropped;
+	printf("mbworker[%ld]: followed %s from generation %" PRIu64 " to %"
+	       PRIu64 ", checksum ok (%.1f ms)\n", (long)getpid(),
+	       w->o->model, from, mb_attachment_generation(next),
+	       dropped - t0);
+	return 0;
+}
+
+/* Reads pending events; returns 1 when ours is being taken away, 2 when
+ * the broker is gone, 3 when a replacement did not verify. */
+static int
+mbworker_events(struct mbworker *w)
 {
 	struct mb_event ev;
+	int r;
 
-	while (mb_next_event(client, &ev) == 1) {
+	while (mb_next_event(w->client, &ev) == 1) {
 		switch (ev.type) {
 		case MB_EVENT_UNLOAD:
-			if (strcmp(ev.model, model) == 0)
+			if (strcmp(ev.model, w->o->model) == 0)
 				return 1;
+			break;
+		case MB_EVENT_REPLACED:
+			if ((r = mbworker_follow(w, &ev)) != 0)
+				return r;
 			break;
 		case MB_EVENT_SHUTDOWN:
 			return 1;
@@ -221,22 +306,53 @@ mbworker_events(struct mb_client *client, const char *model)
  * whichever of the event and the signal comes first.
  */
 static int
-mbworker_wait(struct mb_client *client, const char *model, long ms)
+mbworker_wait(struct mbworker *w, long ms)
 {
-	struct pollfd p = {.fd = mb_event_fd(client), .events = POLLIN};
+	struct pollfd p = {.fd = mb_event_fd(w->client), .events = POLLIN};
 	bool events = mbworker_handler_client == NULL;
 
 	if (!mbworker_unload)
 		poll(&p, events ? 1 : 0, (int)ms);
-	return events ? mbworker_events(client, model) : 0;
+	return events ? mbworker_events(w) : 0;
+}
+
+/* The line tests and operators read at exit. */
+static void
+mbworker_say_replaced(const struct mbworker *w)
+{
+	printf("mbworker: replaced %ld time(s), served without a model %.0f "
+	       "ms\n", w->replaced, w->without_model_ms);
+}
+
+/*
+ * One pass over the model; with --verbose, a check that it read what the
+ * broker loaded.  Returns 0, or 3 when it did not.
+ */
+static int
+mbworker_serve(struct mbworker *w, long pass)
+{
+	volatile uint64_t sink = mbworker_pass(mb_attachment_data(w->att),
+					       mb_attachment_size(w->att));
+	bool ok;
+
+	(void)sink;
+	if (!w->o->verbose || mbworker_unload)
+		return 0;
+	ok = mbworker_verified(w->att);
+	/* An ack in the signal handler may have zeroed it meanwhile. */
+	if (mbworker_unload)
+		return 0;
+	printf("mbworker[%ld]: pass %ld generation %" PRIu64 " checksum %s\n",
+	       (long)getpid(), pass, mb_attachment_generation(w->att),
+	       ok ? "ok" : "BAD");
+	return ok ? 0 : 3;
 }
 
 int
 main(int argc, char **argv)
 {
 	struct mbworker_options o = {.passes = -1};
-	struct mb_attachment *att;
-	struct mb_client *client;
+	struct mbworker w = {.o = &o};
 	struct sigaction sa;
 	double t0, asked;
 	long passes = 0;
@@ -248,61 +364,62 @@ main(int argc, char **argv)
 	sa.sa_handler = mbworker_on_signal;
 	sigaction(SIGUSR1, &sa, NULL);
 	t0 = mbworker_now_ms();
-	if ((r = mb_connect(o.socket, &client)) < 0) {
+	if ((r = mb_connect(o.socket, &w.client)) < 0) {
 		fprintf(stderr, "mbworker: cannot connect: %s\n", mb_strerror(r));
 		return 1;
 	}
-	if ((r = mb_attach(client, o.model, &att)) < 0) {
+	if ((r = mb_attach(w.client, o.model, &w.att)) < 0) {
 		fprintf(stderr, "mbworker: cannot attach %s: %s%s%s\n", o.model,
-			mb_strerror(r), mb_last_error(client)[0] ? ": " : "",
-			mb_last_error(client));
-		mb_close(client);
+			mb_strerror(r), mb_last_error(w.client)[0] ? ": " : "",
+			mb_last_error(w.client));
+		mb_close(w.client);
 		return 1;
 	}
-	if (mb_checksum(mb_attachment_data(att), mb_attachment_size(att)) !=
-	    mb_attachment_checksum(att)) {
+	if (!mbworker_verified(w.att)) {
 		fprintf(stderr, "mbworker[%ld]: checksum mismatch on %s\n",
 			(long)getpid(), o.model);
-		mb_close(client);
+		mb_close(w.client);
 		return 3;
 	}
 	/* Armed before the line below, which tests wait for. */
 	if (o.ack_in_handler)
-		mbworker_handler_client = client;
+		mbworker_handler_client = w.client;
 	printf("mbworker[%ld]: attached %s generation %" PRIu64 ", %zu bytes, "
 	       "%zu tensors, checksum ok (%.1f ms)\n", (long)getpid(), o.model,
-	       mb_attachment_generation(att), mb_attachment_size(att),
-	       mb_tensor_count(att), mbworker_now_ms() - t0);
-	if (o.tensor != NULL && mbworker_print_tensor(att, o.tensor) < 0) {
+	       mb_attachment_generation(w.att), mb_attachment_size(w.att),
+	       mb_tensor_count(w.att), mbworker_now_ms() - t0);
+	if (o.tensor != NULL && mbworker_print_tensor(w.att, o.tensor) < 0) {
 		mbworker_handler_client = NULL;
-		mb_close(client);
+		mb_close(w.client);
 		return 1;
 	}
 	while (!mbworker_unload && why == 0 &&
 	       (o.passes < 0 || passes < o.passes)) {
-		volatile uint64_t sink = mbworker_pass(mb_attachment_data(att),
-							mb_attachment_size(att));
-		(void)sink;
+		if ((why = mbworker_serve(&w, passes + 1)) != 0)
+			break;
 		if (!mbworker_unload)
 			passes++;
-		why = mbworker_wait(client, o.model, o.interval_ms);
+		why = mbworker_wait(&w, o.interval_ms);
 	}
 	/* No handler may use the client once it can be closed. */
 	mbworker_handler_client = NULL;
+	if (why == 3) {
+		mb_close(w.client);
+		return 3;
+	}
+	mbworker_say_replaced(&w);
 	if (why == 2) {
 		printf("mbworker[%ld]: broker lost after %ld passes; mapping "
 		       "still valid: checksum %s\n", (long)getpid(), passes,
-		       mb_checksum(mb_attachment_data(att),
-				   mb_attachment_size(att)) ==
-				       mb_attachment_checksum(att) ? "ok" : "BAD");
-		mb_close(client);
+		       mbworker_verified(w.att) ? "ok" : "BAD");
+		mb_close(w.client);
 		return 0;
 	}
 	if (o.passes >= 0 && passes >= o.passes && !mbworker_unload) {
-		mb_detach(att);
+		mb_detach(w.att);
 		printf("mbworker[%ld]: %ld passes done, detached\n",
 		       (long)getpid(), passes);
-		mb_close(client);
+		mb_close(w.client);
 		return 0;
 	}
 	asked = mbworker_now_ms();
@@ -319,11 +436,11 @@ main(int argc, char **argv)
 		       "acknowledged in the signal handler\n", (long)getpid(),
 		       passes);
 	} else {
-		mb_ack(client);
+		mb_ack(w.client);
 		printf("mbworker[%ld]: unload requested after %ld pass(es); "
 		       "acknowledged (unmap and ack took %.1f ms)\n",
 		       (long)getpid(), passes, mbworker_now_ms() - asked);
 	}
-	mb_close(client);
+	mb_close(w.client);
 	return 0;
 }

@@ -8,8 +8,8 @@
  * acks (which count even when the semaphore post fails), an ack that
  * lands while an attach waits for its reply (the attach is undone), the
  * event descriptor staying readable while a call has queued an event,
- * every blocking call bounded against a stopped broker, and a broker that
- * dies under an attached worker.
+ * every blocking call bounded against a stopped broker, a replace followed
+ * with mb_follow_replace, and a broker that dies under an attached worker.
  * WRAP: sem_post recvmsg
  */
 #include <errno.h>
@@ -448,6 +448,44 @@ next_event(struct mb_client *c, struct mb_event *ev)
 }
 
 static void
+test_lib_replace_followed(void **state)
+{
+	struct mb_client *worker, *admin;
+	struct mb_attachment *att, *old;
+	struct mb_event ev;
+	uint64_t gen;
+	char req[256], *reply;
+
+	(void)state;
+	assert_int_equal(connect_retry(&worker), 0);
+	assert_int_equal(connect_retry(&admin), 0);
+	assert_int_equal(attach_ready(worker, &att), 0);
+	gen = mb_attachment_generation(att);
+	old = att;
+	snprintf(req, sizeof req, "{\"op\":\"load\",\"name\":\"m\",\"path\":"
+		 "\"%s\",\"replace\":true,\"wait\":true,\"timeout\":5}",
+		 model);
+	assert_int_equal(mb_request(admin, req, &reply), 0);
+	free(reply);
+	/* No signal for a replace (SIGUSR1 is not ignored here): an event,
+	 * followed without ever holding nothing. */
+	assert_int_equal(next_event(worker, &ev), 1);
+	assert_int_equal(ev.type, MB_EVENT_REPLACED);
+	assert_string_equal(ev.model, "m");
+	assert_int_equal(ev.old_generation, gen);
+	assert_true(ev.generation > gen);
+	assert_memory_equal(mb_attachment_data(att), file, sizeof file);
+	assert_int_equal(mb_follow_replace(worker, &att, &ev), 0);
+	assert_ptr_not_equal(att, old);
+	assert_int_equal(mb_attachment_generation(att), ev.generation);
+	assert_memory_equal(mb_attachment_data(att), file, sizeof file);
+	assert_true(attached_is(admin, 1));
+	assert_int_equal(mb_detach(att), 0);
+	mb_close(worker);
+	mb_close(admin);
+}
+
+static void
 test_lib_unload_event_then_broker_lost(void **state)
 {
 	struct mb_client *worker, *admin;
@@ -536,6 +574,7 @@ main(void)
 			test_lib_bounded_against_stopped_broker,
 			continue_broker),
 		cmocka_unit_test(test_lib_attach_wait_until_ready),
+		cmocka_unit_test(test_lib_replace_followed),
 		cmocka_unit_test(test_lib_unload_event_then_broker_lost),
 	};
 

@@ -14,7 +14,9 @@ protocol; include/mbroker.h the C library this mirrors.
         weights = model.tensor("encoder.conv1.weight")
         ...
         for event in client.events():      # after select() on client
-            if event.type in ("unload", "shutdown"):
+            if event.type == "replaced":
+                model = client.follow_replace(model, event)
+            elif event.type in ("unload", "shutdown"):
                 client.ack()
 
 The broker also sends a signal (SIGUSR1 by default) whose default action
@@ -87,12 +89,16 @@ class AttachCancelled(Exception):
 
 @dataclass(frozen=True)
 class Event:
-    """An event from the broker: "unload" (one model) or "shutdown"."""
+    """An event from the broker: "unload" (one model), "replaced" (a new
+    generation of one model serves: ``generation`` is the new one,
+    ``old_generation`` the one to let go of; see Client.follow_replace),
+    "shutdown", or "broker_lost"."""
 
     type: str
     model: Optional[str] = None
     generation: Optional[int] = None
     timeout_ms: Optional[int] = None
+    old_generation: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -392,7 +398,8 @@ class Client:
             return False
         self._events.append(Event(msg["event"], msg.get("model"),
                                   msg.get("generation"),
-                                  msg.get("timeout_ms")))
+                                  msg.get("timeout_ms"),
+                                  msg.get("old_generation")))
         self._sync_pending()
         return True
 
@@ -513,6 +520,27 @@ class Client:
                 if deadline is not None and left <= step:
                     raise
                 step = min(step * 2, 0.1)
+
+    def follow_replace(self, att: Attachment, event: Event) -> Attachment:
+        """Follows a "replaced" event: when att is an attachment of
+        event.model older than event.generation, attaches the model again
+        and only then detaches att, so the worker never holds nothing;
+        returns the new Attachment.  Returns att itself when the event does
+        not concern it.  When the new attach fails its error is raised and
+        att is left as it was, still mapped: the old generation stays
+        readable until the broker's drain deadline.  Once it has moved,
+        take tensors from the new Attachment (numpy arrays still viewing
+        the old one keep its pages mapped until they are gone)."""
+        if (event.type != "replaced" or att.name != event.model
+                or event.generation is None
+                or att.generation >= event.generation):
+            return att
+        new = self.attach(event.model)
+        try:
+            att.detach()
+        except (BrokerError, OSError, TimeoutError):
+            pass  # the broker drops it at its deadline or our close
+        return new
 
     def _forget(self, att: Attachment) -> None:
         if att in self._attachments:

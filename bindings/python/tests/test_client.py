@@ -3,7 +3,8 @@
 a safetensors model written with numpy is seen through a zero-copy,
 read-only numpy view equal to what was written; refusals raise
 BrokerError with the broker's code; an unload reaches a Python worker,
-which acks well within the deadline; the client's descriptor stays
+which acks well within the deadline; a replace is followed by a Python
+worker (needs a broker that replaces); the client's descriptor stays
 readable while a request has queued an event; an ack posts the broker's
 semaphore and undoes an attach it interrupted; every wait is bounded
 against a stopped broker; attach_wait waits for a load; nothing is left
@@ -44,6 +45,27 @@ with mbroker.connect(sys.argv[1]) as client:
             if event.type == "unload" and event.model == "m":
                 client.ack()
                 print("acked", flush=True)
+                sys.exit(0)
+"""
+
+REPLACED_WORKER = """
+import select, sys
+sys.path.insert(0, sys.argv[2])
+import mbroker
+with mbroker.connect(sys.argv[1]) as client:
+    model = client.attach("m")
+    before = bytes(model.data)
+    print("ready", model.generation, flush=True)
+    while True:
+        select.select([client], [], [], 5)
+        for event in client.events():
+            if event.type == "replaced":
+                old = model.generation
+                model = client.follow_replace(model, event)
+                same = bytes(model.data) == before
+                print("followed", old, event.old_generation,
+                      model.generation, event.generation, client.attached,
+                      "same bytes" if same else "other bytes", flush=True)
                 sys.exit(0)
 """
 
@@ -288,6 +310,32 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(model.name, "m2")
             model.detach()
             client.request("unload", name="m2")
+
+    def test_replace_is_followed_by_a_python_worker(self):
+        """Needs a broker that replaces (issue 10)."""
+        worker = subprocess.Popen(
+            [sys.executable, "-c", REPLACED_WORKER, self.sock,
+             os.path.join(os.path.dirname(__file__), "..")],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(worker.stdout.close)
+        self.addCleanup(worker.kill)
+        ready = worker.stdout.readline().split()
+        self.assertEqual(ready[0], "ready")
+        old = int(ready[1])
+        with mbroker.connect(self.sock) as admin:
+            reply = admin.request("load", name="m", replace=True, wait=True,
+                                  timeout=5)
+            new = reply["generation"]
+            self.assertGreater(new, old)
+            # The worker held the new generation before it let go of the
+            # old one, and reads the same bytes through it.
+            self.assertEqual(worker.stdout.readline().split(),
+                             ["followed", str(old), str(old), str(new),
+                              str(new), "1", "same", "bytes"])
+            self.assertEqual(worker.wait(5), 0)
+            model = admin.request("list")["models"][0]
+            self.assertEqual((model["state"], model["generation"]),
+                             ("READY", new))
 
     def test_unload_reaches_a_python_worker(self):
         self._unload_with_worker(WORKER, "acked")

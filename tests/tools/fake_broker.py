@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: MIT
+"""fake_broker.py - a stand-in for mbrokerd that plays the broker's part of
+docs/protocol.md just far enough to test clients against what the real one
+does not do yet, or cannot be made to do on purpose: it answers hello,
+grants attaches of any name with a memfd whose every byte is the current
+generation (with its XXH3 checksum when $MB_BIN/libmbroker.so is there to
+compute it), logs every attach, detach and load in order, answers list
+with a canned model and load with what ``on_load`` says, and sends the
+events a test asks for to every connection.
+
+As a module (bindings/python/tests): ``FakeBroker(path)``.  As a program
+(integration tests): ``fake_broker.py SOCKET LIST_JSON`` serves until
+killed, printing its log on stdout as it goes: "attach NAME GEN #ID",
+"detach #ID", and each load request as a JSON line.  It
+answers list with the model in LIST_JSON; a load with that model, or
+no_space when the request's policy is "availability"; a load with
+"replace" also makes a new generation current and sends "replaced" to
+each connection holding an older one (one whose path ends in "corrupt"
+is advertised with a wrong checksum); an unload sends "unload" to every
+holder."""
+import ctypes
+import json
+import os
+import socket
+import sys
+import threading
+
+SIZE = 8192
+MAX_MESSAGE = 160 * 1024
+
+
+def _checksummer():
+    """mb_checksum from the library under test, or None."""
+    try:
+        lib = ctypes.CDLL(os.path.join(os.environ.get("MB_BIN", "build"),
+                                       "libmbroker.so"))
+    except OSError:
+        return None
+    lib.mb_checksum.restype = ctypes.c_uint64
+    lib.mb_checksum.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lambda data: lib.mb_checksum(data, len(data))
+
+
+class FakeBroker:
+    """Serves every connection on path, each in a thread of its own."""
+
+    def __init__(self, path, listed=None):
+        self.generation = 1
+        self.corrupt = False  # advertise a wrong checksum
+        self.refuse = None  # when set, the wire code attaches get
+        self.listed = listed  # the model object list returns
+        self.on_load = None  # request -> reply, for load
+        self.on_unload = None  # request -> reply, for unload
+        self.log = []
+        self.echo = False  # print the log as it grows
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._conns = []
+        self._holders = {}  # connection -> generation it attached last
+        self._checksum = _checksummer()
+        self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._listen.bind(path)
+        self._listen.listen(8)
+        self._connected = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._listen.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.append(conn)
+            self._connected.set()
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn):
+        while True:
+            try:
+                data = conn.recv(MAX_MESSAGE)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                reply, fds = self._answer(json.loads(data), conn)
+            socket.send_fds(conn, [json.dumps(reply).encode()], fds)
+            for fd in fds:
+                os.close(fd)
+
+    def _answer(self, req, conn):
+        op, reply, fds = req.get("op"), {"ok": True}, []
+        if op == "attach" and self.refuse:
+            reply = {"ok": False, "error": {"code": self.refuse,
+                                            "message": "refused by the fake"}}
+        elif op == "attach":
+            self._next_id += 1
+            self._record(f"attach {req['name']} {self.generation} "
+                         f"#{self._next_id}")
+            body = bytes([self.generation & 0xff]) * SIZE
+            fd = os.memfd_create("fake-model")
+            os.write(fd, body)
+            fds = [fd]
+            self._holders[conn] = self.generation
+            checksum = self._checksum(body) if self._checksum else 0
+            reply.update(attachment=self._next_id, name=req["name"],
+                         format="raw", generation=self.generation, size=SIZE,
+                         checksum="%016x" % (checksum ^ int(self.corrupt)))
+        elif op == "detach":
+            self._record(f"detach #{req['attachment']}")
+        elif op == "list":
+            reply.update(models=[self.listed] if self.listed else [],
+                         total=1 if self.listed else 0)
+        elif op == "load":
+            self._record(json.dumps(req, sort_keys=True))
+            reply = self.on_load(req) if self.on_load else reply
+        elif op == "unload" and self.on_unload:
+            reply = self.on_unload(req)
+        reply["id"] = req.get("id")
+        return reply, fds
+
+    def _record(self, line):
+        self.log.append(line)
+        if self.echo:
+            print(line, flush=True)
+
+    def event(self, **fields):
+        """Sends an event to every connection."""
+        self._connected.wait(10)
+        with self._lock:
+            for conn in self._conns:
+                conn.send(json.dumps(fields).encode())
+
+    def _to_holders(self, older_than, **fields):
+        """Sends an event to each connection holding an attachment of a
+        generation older than older_than (the lock held)."""
+        for conn, generation in self._holders.items():
+            if generation >= older_than:
+                continue
+            event = dict(fields)
+            if event["event"] == "replaced":
+                event["old_generation"] = generation
+            try:
+                conn.send(json.dumps(event).encode())
+            except OSError:
+                pass
+
+    def close(self):
+        self._listen.close()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+
+
+    def replace(self, req):
+        """The program's answer to load (the lock held): the listed model,
+        or no_space for the availability policy (naming the generation
+        still serving); a replace makes a new generation current and
+        tells the holders of older ones."""
+        if req.get("policy") == "availability":
+            return {"ok": False, "model": self.listed["name"],
+                    "generation": self.listed["generation"],
+                    "error": {"code": "no_space",
+                              "message": "two copies need 16384 bytes"}}
+        if req.get("replace"):
+            self.generation += 1
+            self.corrupt = str(req.get("path", "")).endswith("corrupt")
+            self._to_holders(self.generation, event="replaced",
+                             model=req["name"], generation=self.generation,
+                             timeout_ms=60000)
+        return dict(self.listed, ok=True, gap=req.get("policy") == "resource")
+
+    def unload(self, req):
+        """The program's answer to unload (the lock held): "unload" to
+        every holder, and the reply at once."""
+        self._to_holders(self.generation + 1, event="unload",
+                         model=req["name"], generation=self.generation,
+                         timeout_ms=10000)
+        return {"ok": True, "model": req["name"], "state": "UNINITIALIZED"}
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2]) as f:
+        model = json.load(f)
+    fake = FakeBroker(sys.argv[1], model)
+    fake.on_load, fake.on_unload = fake.replace, fake.unload
+    fake.echo = True
+    threading.Event().wait()
