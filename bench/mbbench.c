@@ -3,12 +3,14 @@
  * mbbench.c - the measurements behind `make bench` that need a program:
  * the fill floor of a fresh segment, attach latency against a bare
  * shm_open + fstat + mmap, inference passes over shared against private
- * weights, processes that hold a private copy or a page-cache mapping for
+ * weights, a worker that follows replaces while it runs passes back to
+ * back, processes that hold a private copy or a page-cache mapping for
  * the memory scenario, and the control plane's request rate.  Each prints
  * one JSON object on stdout; scripts/bench.sh runs them side by side.
  *   mbbench fill-floor BYTES
  *   mbbench attach SOCKET MODEL ITERATIONS
  *   mbbench infer SOCKET MODEL REPETITIONS
+ *   mbbench follow SOCKET MODEL SECONDS
  *   mbbench hold-private FILE | hold-mmap FILE
  *   mbbench rate SOCKET OP CLIENTS SECONDS
  *   mbbench crowd SOCKET CONNECTIONS PER_CONNECTION MODEL...
@@ -248,6 +250,50 @@ bench_infer(const char *sock, const char *model, size_t reps)
 	return 0;
 }
 
+/* Passes back to back for SECONDS, following every replace the way a
+ * worker does (mb_follow_replace between two passes).  Prints one line per
+ * pass, "pass START DURATION GENERATION", and per switch, "switch TIME
+ * GENERATION", in seconds of CLOCK_REALTIME, so the script can lay them
+ * beside the moment it asked for the replace. */
+static int
+bench_follow(const char *sock, const char *model, double seconds)
+{
+	struct mb_attachment *att;
+	struct mb_client *c;
+	struct mb_event ev;
+	volatile uint64_t sink;
+	struct timespec ts;
+	double end = bench_now() + seconds;
+	int r;
+
+	if ((r = mb_connect(sock, &c)) < 0 || (r = mb_attach(c, model, &att)) < 0)
+		bench_die("attach", r);
+	while (bench_now() < end) {
+		double t0, t1;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		t0 = bench_now();
+		sink = bench_pass(mb_attachment_data(att),
+				  mb_attachment_size(att) / 8);
+		t1 = bench_now();
+		printf("pass %.6f %.6f %llu\n", ts.tv_sec + ts.tv_nsec / 1e9,
+		       t1 - t0,
+		       (unsigned long long)mb_attachment_generation(att));
+		while (mb_next_event(c, &ev) > 0) {
+			if (ev.type != MB_EVENT_REPLACED)
+				continue;
+			if ((r = mb_follow_replace(c, &att, &ev)) < 0)
+				bench_die("follow", r);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			printf("switch %.6f %llu\n", ts.tv_sec + ts.tv_nsec / 1e9,
+			       (unsigned long long)mb_attachment_generation(att));
+		}
+	}
+	(void)sink;
+	mb_close(c);
+	return 0;
+}
+
 /* Holds FILE as a private copy or a page-cache mapping, every page
  * touched, until killed. */
 static int
@@ -369,6 +415,8 @@ main(int argc, char **argv)
 		return bench_attach(argv[2], argv[3], strtoull(argv[4], NULL, 10));
 	if (strcmp(cmd, "infer") == 0 && argc == 5)
 		return bench_infer(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+	if (strcmp(cmd, "follow") == 0 && argc == 5)
+		return bench_follow(argv[2], argv[3], atof(argv[4]));
 	if (strcmp(cmd, "hold-private") == 0 && argc == 3)
 		return bench_hold(argv[2], true);
 	if (strcmp(cmd, "hold-mmap") == 0 && argc == 3)
@@ -379,7 +427,8 @@ main(int argc, char **argv)
 		return bench_crowd(argv[2], atoi(argv[3]), atoi(argv[4]),
 				   argv + 5, argc - 5);
 	fprintf(stderr, "usage: mbbench fill-floor BYTES | attach SOCKET MODEL N |"
-		" infer SOCKET MODEL N | hold-private FILE | hold-mmap FILE | "
+		" infer SOCKET MODEL N | follow SOCKET MODEL SECONDS | "
+		"hold-private FILE | hold-mmap FILE | "
 		"rate SOCKET OP CLIENTS SECONDS | crowd SOCKET CONNECTIONS "
 		"PER_CONNECTION MODEL...\n");
 	return 2;

@@ -10,6 +10,7 @@
 #   BENCH_SIZES ("256M 1G")  BENCH_REPS (5)  BENCH_WORKERS ("1 2 4 8 16")
 #   BENCH_SHUTDOWN_WORKERS ("1 8 32 64")  BENCH_CLIENTS ("1 8 32")
 #   BENCH_SECONDS (2, per control-plane figure)  BENCH_INSTALL (1)
+#   BENCH_REPLACE_WORKERS (4)  BENCH_REPLACE_SECONDS (2, at rest and after)
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -23,6 +24,9 @@ BENCH_SECONDS=${BENCH_SECONDS:-2}
 # Scenario 3b: models loaded, then connections x attachments held besides.
 BENCH_MODELS=${BENCH_MODELS:-200}
 BENCH_CROWD=${BENCH_CROWD:-"200 256"}
+# Scenario 9: workers in back-to-back passes while the model is replaced.
+BENCH_REPLACE_WORKERS=${BENCH_REPLACE_WORKERS:-4}
+BENCH_REPLACE_SECONDS=${BENCH_REPLACE_SECONDS:-2}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
 HUGE="$RUN/huge"
@@ -366,5 +370,66 @@ if command -v python3 >/dev/null; then
 else
 	skip "peer python" "python3 not installed (make bench installs it as root)"
 fi
+
+say "== 9. replace under load"
+# Followers pass back to back over m (mbbench follow); after a rest window
+# the model is replaced by another file of the same size.  From their
+# lines: the time from the request until every follower switched, pass
+# latency p50/p99 at rest (before the request) and during the replace
+# (passes that overlap the request..last switch), and the peak of Shmem
+# above what it was before the first load.
+shmem_kb() { awk '/^Shmem:/ {print $2}' /proc/meminfo; }
+# pctl Q FILE: the Q quantile of the numbers in FILE.
+pctl() { sort -g "$2" | awk -v q="$1" '{v[NR] = $1} END {
+	i = int(q * (NR - 1) + 0.5) + 1; print (NR ? v[i] : 0) }'; }
+other="$RUN/model-small-2.bin"
+"$BUILD/mkmodel" --raw --seed 2 "$other" "$smallest"
+cat "$other" >/dev/null
+switch_s=() rest50=() rest99=() dur50=() dur99=() p99x=() peak=()
+start_broker
+for r in $(seq "$BENCH_REPS"); do
+	base=$(shmem_kb)
+	files=("$model" "$other")
+	mbctl load m "${files[$((r % 2))]}" --wait >/dev/null
+	span=$(calc "3 * $BENCH_REPLACE_SECONDS + 1")
+	followers=()
+	for i in $(seq "$BENCH_REPLACE_WORKERS"); do
+		"$BUILD/mbbench" follow "$SOCK" m "$span" >"$RUN/follow.$i" &
+		followers+=("$!")
+	done
+	pids+=("${followers[@]}")
+	wait_attached "$BENCH_REPLACE_WORKERS"
+	sleep "$BENCH_REPLACE_SECONDS"
+	( top=0; while :; do v=$(shmem_kb); [ "$v" -gt "$top" ] && top=$v &&
+		echo "$top" >"$RUN/shmem.peak"; sleep 0.01; done ) &
+	sampler=$!
+	t_req=$(date +%s.%N)
+	mbctl load m "${files[$(((r + 1) % 2))]}" --replace --wait >/dev/null
+	wait "${followers[@]}"
+	kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+	cat "$RUN"/follow.* >"$RUN/follow.all"
+	last=$(awk '$1 == "switch" { if ($2 > t) t = $2 } END { printf "%.6f", t }' "$RUN/follow.all")
+	n=$(grep -c '^switch' "$RUN/follow.all" || true)
+	[ "$n" -eq "$BENCH_REPLACE_WORKERS" ] ||
+		{ say "only $n of $BENCH_REPLACE_WORKERS followers switched"; exit 1; }
+	awk -v t="$t_req" '$1 == "pass" && $2 + $3 < t { print $3 * 1000 }' \
+		"$RUN/follow.all" | tail -n +2 >"$RUN/rest.ms"
+	awk -v t="$t_req" -v e="$last" '$1 == "pass" && $2 + $3 >= t && $2 <= e { print $3 * 1000 }' \
+		"$RUN/follow.all" >"$RUN/during.ms"
+	switch_s+=("$(calc "$last - $t_req")")
+	rest50+=("$(pctl 0.5 "$RUN/rest.ms")") rest99+=("$(pctl 0.99 "$RUN/rest.ms")")
+	dur50+=("$(pctl 0.5 "$RUN/during.ms")") dur99+=("$(pctl 0.99 "$RUN/during.ms")")
+	p99x+=("$(calc "$(pctl 0.99 "$RUN/during.ms") / $(pctl 0.99 "$RUN/rest.ms")")")
+	peak+=("$(calc "($(cat "$RUN/shmem.peak") - $base) / ($smallest / 1024)")")
+	mbctl unload m >/dev/null
+done
+stop_broker
+record "replace under load" "request to every worker switched" s "${switch_s[@]}"
+record "replace under load" "pass p50 at rest" ms "${rest50[@]}"
+record "replace under load" "pass p99 at rest" ms "${rest99[@]}"
+record "replace under load" "pass p50 during the replace" ms "${dur50[@]}"
+record "replace under load" "pass p99 during the replace" ms "${dur99[@]}"
+record "replace under load" "p99 during / at rest (goal <= 1.1)" x "${p99x[@]}"
+record "replace under load" "peak Shmem / model (goal <= 2 + 2 MiB per worker)" x "${peak[@]}"
 
 "$(dirname "$0")/bench-report.sh" "$OUT"

@@ -7,13 +7,14 @@
 
 BENCH_SIZES=4M BENCH_REPS=1 BENCH_WORKERS="1 2" BENCH_SHUTDOWN_WORKERS="1 2" \
 	BENCH_CLIENTS=1 BENCH_SECONDS=0.2 BENCH_INSTALL=0 BENCH_MODELS=8 \
-	BENCH_CROWD="4 16" \
+	BENCH_CROWD="4 16" BENCH_REPLACE_WORKERS=2 BENCH_REPLACE_SECONDS=0.3 \
 	"$(dirname "$0")/../../scripts/bench.sh" "$BUILD" >"$T/bench.log" 2>&1 ||
 	fail "bench smoke: $(tail -20 "$T/bench.log")"
 OUT="$BUILD/bench"
 for metric in "load / cp" "attach p50" "mbroker Pss sum" "shared / private" \
 	"mbroker ping" "broker overhead" "beyond the 1 s timeout" \
-	"p50 with 1 model" "attachments"; do
+	"p50 with 1 model" "attachments" "every worker switched" \
+	"p99 during / at rest"; do
 	grep -q "$metric" "$OUT/results.md" || fail "results.md lacks '$metric'"
 done
 grep -q '"scenario": "attach"' "$OUT/results.json" || fail "results.json"
