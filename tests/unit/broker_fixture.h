@@ -84,29 +84,39 @@ broker_fixture_registry_empty(void)
 	return registry_count() == 0;
 }
 
+/* A next generation of m, as a finished load of path by provider p
+ * leaves it: a sealed segment of size bytes (promote it to serve it). */
+static inline struct generation *
+broker_fixture_loaded_generation(struct model *m, const char *path,
+				 const struct provider *p, uint64_t size)
+{
+	struct generation *g = registry_generation_new(m, p, path);
+	char shm[NAMES_SHM_MAX], err[256];
+	int result;
+
+	assert_non_null(g);
+	assert_int_equal(segment_name_for(shm, sizeof shm, model_name(m),
+					  g->number), 0);
+	g->segment = segment_create(shm, size, &result, err, sizeof err);
+	if (g->segment == NULL)
+		fail_msg("segment_create: %s", err);
+	assert_int_equal(segment_seal(g->segment), 0);
+	g->size = size;
+	return g;
+}
+
 /* A READY model called name, loaded from path by provider p (with
- * provider_state), whose current generation is a real sealed 4 KiB
- * segment. */
+ * provider_state), whose current generation is a real 4 KiB segment. */
 static inline struct model *
 broker_fixture_ready_model(const char *name, const char *path,
 			   const struct provider *p, void *provider_state)
 {
 	struct model *m = registry_add(name);
-	char shm[NAMES_SHM_MAX], err[256];
-	struct generation *g;
-	int result;
 
 	assert_non_null(m);
 	registry_set_state(m, MODEL_LOADING);
-	g = registry_generation_new(m, p, path);
-	assert_non_null(g);
-	assert_int_equal(segment_name_for(shm, sizeof shm, name, g->number), 0);
-	g->segment = segment_create(shm, 4096, &result, err, sizeof err);
-	if (g->segment == NULL)
-		fail_msg("segment_create: %s", err);
-	assert_int_equal(segment_seal(g->segment), 0);
-	g->provider_state = provider_state;
-	g->size = 4096;
+	broker_fixture_loaded_generation(m, path, p, 4096)->provider_state =
+		provider_state;
 	assert_null(registry_generation_promote(m));
 	registry_set_state(m, MODEL_READY);
 	return m;

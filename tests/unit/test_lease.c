@@ -15,23 +15,12 @@
 #include "broker_fixture.h"
 #include "lease.h"
 
-/* A next generation of m on a sealed segment of size bytes, made current;
- * returns the one it replaced. */
+/* A new generation of m of size bytes serves; returns the one it
+ * replaced. */
 static struct generation *
 replace(struct model *m, uint64_t size)
 {
-	struct generation *g = registry_generation_new(m, &provider_raw,
-						       "/models/m");
-	char name[NAMES_SHM_MAX], err[256];
-	int result;
-
-	assert_non_null(g);
-	assert_int_equal(segment_name_for(name, sizeof name, "m", g->number), 0);
-	g->segment = segment_create(name, size, &result, err, sizeof err);
-	if (g->segment == NULL)
-		fail_msg("segment_create: %s", err);
-	assert_int_equal(segment_seal(g->segment), 0);
-	g->size = size;
+	broker_fixture_loaded_generation(m, "/models/m", &provider_raw, size);
 	return registry_generation_promote(m);
 }
 

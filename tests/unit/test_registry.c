@@ -90,24 +90,14 @@ test_registry_full(void **state)
 	assert_int_equal(registry_count(), 0);
 }
 
-/* A loaded generation of m as a finished load leaves it: a sealed
- * segment of size bytes. */
+/* A loaded generation of m with its checksum. */
 static struct generation *
 loaded_generation(struct model *m, const struct provider *p, uint64_t size,
 		  uint64_t checksum)
 {
-	struct generation *g = registry_generation_new(m, p, "/models/w");
-	char name[NAMES_SHM_MAX], err[256];
-	int result;
+	struct generation *g =
+		broker_fixture_loaded_generation(m, "/models/w", p, size);
 
-	assert_non_null(g);
-	assert_int_equal(segment_name_for(name, sizeof name, model_name(m),
-					  g->number), 0);
-	g->segment = segment_create(name, size, &result, err, sizeof err);
-	if (g->segment == NULL)
-		fail_msg("segment_create: %s", err);
-	assert_int_equal(segment_seal(g->segment), 0);
-	g->size = size;
 	g->checksum = checksum;
 	return g;
 }
