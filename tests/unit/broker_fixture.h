@@ -3,7 +3,8 @@
  * broker_fixture.h - the broker state a unit test starts from: the real
  * option defaults (as mbrokerd with no arguments), a private instance, a
  * quiet log and an event base; and a client that talks to the real
- * dispatcher over a socketpair.  Include after mbrokerd.h and unit.h.
+ * dispatcher over a socketpair, and a READY model as a finished load
+ * leaves it.  Include after mbrokerd.h and unit.h.
  */
 #ifndef MB_TESTS_BROKER_FIXTURE_H
 #define MB_TESTS_BROKER_FIXTURE_H
@@ -12,6 +13,10 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "conn.h"
+#include "registry.h"
+#include "request.h"
+#include "segment.h"
 #include "wire.h"
 
 /* Returns 0, or -1 when the defaults or the event base fail. */
@@ -26,6 +31,7 @@ broker_fixture_setup(enum log_level level)
 	unit_instance(broker.cfg.instance, sizeof broker.cfg.instance);
 	snprintf(broker.token, sizeof broker.token, "0000beef");
 	log_init(level);
+	request_init();
 	broker.base = event_base_new();
 	return broker.base != NULL ? 0 : -1;
 }
@@ -78,26 +84,40 @@ broker_fixture_registry_empty(void)
 	return registry_count() == 0;
 }
 
-/* A READY model "m" of provider p (with state) backed by a real 4 KiB
- * segment. */
-static inline struct model *
-broker_fixture_ready_model(const struct provider *p, void *provider_state)
+/* A next generation of m, as a finished load of path by provider p
+ * leaves it: a sealed segment of size bytes (promote it to serve it). */
+static inline struct generation *
+broker_fixture_loaded_generation(struct model *m, const char *path,
+				 const struct provider *p, uint64_t size)
 {
-	struct model *m = registry_add("m");
-	char err[256];
-	int rw;
+	struct generation *g = registry_generation_new(m, p, path);
+	char shm[NAMES_SHM_MAX], err[256];
+	int result;
+
+	assert_non_null(g);
+	assert_int_equal(segment_name_for(shm, sizeof shm, model_name(m),
+					  g->number), 0);
+	g->segment = segment_create(shm, size, &result, err, sizeof err);
+	if (g->segment == NULL)
+		fail_msg("segment_create: %s", err);
+	assert_int_equal(segment_seal(g->segment), 0);
+	g->size = size;
+	return g;
+}
+
+/* A READY model called name, loaded from path by provider p (with
+ * provider_state), whose current generation is a real 4 KiB segment. */
+static inline struct model *
+broker_fixture_ready_model(const char *name, const char *path,
+			   const struct provider *p, void *provider_state)
+{
+	struct model *m = registry_add(name);
 
 	assert_non_null(m);
-	m->provider = p;
-	m->provider_state = provider_state;
-	m->generation = 1;
-	assert_int_equal(segment_name(m->segment, sizeof m->segment, "m", 1), 0);
-	rw = segment_create(m->segment, 4096, err, sizeof err);
-	assert_true(rw >= 0);
-	m->ro_fd = segment_seal(rw);
-	close(rw);
-	m->size = 4096;
 	registry_set_state(m, MODEL_LOADING);
+	broker_fixture_loaded_generation(m, path, p, 4096)->provider_state =
+		provider_state;
+	assert_null(registry_generation_promote(m));
 	registry_set_state(m, MODEL_READY);
 	return m;
 }
@@ -119,7 +139,7 @@ broker_fixture_conn_new(int *peer)
 					    SOCK_CLOEXEC, 0, sv), 0);
 	assert_int_equal(conn_accept(sv[0]), 0);
 	*peer = sv[1];
-	return TAILQ_LAST(&broker.conns, conn_list);
+	return conn_newest();
 }
 
 /* Connects a client and says hello; asserts it worked. */

@@ -5,7 +5,7 @@
  * a clear reason, leaves no name in /dev/shm and no descriptor open.  The
  * loaded segment is read-only for whoever receives its descriptor.  While
  * a load runs, its progress and size are visible and a cancel ends it
- * early; a load blocked in a read is abandoned at its unload's deadline and
+ * early, reporting the segment it removed as freed; a load blocked in a read is abandoned at its unload's deadline and
  * its waiting requester answered; a second SIGINT lets a cancelled load
  * that stops within the grace end cleanly.
  * WRAP: shm_open ftruncate posix_fallocate mmap pread statvfs
@@ -24,6 +24,8 @@
 #include "mbrokerd.h"
 
 #include "broker_fixture.h"
+#include "loader.h"
+#include "ops.h"
 
 enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
 	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE,
@@ -129,19 +131,42 @@ __wrap_pread(int fd, void *buf, size_t count, off_t off)
 	return __real_pread(fd, buf, count, off);
 }
 
+/* Starts loading path as name, as a preload does (nobody owed a reply). */
+static struct model *
+load_start(const char *name, const char *path)
+{
+	struct load_request lr = {
+		.path = path,
+		.provider = provider_for_path(path),
+	};
+	struct model *m;
+
+	assert_int_equal(load_begin(name, &lr, NULL, NULL), 0);
+	assert_non_null(m = registry_find(name));
+	assert_int_equal(model_state(m), MODEL_LOADING);
+	return m;
+}
+
 /* Loads path as "m" and runs the loop until the load is over. */
 static struct model *
 load_sync(const char *path)
 {
-	struct model *m = registry_add("m");
+	struct model *m = load_start("m", path);
 
-	assert_non_null(m);
-	m->provider = provider_for_path(path);
-	assert_int_equal(loader_start(m, path), 0);
-	assert_int_equal(m->state, MODEL_LOADING);
-	while (m->job != NULL)
+	while (load_running(m))
 		event_base_loop(broker.base, EVLOOP_ONCE);
 	return m;
+}
+
+/* The generation m's load is filling. */
+static const struct load_job *
+job_of(const struct model *m)
+{
+	const struct generation *g = model_next_generation(m);
+
+	assert_non_null(g);
+	assert_non_null(g->job);
+	return g->job;
 }
 
 static void
@@ -149,17 +174,19 @@ expect_failure_of(const char *path, enum fault f, int nth, const char *reason)
 {
 	int fds = unit_fd_count();
 	struct model *m;
+	json_t *o;
 
 	fault = f;
 	fault_nth = nth;
 	atomic_store(&chunk_reads, 0);
 	m = load_sync(path);
 	fault = FAULT_NONE;
-	assert_int_equal(m->state, MODEL_ERROR);
-	if (strstr(m->error, reason) == NULL)
-		fail_msg("error '%s' lacks '%s'", m->error, reason);
-	assert_string_equal(m->segment, "");
-	assert_int_equal(m->ro_fd, -1);
+	assert_int_equal(model_state(m), MODEL_ERROR);
+	if (strstr(model_error(m), reason) == NULL)
+		fail_msg("error '%s' lacks '%s'", model_error(m), reason);
+	o = registry_model_json(m, false);
+	assert_null(json_object_get(o, "segment"));
+	json_decref(o);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	assert_int_equal(unit_fd_count(), fds);
 	assert_int_equal(segment_bytes_held(), 0);
@@ -176,31 +203,36 @@ static void
 test_loader_raw_ready(void **state)
 {
 	char path[sizeof "/dev/shm" + NAMES_SHM_MAX];
+	const struct generation *g;
 	struct model *m;
 	struct stat st;
 	void *p;
+	int fd;
 
 	(void)state;
 	m = load_sync(raw_path);
-	assert_int_equal(m->state, MODEL_READY);
-	assert_int_equal(m->size, sizeof raw_bytes);
-	assert_int_equal(m->checksum, mb_checksum(raw_bytes, sizeof raw_bytes));
+	assert_int_equal(model_state(m), MODEL_READY);
+	g = model_current(m);
+	assert_non_null(g);
+	assert_int_equal(g->size, sizeof raw_bytes);
+	assert_int_equal(g->checksum, mb_checksum(raw_bytes, sizeof raw_bytes));
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names + 1);
-	snprintf(path, sizeof path, "/dev/shm%s", m->segment);
+	snprintf(path, sizeof path, "/dev/shm%s", segment_name(g->segment));
+	fd = segment_fd(g->segment);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0400);
 	assert_int_equal(st.st_size, sizeof raw_bytes);
 	/* What a worker receives cannot be written through. */
-	assert_int_equal(fcntl(m->ro_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
 	assert_ptr_equal(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
-			      m->ro_fd, 0), MAP_FAILED);
+			      fd, 0), MAP_FAILED);
 	assert_int_equal(errno, EACCES);
-	p = mmap(NULL, sizeof raw_bytes, PROT_READ, MAP_SHARED, m->ro_fd, 0);
+	p = mmap(NULL, sizeof raw_bytes, PROT_READ, MAP_SHARED, fd, 0);
 	assert_ptr_not_equal(p, MAP_FAILED);
 	assert_memory_equal(p, raw_bytes, sizeof raw_bytes);
 	assert_int_equal(mprotect(p, 4096, PROT_READ | PROT_WRITE), -1);
 	assert_int_equal(errno, EACCES);
-	assert_int_equal(ftruncate(m->ro_fd, 0), -1);
+	assert_int_equal(ftruncate(fd, 0), -1);
 	munmap(p, sizeof raw_bytes);
 	registry_clear();
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
@@ -213,9 +245,9 @@ test_loader_safetensors_ready(void **state)
 
 	(void)state;
 	m = load_sync(st_path);
-	assert_int_equal(m->state, MODEL_READY);
-	assert_int_equal(m->ntensors, 1);
-	assert_non_null(m->provider_state);
+	assert_int_equal(model_state(m), MODEL_READY);
+	assert_int_equal(model_current(m)->ntensors, 1);
+	assert_non_null(model_current(m)->provider_state);
 	registry_clear();
 }
 
@@ -247,15 +279,31 @@ test_loader_no_space_is_named(void **state)
 	fault = FAULT_FALLOCATE;
 	m = load_sync(raw_path);
 	fault = FAULT_NONE;
-	assert_int_equal(m->state, MODEL_ERROR);
-	assert_non_null(strstr(m->error, "No space left"));
-	assert_non_null(strstr(m->error, "free"));
+	assert_int_equal(model_state(m), MODEL_ERROR);
+	assert_non_null(strstr(model_error(m), "No space left"));
+	assert_non_null(strstr(model_error(m), "free"));
 	registry_clear();
 	fault = FAULT_FTRUNCATE;
 	m = load_sync(raw_path);
 	fault = FAULT_NONE;
-	assert_non_null(strstr(m->error, "No space left"));
+	assert_non_null(strstr(model_error(m), "No space left"));
 	registry_clear();
+}
+
+/* What a cancelled load reported when it stopped. */
+static struct {
+	bool stopped;
+	uint64_t freed;
+	unsigned unlinked;
+} cancelled;
+
+static void
+load_stopped(struct model *m, uint64_t freed, unsigned unlinked)
+{
+	(void)m;
+	cancelled.stopped = true;
+	cancelled.freed = freed;
+	cancelled.unlinked = unlinked;
 }
 
 static void
@@ -269,29 +317,34 @@ test_loader_progress_and_cancel(void **state)
 	(void)state;
 	fault = FAULT_PAUSE;
 	atomic_store(&chunk_reads, 0);
-	m = registry_add("big");
-	m->provider = &provider_raw;
-	assert_int_equal(loader_start(m, big_path), 0);
-	while (loader_progress(m) < (8u << 20) &&
+	m = load_start("big", big_path);
+	while (loader_progress(job_of(m)) < (8u << 20) &&
 	       clock_monotonic_ms() < deadline)
 		poll(NULL, 0, 1);
 	/* The first 8 MiB chunk is in; the loader waits on the second. */
-	assert_int_equal(loader_progress(m), 8u << 20);
-	o = registry_model_json(m);
+	assert_int_equal(loader_progress(job_of(m)), 8u << 20);
+	o = registry_model_json(m, false);
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "LOADING");
 	assert_int_equal(json_integer_value(json_object_get(o, "bytes_done")),
 			 8u << 20);
+	assert_int_equal(json_integer_value(json_object_get(o, "size")),
+			 20u << 20);
 	json_decref(o);
-	loader_cancel(m);
+	cancelled.stopped = false;
+	load_cancel(m, load_stopped);
 	assert_int_equal(write(pause_pipe[1], "x", 1), 1);
-	while (m->job != NULL)
+	while (!cancelled.stopped)
 		event_base_loop(broker.base, EVLOOP_ONCE);
 	fault = FAULT_NONE;
-	assert_int_equal(m->state, MODEL_ERROR);
-	assert_non_null(strstr(m->error, "load cancelled after"));
+	/* It stopped early: what it had made is removed and reported. */
+	assert_false(load_running(m));
+	assert_int_equal(cancelled.freed, 20u << 20);
+	assert_int_equal(cancelled.unlinked, 1);
+	assert_null(model_generations(m, NULL));
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	assert_int_equal(unit_fd_count(), fds);
+	assert_int_equal(segment_bytes_held(), 0);
 	registry_clear();
 }
 
@@ -300,7 +353,7 @@ stuck_in_error(void)
 {
 	struct model *m = registry_find("stuck");
 
-	return m != NULL && m->state == MODEL_ERROR;
+	return m != NULL && model_state(m) == MODEL_ERROR;
 }
 
 static int fds_before_stuck;
@@ -328,10 +381,10 @@ load_paused(struct broker_fixture_client *cl, const char *name, bool wait)
 		 wait ? "true" : "false");
 	broker_fixture_client_request(cl, req);
 	assert_non_null(m = registry_find(name));
-	while (loader_progress(m) < (8u << 20) &&
+	while (loader_progress(job_of(m)) < (8u << 20) &&
 	       clock_monotonic_ms() < deadline)
 		poll(NULL, 0, 1);
-	assert_int_equal(loader_progress(m), 8u << 20);
+	assert_int_equal(loader_progress(job_of(m)), 8u << 20);
 	return m;
 }
 
@@ -349,11 +402,11 @@ test_loader_abandoned_at_deadline(void **state)
 	m = load_paused(&cl, "stuck", true);
 	/* The loader now sits in its second read, which does not return. */
 	t0 = clock_monotonic_ms();
-	unload_begin(m, 150, NULL, NULL, false);
+	unload_begin(m, 150, NULL, NULL, true, NULL, NULL);
 	broker_fixture_run_until(stuck_in_error);
 	assert_in_range(clock_monotonic_ms() - t0, UNLOAD_CANCEL_GRACE_MS - 10,
 			3000);
-	assert_non_null(strstr(m->error, "its load did not stop"));
+	assert_non_null(strstr(model_error(m), "its load did not stop"));
 	assert_int_equal(loader_abandoned_count(), 1);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
 	/* The waiting load is answered, once. */
@@ -417,7 +470,7 @@ test_loader_size_and_freed_while_loading(void **state)
 static bool
 shutdown_over(void)
 {
-	return broker.shutdown_done;
+	return shutdown_done();
 }
 
 /* A second SIGINT during a shutdown that cancels a load: the load stops
@@ -462,8 +515,9 @@ test_loader_two_threads(void **state)
 	fclose(f);
 	fds = unit_fd_count();
 	m = load_sync(split_path);
-	assert_int_equal(m->state, MODEL_READY);
-	assert_int_equal(m->checksum, mb_checksum(bytes, 72u << 20));
+	assert_int_equal(model_state(m), MODEL_READY);
+	assert_int_equal(model_current(m)->checksum,
+			 mb_checksum(bytes, 72u << 20));
 	registry_clear();
 	free(bytes);
 	/* The second half's thread fails: everything is undone. */
@@ -525,7 +579,7 @@ group_teardown(void **state)
 	registry_clear();
 	unload_shutdown();
 	loader_shutdown();
-	json_decref(broker.shutdown_stuck_pids);
+	shutdown_free();
 	broker_fixture_teardown();
 	unlink(raw_path);
 	unlink(st_path);

@@ -17,6 +17,7 @@
 
 #include "mbrokerd.h"
 #include "broker_fixture.h"
+#include "lease.h"
 #include "mirror.h"
 
 /* The mirror as an observer maps it, read-only. */
@@ -79,16 +80,30 @@ worker_of(const unsigned char *map, pid_t pid)
 static struct model *
 ready_model(const char *name, size_t path_len)
 {
-	struct model *m = registry_add(name);
+	char path[PATH_MAX];
 
-	assert_non_null(m);
-	memset(m->path, 'p', path_len);
-	m->path[0] = '/';
-	m->path[path_len] = '\0';
-	m->provider = &provider_raw;
-	m->size = 4096;
-	m->state = MODEL_READY;
-	return m;
+	memset(path, 'p', path_len);
+	path[0] = '/';
+	path[path_len] = '\0';
+	return broker_fixture_ready_model(name, path, &provider_raw, NULL);
+}
+
+/* Unloads m at once: its generations are let go and it leaves the
+ * registry. */
+static void
+remove_model(struct model *m)
+{
+	struct generation *g = NULL;
+	uint64_t freed = 0;
+	unsigned unlinked = 0;
+
+	while ((g = model_generations(m, g)) != NULL)
+		registry_generation_release(g, &freed, &unlinked);
+	while ((g = model_generations(m, NULL)) != NULL)
+		registry_generation_remove(g);
+	registry_set_state(m, MODEL_UNLOADING);
+	registry_set_state(m, MODEL_UNINITIALIZED);
+	registry_remove(m);
 }
 
 /* Runs what the loop has pending: the mirror's deferred writes. */
@@ -106,7 +121,7 @@ test_mirror_layout(void **state)
 	const struct mirror_header *h;
 	const struct mirror_worker *w;
 	struct conn *c;
-	struct attachment *x, *y;
+	struct lease *x, *y;
 	json_t *o, *doc;
 	size_t size;
 	int peer, s;
@@ -115,8 +130,8 @@ test_mirror_layout(void **state)
 	a = ready_model("a", 10);
 	b = ready_model("b", 10);
 	c = broker_fixture_conn_new(&peer);
-	x = attach_add(c, b);
-	y = attach_add(c, b);
+	x = lease_add(c, model_current(b));
+	y = lease_add(c, model_current(b));
 	assert_non_null(x);
 	assert_non_null(y);
 	flush();
@@ -134,35 +149,35 @@ test_mirror_layout(void **state)
 			 getpid());
 	json_decref(doc);
 	/* One record per model, as "list" shows it. */
-	o = model_record(map, b->slot);
+	o = model_record(map, model_slot(b));
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "name")), "b");
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "READY");
 	assert_int_equal(json_integer_value(json_object_get(o, "attached")), 2);
 	json_decref(o);
-	o = model_record(map, a->slot);
+	o = model_record(map, model_slot(a));
 	assert_int_equal(json_integer_value(json_object_get(o, "attached")), 0);
 	json_decref(o);
 	/* The connection's record: its pid, holding b and not a. */
 	s = worker_of(map, getpid());
 	assert_true(s >= 0);
 	w = worker_record(map, (unsigned)s);
-	assert_true(w->models[b->slot / 64] & (UINT64_C(1) << (b->slot % 64)));
-	assert_false(w->models[a->slot / 64] & (UINT64_C(1) << (a->slot % 64)));
+	assert_true(w->models[model_slot(b) / 64] & (UINT64_C(1) << (model_slot(b) % 64)));
+	assert_false(w->models[model_slot(a) / 64] & (UINT64_C(1) << (model_slot(a) % 64)));
 	/* Still held after one detach; gone after the last. */
-	attach_release(x);
+	lease_release(x);
 	flush();
 	assert_int_equal(worker_of(map, getpid()), s);
-	attach_release(y);
+	lease_release(y);
 	flush();
 	assert_int_equal(worker_of(map, getpid()), -1);
-	o = model_record(map, b->slot);
+	o = model_record(map, model_slot(b));
 	assert_int_equal(json_integer_value(json_object_get(o, "attached")), 0);
 	json_decref(o);
 	/* A removed model frees its slot. */
-	s = (int)a->slot;
-	registry_remove(a);
+	s = (int)model_slot(a);
+	remove_model(a);
 	flush();
 	assert_null(model_record(map, (unsigned)s));
 	munmap((void *)(uintptr_t)map, size);
@@ -245,7 +260,7 @@ static void
 attach_cost(unsigned nmodels, unsigned *attach_pages, unsigned *detach_pages)
 {
 	struct model *first = NULL;
-	struct attachment *a;
+	struct lease *a;
 	struct conn *c;
 	char name[16];
 	int peer;
@@ -261,12 +276,12 @@ attach_cost(unsigned nmodels, unsigned *attach_pages, unsigned *detach_pages)
 	c = broker_fixture_conn_new(&peer);
 	flush();
 	watch_begin();
-	a = attach_add(c, first);
+	a = lease_add(c, model_current(first));
 	flush();
 	*attach_pages = watch_end();
 	assert_non_null(a);
 	watch_begin();
-	attach_release(a);
+	lease_release(a);
 	flush();
 	*detach_pages = watch_end();
 	conn_close_all();

@@ -99,7 +99,7 @@ static struct conn *
 accept_fd(int fd)
 {
 	assert_int_equal(conn_accept(fd), 0);
-	return conn_find(broker.next_conn_id);
+	return conn_newest();
 }
 
 static void

@@ -16,6 +16,7 @@
 #include "wire.h"
 
 #include "broker_fixture.h"
+#include "lease.h"
 
 static int peer = -1;
 static struct conn *conn;
@@ -44,7 +45,7 @@ setup(void **state)
 		       0, sv) < 0 || conn_accept(sv[0]) < 0)
 		return -1;
 	peer = sv[1];
-	conn = TAILQ_FIRST(&broker.conns);
+	conn = conn_newest();
 	return 0;
 }
 
@@ -53,6 +54,7 @@ teardown(void **state)
 {
 	(void)state;
 	conn_close_all();
+	registry_clear();
 	close(peer);
 	return 0;
 }
@@ -85,6 +87,19 @@ hello(void)
 
 	assert_true(json_is_true(json_object_get(r, "ok")));
 	json_decref(r);
+}
+
+/* A model called name whose load failed (ERROR, no generation). */
+static struct model *
+error_model(const char *name)
+{
+	struct model *m = registry_add(name);
+
+	assert_non_null(m);
+	registry_set_state(m, MODEL_LOADING);
+	model_set_error(m, "the load failed");
+	registry_set_state(m, MODEL_ERROR);
+	return m;
 }
 
 /* Asks text and checks the reply is error code with message inside. */
@@ -207,19 +222,16 @@ test_request_message_cut_utf8(void **state)
 	snprintf(want, sizeof want, "unknown op \"%s?\"", a63);
 	expect_error(text, "bad_request", want);
 	/* Bytes that are no UTF-8 at all (from a preload's path, say). */
-	broken = registry_add("broken");
-	broken->state = MODEL_ERROR;
-	snprintf(broken->error, sizeof broken->error,
-		 "caf\xc3\xa9, \xff and overlong \xc0\x80");
+	broken = error_model("broken");
+	model_set_error(broken, "caf\xc3\xa9, \xff and overlong \xc0\x80");
 	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
 		     "not_ready", "caf\xc3\xa9, ? and overlong ??");
-	snprintf(broken->error, sizeof broken->error, "surrogate \xed\xa0\x80, "
-		 "past U+10FFFF \xf4\x90\x80\x80, U+1F600 \xf0\x9f\x98\x80");
+	model_set_error(broken, "surrogate \xed\xa0\x80, past U+10FFFF "
+			"\xf4\x90\x80\x80, U+1F600 \xf0\x9f\x98\x80");
 	expect_error("{\"id\":1,\"op\":\"attach\",\"name\":\"broken\"}",
 		     "not_ready", "ERROR: surrogate ???, past U+10FFFF ????, "
 		     "U+1F600 \xf0\x9f\x98\x80");
-	broken->state = MODEL_UNINITIALIZED;
-	registry_remove(broken);
+	registry_clear();
 }
 
 static void
@@ -299,8 +311,9 @@ expect_members(const json_t *o, bool reply, const char *const *names)
 	}
 }
 
-/* Every member docs/protocol.md names, and no other, in the replies of
- * hello, ping, ack, list (a READY and an ERROR model), stats and workers. */
+/* Every member, and no other, of the replies of hello, ping, ack, list (a
+ * READY and an ERROR model, and a generation), stats and workers: those
+ * docs/protocol.md is to name. */
 static void
 test_request_reply_members(void **state)
 {
@@ -312,41 +325,48 @@ test_request_reply_members(void **state)
 	static const char *const list_m[] = {"models", "total", NULL};
 	static const char *const ready_m[] = {
 		"name", "format", "state", "generation", "size", "attached",
-		"path", "pids", "checksum", "tensors", "load_ms", NULL};
+		"path", "pids", "checksum", "tensors", "load_ms", "segment",
+		"generations", NULL};
 	static const char *const error_m[] = {
 		"name", "format", "state", "generation", "size", "attached",
-		"path", "pids", "error", NULL};
+		"path", "pids", "error", "generations", NULL};
 	static const char *const stats_m[] = {
 		"pid", "instance", "version", "uptime_ms", "models", "workers",
 		"connections", "abandoned_loads", "bytes_shared",
 		"bytes_reserved", "max_shm_bytes", "shmem_kb", "loads",
-		"load_failures", "unloads", "unload_timeouts", "attaches",
-		"detaches", "acks", "shutting_down", NULL};
+		"load_failures", "unloads", "unload_timeouts", "replaces",
+		"replace_failures", "drain_timeouts", "attaches", "detaches",
+		"acks", "shutting_down", NULL};
 	static const char *const workers_m[] = {"workers", "total", NULL};
 	static const char *const worker_m[] = {
 		"pid", "exited", "uid", "gid", "conn", "role", "attachments",
 		NULL};
 	static const char *const attachment_m[] = {
 		"attachment", "model", "generation", NULL};
-	struct model *ready = registry_add("ready"), *broken = registry_add("broken");
+	static const char *const generation_m[] = {
+		"generation", "role", "size", "attached", "path", "checksum",
+		"segment", "pids", NULL};
+	struct model *ready = broker_fixture_ready_model(
+		"ready", "/models/ready", &provider_raw, NULL);
 	const json_t *models, *worker;
 	json_t *r;
 
 	(void)state;
-	ready->provider = broken->provider = &provider_raw;
-	ready->state = MODEL_READY;
-	broken->state = MODEL_ERROR;
+	error_model("broken");
 	r = ask("{\"id\":1,\"op\":\"hello\",\"version\":1,\"role\":\"worker\"}");
 	expect_members(r, true, hello_m);
 	json_decref(r);
 	r = ask("{\"id\":2,\"op\":\"ping\"}");
 	expect_members(r, true, none);
 	json_decref(r);
-	assert_non_null(attach_add(conn, ready));
+	assert_non_null(lease_add(conn, model_current(ready)));
 	r = ask("{\"id\":3,\"op\":\"list\"}");
 	expect_members(r, true, list_m);
 	models = json_object_get(r, "models");
 	expect_members(json_array_get(models, 0), false, ready_m);
+	expect_members(json_array_get(json_object_get(json_array_get(models, 0),
+						      "generations"), 0),
+		       false, generation_m);
 	expect_members(json_array_get(models, 1), false, error_m);
 	json_decref(r);
 	r = ask("{\"id\":4,\"op\":\"stats\"}");
@@ -362,15 +382,14 @@ test_request_reply_members(void **state)
 	r = ask("{\"id\":6,\"op\":\"ack\"}");
 	expect_members(r, true, ack_m);
 	json_decref(r);
-	ready->state = broken->state = MODEL_UNINITIALIZED;
-	registry_remove(ready);
-	registry_remove(broken);
+	conn_close_all();
+	registry_clear();
 }
 
 static void
 test_request_list_pages(void **state)
 {
-	char name[16], seen[BROKER_MAX_MODELS] = {0};
+	char name[16], seen[BROKER_MAX_MODELS] = {0}, path[2001];
 	json_int_t offset = 0;
 	int pages = 0, models = 0;
 	json_t *r, *m;
@@ -378,13 +397,18 @@ test_request_list_pages(void **state)
 
 	(void)state;
 	hello();
+	memset(path, 'p', sizeof path - 1);
+	path[0] = '/';
+	path[sizeof path - 1] = '\0';
 	for (int k = 0; k < BROKER_MAX_MODELS; k++) {
 		struct model *added;
 
 		snprintf(name, sizeof name, "m%d", k);
 		added = registry_add(name);
 		assert_non_null(added);
-		memset(added->path, 'p', 2000);
+		registry_set_state(added, MODEL_LOADING);
+		assert_non_null(registry_generation_new(added, &provider_raw,
+							path));
 	}
 	do {
 		char req[64];
@@ -418,30 +442,26 @@ test_request_send_failure_loses_one_client(void **state)
 {
 	static const char ping[] = "{\"id\":5,\"op\":\"ping\"}";
 	struct conn *other;
-	struct model *m = registry_add("held");
-	int sv[2];
+	struct model *m = broker_fixture_ready_model("held", "/models/held",
+						     &provider_raw, NULL);
+	int other_peer;
 
 	(void)state;
 	hello();
-	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
-					     SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(conn_accept(sv[0]), 0);
-	other = TAILQ_LAST(&broker.conns, conn_list);
-	m->state = MODEL_READY;
-	assert_non_null(attach_add(conn, m));
-	assert_int_equal(broker.nconns, 2);
+	other = broker_fixture_conn_new(&other_peer);
+	assert_non_null(lease_add(conn, model_current(m)));
+	assert_int_equal(conn_count(), 2);
 	fail_sendmsg = 1;
 	request_dispatch(conn, ping, strlen(ping));
 	/* That client is gone and its attachment released; the other stays. */
-	assert_int_equal(broker.nconns, 1);
-	assert_ptr_equal(TAILQ_FIRST(&broker.conns), other);
-	assert_int_equal(m->nattached, 0);
+	assert_int_equal(conn_count(), 1);
+	assert_ptr_equal(conn_next(NULL), other);
+	assert_int_equal(model_leases(m), 0);
 	conn = other;
 	close(peer);
-	peer = sv[1];
+	peer = other_peer;
 	hello();
-	m->state = MODEL_UNINITIALIZED;
-	registry_remove(m);
+	registry_clear();
 	event_base_loop(broker.base, EVLOOP_NONBLOCK);
 }
 

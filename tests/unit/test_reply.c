@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_pending.c - the requests whose reply is deferred (load with wait,
+ * test_reply.c - the requests whose reply is deferred (load with wait,
  * unload, shutdown), sent through the real dispatcher on a socketpair:
  * out of memory for the deferred reply, each is answered `internal` at once
  * and nothing starts; a connection that goes away leaves no reply owed to
  * it behind, also when the deferred reply itself finds it gone.
- * WRAP: calloc
+ * WRAP: calloc pending_add
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -15,12 +15,20 @@
 #include "mbrokerd.h"
 
 #include "broker_fixture.h"
+#include "lease.h"
+#include "ops.h"
+#include "reply.h"
 
 void *__real_calloc(size_t n, size_t size);
 void *__wrap_calloc(size_t n, size_t size);
+bool __real_pending_add(struct pending_list *list, struct conn *c,
+			json_t *id);
+bool __wrap_pending_add(struct pending_list *list, struct conn *c,
+			json_t *id);
 
-/* When set, allocating a pending entry fails. */
-static bool fail_pending;
+/* When set, allocating a deferred reply fails: the first calloc inside
+ * pending_add (its error reply, sent after, gets its memory). */
+static bool fail_pending, in_pending_add;
 static struct broker_fixture_client client;
 
 static void
@@ -38,15 +46,29 @@ expect(const char *want)
 void *
 __wrap_calloc(size_t n, size_t size)
 {
-	if (fail_pending && n * size == sizeof(struct pending))
+	if (in_pending_add) {
+		in_pending_add = false;
 		return NULL;
+	}
 	return __real_calloc(n, size);
+}
+
+bool
+__wrap_pending_add(struct pending_list *list, struct conn *c, json_t *id)
+{
+	bool added;
+
+	in_pending_add = fail_pending;
+	added = __real_pending_add(list, c, id);
+	in_pending_add = false;
+	return added;
 }
 
 static void
 test_pending_out_of_memory_answers_internal(void **state)
 {
-	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct model *m = broker_fixture_ready_model("m", "/models/m",
+						     &provider_raw, NULL);
 
 	(void)state;
 	fail_pending = true;
@@ -56,7 +78,7 @@ test_pending_out_of_memory_answers_internal(void **state)
 	assert_null(registry_find("x"));
 	request("{\"id\":3,\"op\":\"unload\",\"name\":\"m\"}");
 	expect("\"id\":3,\"ok\":false,\"error\":{\"code\":\"internal\"");
-	assert_int_equal(m->state, MODEL_READY);
+	assert_int_equal(model_state(m), MODEL_READY);
 	request("{\"id\":4,\"op\":\"shutdown\"}");
 	expect("\"id\":4,\"ok\":false,\"error\":{\"code\":\"internal\"");
 	assert_false(broker.shutting_down);
@@ -71,18 +93,19 @@ test_pending_out_of_memory_answers_internal(void **state)
 static void
 test_pending_lost_connection_owes_nothing(void **state)
 {
-	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct model *m = broker_fixture_ready_model("m", "/models/m",
+						     &provider_raw, NULL);
 	struct broker_fixture_client holder;
 
 	(void)state;
 	/* A second client holds m, so the unload waits. */
 	broker_fixture_client_open(&holder);
-	assert_non_null(attach_add(holder.conn, m));
+	assert_non_null(lease_add(holder.conn, model_current(m)));
 	request("{\"id\":6,\"op\":\"unload\",\"name\":\"m\",\"timeout\":60}");
-	assert_int_equal(m->state, MODEL_UNLOADING);
-	assert_false(TAILQ_EMPTY(&m->unload_waiters));
+	assert_int_equal(model_state(m), MODEL_UNLOADING);
+	assert_int_equal(client.conn->npending, 1);
 	conn_lost(client.conn, "test");
-	assert_true(TAILQ_EMPTY(&m->unload_waiters));
+	assert_int_equal(client.conn->npending, 0);
 	/* The unload goes on without it and ends when the holder leaves. */
 	conn_lost(holder.conn, "test");
 	broker_fixture_run_until(broker_fixture_registry_empty);
@@ -92,15 +115,16 @@ test_pending_lost_connection_owes_nothing(void **state)
 static void
 test_pending_reply_to_a_closed_client(void **state)
 {
-	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct model *m = broker_fixture_ready_model("m", "/models/m",
+						     &provider_raw, NULL);
 	struct broker_fixture_client holder;
 	uint64_t id = client.conn->id;
 
 	(void)state;
 	broker_fixture_client_open(&holder);
-	assert_non_null(attach_add(holder.conn, m));
+	assert_non_null(lease_add(holder.conn, model_current(m)));
 	request("{\"id\":7,\"op\":\"unload\",\"name\":\"m\",\"timeout\":60}");
-	assert_int_equal(m->state, MODEL_UNLOADING);
+	assert_int_equal(model_state(m), MODEL_UNLOADING);
 	/* The client is gone before the broker read its end of file: the
 	 * deferred reply is the first to hear (EPIPE), and loses it. */
 	close(client.fd);
@@ -114,12 +138,13 @@ test_pending_reply_to_a_closed_client(void **state)
 static void
 test_pending_bounded_per_connection(void **state)
 {
-	struct model *m = broker_fixture_ready_model(&provider_raw, NULL);
+	struct model *m = broker_fixture_ready_model("m", "/models/m",
+						     &provider_raw, NULL);
 	struct broker_fixture_client holder;
 
 	(void)state;
 	broker_fixture_client_open(&holder);
-	assert_non_null(attach_add(holder.conn, m));
+	assert_non_null(lease_add(holder.conn, model_current(m)));
 	/* Joined unloads all wait: CONN_MAX_QUEUED of them, then `limit`. */
 	for (int i = 0; i < CONN_MAX_QUEUED; i++)
 		request("{\"id\":8,\"op\":\"unload\",\"name\":\"m\","
