@@ -6,7 +6,7 @@
  * wakes the main loop on every post and when the deadline passes.  EINTR
  * neither extends nor shortens the wait.  Who is done is never read from
  * the semaphore's value: the main loop decides that from its own
- * per-worker state (attach.c), so a worker that posts twice cannot end a
+ * per-worker state (lease.c), so a worker that posts twice cannot end a
  * wait early, and one that dies without posting is not waited for.
  */
 #include <errno.h>

@@ -60,7 +60,7 @@ struct conn {
 	bool lost;
 	char role[16];
 	struct lease_holder *holder;   /* what it holds (lease.c), or NULL */
-	TAILQ_HEAD(, pending) owed;    /* replies that wait (pending.c) */
+	TAILQ_HEAD(, pending) owed;    /* replies that wait (reply.c) */
 	unsigned npending;
 	TAILQ_HEAD(, outmsg) outq;
 	unsigned nqueued;

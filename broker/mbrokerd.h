@@ -6,7 +6,7 @@
  * identity, rights, the instance lock, the registry mirror).  The layers
  * that own state have headers of their own (docs/design.md draws them):
  * request.h -> ops.h -> registry.h, lease.h -> segment.h, with conn.h and
- * pending.h below the requests.  Only the broker includes these; workers
+ * reply.h below the requests.  Only the broker includes these; workers
  * see include/mbroker.h alone.
  *
  * Threads: everything belongs to the main (libevent) thread, except a load

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stopping.c - the orderly shutdown (SIGTERM, SIGINT or the shutdown
+ * shutdown.c - the orderly shutdown (SIGTERM, SIGINT or the shutdown
  * request): stop granting attaches, tell every client and signal every
  * attached worker once, unload every model against one deadline (each
  * unload reports back here), then report what was freed and leave the
