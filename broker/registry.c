@@ -430,8 +430,10 @@ registry_clear(void)
 					  m->name, segment_name(g->segment));
 			if (g->provider_state != NULL)
 				g->provider->unload(g->provider_state);
-			if (g->segment != NULL)
+			if (g->segment != NULL) {
+				segment_unlink(g->segment);
 				segment_put(g->segment);
+			}
 			TAILQ_REMOVE(&m->generations, g, entry);
 			free(g);
 		}
