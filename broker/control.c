@@ -4,8 +4,9 @@
  * directory that is the broker's alone (its uid, not a symlink, 0700, or
  * 0750 for the client group; created so, or refused), created 0600 under
  * a umask (0660 for the client group, if any), a stale socket of a dead
- * broker replaced (a live one, even stopped, is never touched), and accept
- * that backs off on EMFILE instead of spinning.
+ * broker replaced (a live one, even stopped, is never touched), and its
+ * connections accepted (listener.c, which backs off on EMFILE instead of
+ * spinning) and handed to conn.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "listener.h"
 #include "mbrokerd.h"
 
 /* How long accept pauses when the broker is out of descriptors. */
@@ -24,58 +26,17 @@
 
 static struct {
 	int fd;
-	struct event *ev_accept;
-	struct event *ev_backoff;
+	struct listener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	ino_t ino;
-	unsigned pauses; /* back-offs in the current shortage */
 } control = {.fd = -1};
 
+/* A client connected: conn.c takes it. */
 static void
-control_accept(evutil_socket_t fd, short what, void *arg)
+control_accepted(int c, void *arg)
 {
-	(void)what;
 	(void)arg;
-	for (;;) {
-		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (c >= 0) {
-			if (control.pauses > 0)
-				log_info("accepting again after %u pause(s)",
-					 control.pauses);
-			control.pauses = 0;
-			conn_accept(c);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM) {
-			struct timeval tv = {0, CONTROL_BACKOFF_MS * 1000};
-
-			if (control.pauses++ == 0)
-				log_warn("accept: pausing accepts %d ms at a time "
-					 "until descriptors free up",
-					 CONTROL_BACKOFF_MS);
-			else
-				log_debug("accept: still short (pause %u)",
-					  control.pauses);
-			event_del(control.ev_accept);
-			evtimer_add(control.ev_backoff, &tv);
-		} else if (errno != EAGAIN) {
-			log_warn("accept");
-		}
-		return;
-	}
-}
-
-static void
-control_resume(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	event_add(control.ev_accept, NULL);
+	conn_accept(c);
 }
 
 /*
@@ -226,11 +187,9 @@ control_listen(const char *path)
 		goto fail;
 	}
 	control.ino = st.st_ino;
-	control.ev_accept = event_new(broker.base, control.fd,
-				      EV_READ | EV_PERSIST, control_accept, NULL);
-	control.ev_backoff = evtimer_new(broker.base, control_resume, NULL);
-	if (control.ev_accept == NULL || control.ev_backoff == NULL ||
-	    event_add(control.ev_accept, NULL) < 0)
+	control.listener = listener_new(control.fd, NULL, CONTROL_BACKOFF_MS,
+					control_accepted, NULL);
+	if (control.listener == NULL)
 		goto fail;
 	return 0;
 fail:
@@ -243,11 +202,8 @@ control_close(void)
 {
 	struct stat st;
 
-	if (control.ev_accept != NULL)
-		event_free(control.ev_accept);
-	if (control.ev_backoff != NULL)
-		event_free(control.ev_backoff);
-	control.ev_accept = control.ev_backoff = NULL;
+	listener_free(control.listener);
+	control.listener = NULL;
 	if (control.fd >= 0)
 		close(control.fd);
 	control.fd = -1;

@@ -6,11 +6,11 @@
  * RemoveIPC can take it away, so whoever holds it may remove what a dead
  * broker of the same instance left behind, and a live broker's names are
  * never touched.  Whoever finds it taken learns the holder's pid from
- * SO_PEERCRED; the holder accepts and closes those connections so that
- * its backlog never fills, and the newcomer connects without blocking, so
- * a stopped holder cannot make it hang.  Abstract sockets belong to a
- * network namespace: brokers of one instance must share one
- * (docs/design.md).
+ * SO_PEERCRED; the holder accepts and closes those connections
+ * (listener.c) so that its backlog never fills, and the newcomer connects
+ * without blocking, so a stopped holder cannot make it hang.  Abstract
+ * sockets belong to a network namespace: brokers of one instance must
+ * share one (docs/design.md).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,12 +25,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "listener.h"
 #include "mbrokerd.h"
 
 #define INSTANCE_SHM_DIR "/dev/shm"
 
+/* How long answering pauses when the broker is out of descriptors. */
+#define INSTANCE_BACKOFF_MS 1000
+
 static int instance_fd = -1;
-static struct event *instance_ev;
+static struct listener *instance_listener;
 
 /* The lock's address; returns its length for bind and connect. */
 static socklen_t
@@ -104,40 +108,12 @@ instance_lock(const char *name)
 	return 0;
 }
 
+/* A newcomer connected: it has read our pid, so it is closed at once. */
 static void
-instance_resume(evutil_socket_t fd, short what, void *arg)
+instance_answer(int c, void *arg)
 {
-	(void)fd;
-	(void)what;
 	(void)arg;
-	if (instance_ev != NULL)
-		event_add(instance_ev, NULL);
-}
-
-/* Accepts and closes a newcomer's connection: it has read our pid. */
-static void
-instance_answer(evutil_socket_t fd, short what, void *arg)
-{
-	struct timeval again = {1, 0};
-	int c;
-
-	(void)what;
-	(void)arg;
-	for (;;) {
-		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-			close(c);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		/* Out of descriptors: try again in a second, not in a loop. */
-		if (errno != EAGAIN &&
-		    (event_del(instance_ev) < 0 ||
-		     event_base_once(broker.base, -1, EV_TIMEOUT,
-				     instance_resume, NULL, &again) < 0))
-			log_warnx("the instance lock stops answering");
-		return;
-	}
+	close(c);
 }
 
 int
@@ -149,10 +125,9 @@ instance_record_pid(void)
 		return 0;
 	}
 	if (fcntl(instance_fd, F_SETFL, O_NONBLOCK) < 0 ||
-	    (instance_ev = event_new(broker.base, instance_fd,
-				     EV_READ | EV_PERSIST, instance_answer,
-				     NULL)) == NULL ||
-	    event_add(instance_ev, NULL) < 0) {
+	    (instance_listener = listener_new(instance_fd, "instance lock",
+					      INSTANCE_BACKOFF_MS,
+					      instance_answer, NULL)) == NULL) {
 		log_warnx("cannot answer on the instance lock");
 		return -1;
 	}
@@ -211,9 +186,8 @@ instance_clean_stale(const char *name, const char *shm_dir)
 void
 instance_unlock(void)
 {
-	if (instance_ev != NULL)
-		event_free(instance_ev);
-	instance_ev = NULL;
+	listener_free(instance_listener);
+	instance_listener = NULL;
 	if (instance_fd >= 0)
 		close(instance_fd);
 	instance_fd = -1;

@@ -17,7 +17,6 @@
  * from the control socket and the loads are bounded.
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +31,7 @@
 #include "mbrokerd.h"
 #include "conn.h"
 #include "lease.h"
+#include "listener.h"
 #include "loader.h"
 #include "registry.h"
 #include "segment.h"
@@ -42,7 +42,7 @@
 #define METRICS_MAX_HEAD 8192
 /* A connection's whole life: a scrape is asked and answered at once. */
 #define METRICS_TIMEOUT_S 5
-/* Out of descriptors, accepting pauses this long at a time. */
+/* Out of descriptors, accepting pauses this long at a time (listener.c). */
 #define METRICS_BACKOFF_MS 100
 
 struct metrics_conn {
@@ -54,9 +54,7 @@ struct metrics_conn {
 
 static struct {
 	int fd;
-	struct event *ev_accept;
-	struct event *ev_backoff;
-	bool paused; /* at the cap: resumed when a connection closes */
+	struct listener *listener; /* paused at the cap */
 	bool logged; /* the cap was logged once */
 	unsigned nconns;
 	TAILQ_HEAD(, metrics_conn) conns;
@@ -189,10 +187,8 @@ metrics_conn_close(struct metrics_conn *mc)
 	event_free(mc->deadline);
 	free(mc);
 	metrics.nconns--;
-	if (metrics.paused) {
-		metrics.paused = false;
-		event_add(metrics.ev_accept, NULL);
-	}
+	if (metrics.listener != NULL)
+		listener_resume(metrics.listener);
 }
 
 /* Queues the reply (the scrape, or the reason as text) and stops reading;
@@ -276,12 +272,15 @@ metrics_expire(evutil_socket_t fd, short what, void *arg)
 	metrics_conn_close(arg);
 }
 
+/* Takes a scraper's connection; at the cap, accepting pauses until one
+ * closes. */
 static void
-metrics_conn_new(int fd)
+metrics_conn_new(int fd, void *arg)
 {
 	const struct timeval timeout = {METRICS_TIMEOUT_S, 0};
 	struct metrics_conn *mc = calloc(1, sizeof *mc);
 
+	(void)arg;
 	if (mc == NULL ||
 	    (mc->deadline = evtimer_new(broker.base, metrics_expire, mc)) ==
 		    NULL ||
@@ -300,58 +299,14 @@ metrics_conn_new(int fd)
 	bufferevent_setwatermark(mc->bev, EV_READ, 0, METRICS_MAX_HEAD + 1);
 	bufferevent_enable(mc->bev, EV_READ);
 	TAILQ_INSERT_TAIL(&metrics.conns, mc, entry);
-	metrics.nconns++;
-}
-
-/* Accepts up to the cap, then pauses until a connection closes. */
-static void
-metrics_accept(evutil_socket_t fd, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	for (;;) {
-		int c;
-
-		if (metrics.nconns >= METRICS_MAX_CONNECTIONS) {
-			if (!metrics.logged)
-				log_warnx("metrics: %d connections open, "
-					  "accepting more as they close (logged "
-					  "once)", METRICS_MAX_CONNECTIONS);
-			metrics.logged = true;
-			metrics.paused = true;
-			event_del(metrics.ev_accept);
-			return;
-		}
-		if ((c = accept4(fd, NULL, NULL, SOCK_NONBLOCK |
-						   SOCK_CLOEXEC)) >= 0) {
-			metrics_conn_new(c);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM) {
-			struct timeval tv = {0, METRICS_BACKOFF_MS * 1000};
-
-			log_debug("metrics: accept: %s; pausing",
-				  strerror(errno));
-			event_del(metrics.ev_accept);
-			evtimer_add(metrics.ev_backoff, &tv);
-		} else if (errno != EAGAIN) {
-			log_warn("metrics: accept");
-		}
-		return;
+	if (++metrics.nconns >= METRICS_MAX_CONNECTIONS) {
+		if (!metrics.logged)
+			log_warnx("metrics: %d connections open, accepting more "
+				  "as they close (logged once)",
+				  METRICS_MAX_CONNECTIONS);
+		metrics.logged = true;
+		listener_pause(metrics.listener);
 	}
-}
-
-static void
-metrics_resume(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	if (!metrics.paused)
-		event_add(metrics.ev_accept, NULL);
 }
 
 /* A listening TCP socket on host:port, or -1 logged. */
@@ -406,12 +361,9 @@ metrics_init(void)
 	host[colon - listen] = '\0';
 	if ((metrics.fd = metrics_listen(host, colon + 1)) < 0)
 		return -1;
-	if ((metrics.ev_accept = event_new(broker.base, metrics.fd,
-					   EV_READ | EV_PERSIST, metrics_accept,
-					   NULL)) == NULL ||
-	    (metrics.ev_backoff = evtimer_new(broker.base, metrics_resume,
-					      NULL)) == NULL ||
-	    event_add(metrics.ev_accept, NULL) < 0) {
+	if ((metrics.listener = listener_new(metrics.fd, "metrics",
+					     METRICS_BACKOFF_MS, metrics_conn_new,
+					     NULL)) == NULL) {
 		log_error("cannot serve metrics on %s", listen);
 		return -1;
 	}
@@ -435,16 +387,11 @@ metrics_shutdown(void)
 {
 	struct metrics_conn *mc;
 
-	metrics.paused = false;
+	listener_free(metrics.listener);
+	metrics.listener = NULL;
 	while ((mc = TAILQ_FIRST(&metrics.conns)) != NULL)
 		metrics_conn_close(mc);
-	if (metrics.ev_accept != NULL)
-		event_free(metrics.ev_accept);
-	if (metrics.ev_backoff != NULL)
-		event_free(metrics.ev_backoff);
 	if (metrics.fd >= 0)
 		close(metrics.fd);
-	metrics.ev_accept = NULL;
-	metrics.ev_backoff = NULL;
 	metrics.fd = -1;
 }
