@@ -122,6 +122,20 @@ broker_fixture_ready_model(const char *name, const char *path,
 	return m;
 }
 
+/* Releases and frees every generation of m, as an unload does. */
+static inline void
+broker_fixture_drop_generations(struct model *m)
+{
+	struct generation *g = NULL;
+	uint64_t freed = 0;
+	unsigned unlinked = 0;
+
+	while ((g = model_generations(m, g)) != NULL)
+		registry_generation_release(g, &freed, &unlinked);
+	while ((g = model_generations(m, NULL)) != NULL)
+		registry_generation_remove(g);
+}
+
 /* A client connection of the broker: the test's end and the broker's. */
 struct broker_fixture_client {
 	int fd;

@@ -93,14 +93,7 @@ ready_model(const char *name, size_t path_len)
 static void
 remove_model(struct model *m)
 {
-	struct generation *g = NULL;
-	uint64_t freed = 0;
-	unsigned unlinked = 0;
-
-	while ((g = model_generations(m, g)) != NULL)
-		registry_generation_release(g, &freed, &unlinked);
-	while ((g = model_generations(m, NULL)) != NULL)
-		registry_generation_remove(g);
+	broker_fixture_drop_generations(m);
 	registry_set_state(m, MODEL_UNLOADING);
 	registry_set_state(m, MODEL_UNINITIALIZED);
 	registry_remove(m);

@@ -102,21 +102,6 @@ loaded_generation(struct model *m, const struct provider *p, uint64_t size,
 	return g;
 }
 
-/* Releases and frees every generation of m, as an unload does. */
-static void
-drop_generations(struct model *m)
-{
-	struct generation *g = NULL;
-	uint64_t freed = 0;
-	unsigned unlinked = 0;
-
-	while ((g = model_generations(m, g)) != NULL)
-		registry_generation_release(g, &freed, &unlinked);
-	while ((g = model_generations(m, NULL)) != NULL)
-		registry_generation_remove(g);
-	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
-}
-
 static void
 test_registry_generation_promote(void **state)
 {
@@ -155,7 +140,7 @@ test_registry_generation_promote(void **state)
 	registry_generation_leased(second, -1);
 	registry_generation_leased(second, -1);
 	assert_int_equal(model_leases(m), 0);
-	drop_generations(m);
+	broker_fixture_drop_generations(m);
 	registry_clear();
 }
 
@@ -188,7 +173,7 @@ test_registry_model_json(void **state)
 	assert_null(json_object_get(o, "error"));
 	assert_null(json_object_get(o, "pids"));
 	json_decref(o);
-	drop_generations(m);
+	broker_fixture_drop_generations(m);
 	registry_set_state(m, MODEL_UNLOADING);
 	registry_set_state(m, MODEL_ERROR);
 	model_set_error(m, "boom %d", 42);
@@ -268,7 +253,7 @@ test_registry_model_json_generations(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "READY");
 	json_decref(o);
-	drop_generations(m);
+	broker_fixture_drop_generations(m);
 	registry_clear();
 }
 
