@@ -207,6 +207,19 @@ lease_holders(const struct model *m, const struct generation *g,
 			fn(h->conn, arg);
 }
 
+struct generation *
+lease_newest(const struct conn *c, const struct model *m)
+{
+	struct generation *newest = NULL;
+	const struct lease *l = NULL;
+
+	while ((l = lease_next(c, l)) != NULL)
+		if (l->generation->model == m &&
+		    (newest == NULL || l->generation->number > newest->number))
+			newest = l->generation;
+	return newest;
+}
+
 static void
 lease_append_pid(struct conn *c, void *arg)
 {

@@ -37,6 +37,8 @@ unsigned lease_holders_count(void);
  * when g is NULL; fn may not take or release leases. */
 void lease_holders(const struct model *m, const struct generation *g,
 		   void (*fn)(struct conn *c, void *arg), void *arg);
+/* The newest generation of m that c holds, or NULL. */
+struct generation *lease_newest(const struct conn *c, const struct model *m);
 /* Appends the pids holding g (or any of m's generations) to array. */
 void lease_pids(const struct generation *g, json_t *array);
 void lease_model_pids(const struct model *m, json_t *array);

@@ -33,6 +33,7 @@ struct load_op {
 	struct model *model;
 	struct generation *gen;
 	bool replace;
+	bool gap; /* a resource replace: the model was unloaded first */
 	bool cancelled;
 	int64_t drain_ms;
 	void (*stopped)(struct model *m, uint64_t freed, unsigned unlinked);
@@ -68,6 +69,17 @@ load_running(const struct model *m)
 	return load_find(m) != NULL;
 }
 
+/* The model object a reply of op carries. */
+static json_t *
+load_model_json(const struct load_op *op)
+{
+	json_t *o = registry_model_json(op->model, true);
+
+	if (op->gap)
+		json_object_set_new(o, "gap", json_true());
+	return o;
+}
+
 /* Answers whoever waits on op: success with the model, or the failure
  * (also to a load without wait still owed its first reply). */
 static void
@@ -78,7 +90,7 @@ load_reply(struct load_op *op, int result, const char *error)
 	json_t *extra;
 
 	if (result == 0) {
-		pending_reply_ok(&op->load_waiters, registry_model_json(m, true));
+		pending_reply_ok(&op->load_waiters, load_model_json(op));
 		return;
 	}
 	/* A failed replace names the generation that serves on. */
@@ -105,7 +117,7 @@ load_sized(void *ctx, uint64_t size)
 	struct load_op *op = ctx;
 
 	(void)size;
-	pending_reply_ok(&op->start_waiters, registry_model_json(op->model, true));
+	pending_reply_ok(&op->start_waiters, load_model_json(op));
 	mirror_model_changed(model_slot(op->model));
 }
 
@@ -232,6 +244,7 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 	if (owed != NULL)
 		pending_move(owed, lr->wait ? &op->load_waiters
 					    : &op->start_waiters);
+	op->gap = owed != NULL;
 	op->model = m;
 	op->replace = model_state(m) == MODEL_READY;
 	op->drain_ms = lr->drain_ms;

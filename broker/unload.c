@@ -144,6 +144,26 @@ unload_tell(struct conn *c, void *arg)
 			 (long)c->pid);
 }
 
+/* The unload event and signal to one holder of u's model; the event
+ * names the newest generation of it that this holder has. */
+static void
+unload_tell_unload(struct conn *c, void *arg)
+{
+	const struct unload *u = arg;
+	const struct generation *g = lease_newest(c, u->model);
+	struct unload_notice n = {
+		.model = model_name(u->model),
+		.signal = broker.cfg.unload_signal,
+	};
+
+	n.event = json_pack("{s:s, s:s, s:I, s:I}", "event", "unload", "model",
+			    n.model, "generation",
+			    (json_int_t)(g != NULL ? g->number : 0), "timeout_ms",
+			    (json_int_t)(u->deadline_ms - u->started_ms));
+	unload_tell(c, &n);
+	json_decref(n.event);
+}
+
 /* --kill-after: SIGKILL to a process that still holds what u waits for,
  * through the pidfd of its connection (never a pid a client named). */
 static void
@@ -237,20 +257,8 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 		u->load_stopping = true;
 		load_cancel(m, unload_load_stopped);
 	}
-	if (notify) {
-		struct unload_notice n = {
-			.model = model_name(m),
-			.signal = broker.cfg.unload_signal,
-		};
-		const struct generation *cur = model_current(m);
-
-		n.event = json_pack("{s:s, s:s, s:I, s:I}", "event", "unload",
-				    "model", model_name(m), "generation",
-				    (json_int_t)(cur != NULL ? cur->number : 0),
-				    "timeout_ms", (json_int_t)timeout_ms);
-		lease_holders(m, NULL, unload_tell, &n);
-		json_decref(n.event);
-	}
+	if (notify)
+		lease_holders(m, NULL, unload_tell_unload, u);
 	unload_schedule();
 }
 

@@ -407,15 +407,15 @@ for r in $(seq "$BENCH_REPS"); do
 	mbctl load m "${files[$(((r + 1) % 2))]}" --replace --wait >/dev/null
 	wait "${followers[@]}"
 	kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
-	cat "$RUN"/follow.* >"$RUN/follow.all"
-	last=$(awk '$1 == "switch" { if ($2 > t) t = $2 } END { printf "%.6f", t }' "$RUN/follow.all")
-	n=$(grep -c '^switch' "$RUN/follow.all" || true)
+	cat "$RUN"/follow.[0-9]* >"$RUN/followers.all"
+	last=$(awk '$1 == "switch" { if ($2 > t) t = $2 } END { printf "%.6f", t }' "$RUN/followers.all")
+	n=$(grep -c '^switch' "$RUN/followers.all" || true)
 	[ "$n" -eq "$BENCH_REPLACE_WORKERS" ] ||
 		{ say "only $n of $BENCH_REPLACE_WORKERS followers switched"; exit 1; }
 	awk -v t="$t_req" '$1 == "pass" && $2 + $3 < t { print $3 * 1000 }' \
-		"$RUN/follow.all" | tail -n +2 >"$RUN/rest.ms"
+		"$RUN/followers.all" | tail -n +2 >"$RUN/rest.ms"
 	awk -v t="$t_req" -v e="$last" '$1 == "pass" && $2 + $3 >= t && $2 <= e { print $3 * 1000 }' \
-		"$RUN/follow.all" >"$RUN/during.ms"
+		"$RUN/followers.all" >"$RUN/during.ms"
 	switch_s+=("$(calc "$last - $t_req")")
 	rest50+=("$(pctl 0.5 "$RUN/rest.ms")") rest99+=("$(pctl 0.99 "$RUN/rest.ms")")
 	dur50+=("$(pctl 0.5 "$RUN/during.ms")") dur99+=("$(pctl 0.99 "$RUN/during.ms")")

@@ -77,7 +77,7 @@ assert_no_shm
 echo quit >&"$HOLDER_FD"
 
 # 5. A replace while one loads; one after the switch: three generations.
-start_broker --load-rate 4M --model "w=$T/m1.safetensors"
+start_broker --load-rate 1M --model "w=$T/m1.safetensors"
 wait_until 10 state_is w READY || fail "no model"
 start_holder w "${FILES[@]}"
 A_FD=$HOLDER_FD A_LOG=$HOLDER_LOG
