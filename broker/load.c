@@ -216,6 +216,12 @@ static const struct loader_calls load_calls = {
 	.sized = load_sized,
 	.done = load_done,
 };
+/* A replace: one copying thread, so the workers keep the other cores. */
+static const struct loader_calls load_calls_beside = {
+	.background = true,
+	.sized = load_sized,
+	.done = load_done,
+};
 
 /* Starts the loader for a new generation of m; the reply to (c, id) is
  * owed by it.  m is removed again when nothing started and it was new. */
@@ -251,7 +257,8 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 	if ((g = registry_generation_new(m, lr->provider, lr->path)) == NULL ||
 	    (r = segment_name_for(name, sizeof name, model_name(m),
 				  g->number)) < 0 ||
-	    (g->job = loader_start(name, lr->path, lr->provider, &load_calls,
+	    (g->job = loader_start(name, lr->path, lr->provider,
+				   op->replace ? &load_calls_beside : &load_calls,
 				   op, &r)) == NULL)
 		goto fail;
 	op->gen = g;

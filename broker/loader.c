@@ -58,6 +58,7 @@ struct load_job {
 	atomic_bool cancel;
 	struct loader_note sized, finished;
 	uint64_t rate; /* bytes per second, 0: unlimited */
+	bool background; /* one thread, whatever its size */
 	/* Results, read by the main thread after the thread posted. */
 	int result;
 	char error[PATH_MAX + 512];
@@ -196,7 +197,8 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 		{.job = job, .src = src, .map = map},
 	};
 	pthread_t helper;
-	bool split = job->rate == 0 && job->size >= LOADER_SPLIT_MIN;
+	bool split = job->rate == 0 && job->size >= LOADER_SPLIT_MIN &&
+		     !job->background;
 	unsigned char extra;
 
 	if (split) {
@@ -403,6 +405,7 @@ loader_start(const char *segment_name, const char *path,
 	job->finished = (struct loader_note){job, true};
 	job->provider = p;
 	job->rate = broker.cfg.load_rate;
+	job->background = calls->background;
 	snprintf(job->path, sizeof job->path, "%s", path);
 	snprintf(job->segment, sizeof job->segment, "%s", segment_name);
 	/* The thread takes no signals: they belong to the main loop. */

@@ -29,6 +29,9 @@ struct load_result {
 };
 
 struct loader_calls {
+	/* A load beside a serving generation: one thread, leaving the
+	 * other cores to the workers that keep serving. */
+	bool background;
 	void (*sized)(void *ctx, uint64_t size);
 	/* The job is freed when this returns. */
 	void (*done)(void *ctx, const struct load_result *r);

@@ -10,7 +10,7 @@
 #   BENCH_SIZES ("256M 1G")  BENCH_REPS (5)  BENCH_WORKERS ("1 2 4 8 16")
 #   BENCH_SHUTDOWN_WORKERS ("1 8 32 64")  BENCH_CLIENTS ("1 8 32")
 #   BENCH_SECONDS (2, per control-plane figure)  BENCH_INSTALL (1)
-#   BENCH_REPLACE_WORKERS (4)  BENCH_REPLACE_SECONDS (2, at rest and after)
+#   BENCH_REPLACE_WORKERS (cores - 1)  BENCH_REPLACE_SECONDS (2, at rest and after)
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -24,8 +24,10 @@ BENCH_SECONDS=${BENCH_SECONDS:-2}
 # Scenario 3b: models loaded, then connections x attachments held besides.
 BENCH_MODELS=${BENCH_MODELS:-200}
 BENCH_CROWD=${BENCH_CROWD:-"200 256"}
-# Scenario 9: workers in back-to-back passes while the model is replaced.
-BENCH_REPLACE_WORKERS=${BENCH_REPLACE_WORKERS:-4}
+# Scenario 9: workers in back-to-back passes while the model is replaced;
+# one core is left to the copy, as a pool sized to the machine would.
+cores=$(nproc)
+BENCH_REPLACE_WORKERS=${BENCH_REPLACE_WORKERS:-$((cores > 1 ? cores - 1 : 1))}
 BENCH_REPLACE_SECONDS=${BENCH_REPLACE_SECONDS:-2}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
