@@ -111,6 +111,8 @@ conn_free(struct conn *c)
 		event_free(c->ev_pid);
 	if (c->ev_idle != NULL)
 		event_free(c->ev_idle);
+	if (c->ev_end != NULL)
+		event_free(c->ev_end);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->pidfd >= 0)
@@ -118,12 +120,21 @@ conn_free(struct conn *c)
 	free(c);
 }
 
+/* Ends a lost connection, after the callback that lost it: the layer
+ * above lets go of what it held and was owed, then it is freed.  Never
+ * inside that callback, which may be walking the connections or their
+ * holdings while it sends. */
 static void
-conn_free_later(evutil_socket_t fd, short what, void *arg)
+conn_end(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_free(arg);
+	conn_handlers->lost(c, c->lost_why);
+	TAILQ_REMOVE(&conn_list, c, entry);
+	conn_nconns--;
+	conn_free(c);
 }
 
 /*
@@ -193,19 +204,14 @@ conn_lost(struct conn *c, const char *why)
 			  "request(s), %u of them not logged", (long)c->pid,
 			  (long)c->uid, (unsigned long long)c->id, c->refusals,
 			  c->refusals_muted);
-	conn_handlers->lost(c, why);
-	TAILQ_REMOVE(&conn_list, c, entry);
-	conn_nconns--;
+	snprintf(c->lost_why, sizeof c->lost_why, "%s", why);
 	event_del(c->ev_read);
 	event_del(c->ev_write);
 	if (c->ev_pid != NULL)
 		event_del(c->ev_pid);
 	if (c->ev_idle != NULL)
 		event_del(c->ev_idle);
-	if (event_base_once(broker.base, -1, EV_TIMEOUT, conn_free_later, c,
-			    NULL) < 0)
-		log_warnx("conn %llu: cannot schedule its release",
-			  (unsigned long long)c->id);
+	event_active(c->ev_end, EV_TIMEOUT, 0);
 }
 
 static void
@@ -540,7 +546,9 @@ conn_accept(int fd)
 		c->ev_pid = event_new(broker.base, c->pidfd, EV_READ,
 				      conn_pid_exit, c);
 	c->ev_idle = evtimer_new(broker.base, conn_idle, c);
+	c->ev_end = event_new(broker.base, -1, 0, conn_end, c);
 	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_idle == NULL ||
+	    c->ev_end == NULL ||
 	    evtimer_add(c->ev_idle, &idle) < 0 ||
 	    event_add(c->ev_read, NULL) < 0 ||
 	    (c->ev_pid != NULL && event_add(c->ev_pid, NULL) < 0)) {

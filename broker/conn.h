@@ -51,6 +51,8 @@ struct conn {
 	int pidfd;
 	unsigned rights; /* RIGHT_* this peer has */
 	struct event *ev_idle; /* closes it if no hello comes in time */
+	struct event *ev_end;  /* ends it once lost (conn_lost) */
+	char lost_why[128];
 	unsigned bad_requests;
 	unsigned refusals;       /* requests refused, logged or not */
 	unsigned refusals_muted; /* of which no line was written */
@@ -94,8 +96,9 @@ void conn_set_handlers(const struct conn_handlers *h);
  * Returns 0, -EMSGSIZE when msg is over WIRE_MAX_REPLY (nothing sent, c
  * kept), or -EPIPE when c is lost. */
 int conn_send(struct conn *c, const json_t *msg, int pass_fd);
-/* Drops c: the lost hook runs and it is freed after the current
- * callback. */
+/* Drops c: nothing more is read from it or sent to it (conn_send says
+ * -EPIPE); after the current callback the lost handler runs and it is
+ * freed, so a caller walking connections or holdings may lose one. */
 void conn_lost(struct conn *c, const char *why);
 /* Sends what is queued for every client, waiting at most timeout_ms. */
 void conn_flush_all(int64_t timeout_ms);

@@ -317,14 +317,18 @@ load_after_unload(void *ctx, const struct unload_report *r)
 	};
 	struct model *m;
 
-	if (r->timed_out || broker.shutting_down) {
+	if (r->timed_out || broker.shutting_down || r->asked) {
 		pending_reply_error(&lau->waiters, r->timed_out ? MB_ETIMEOUT
-								: MB_ESHUTDOWN,
+				    : broker.shutting_down ? MB_ESHUTDOWN
+							   : MB_ECANCELLED,
 				    json_pack("{s:s, s:b}", "model", lau->name,
 					      "gap", 1),
 				    r->timed_out ? "the unload before the load "
 				    "timed out; the model is in ERROR"
-						 : "broker is shutting down");
+				    : broker.shutting_down
+					    ? "broker is shutting down"
+					    : "an unload request ended the "
+					      "replace; the model stays unloaded");
 	} else if ((m = registry_add(lau->name)) == NULL) {
 		pending_reply_error(&lau->waiters, MB_ELIMIT, NULL,
 				    "registry full");
@@ -360,7 +364,12 @@ load_resource_replace(struct model *m, const struct load_request *lr,
 	log_warnx("model %s: two generations do not fit; unloading it before "
 		  "loading %s (--replace-policy resource: a gap in service)",
 		  model_name(m), lr->path);
-	unload_begin(m, lr->drain_ms, NULL, NULL, true, load_after_unload, lau);
+	if (unload_begin(m, lr->drain_ms, NULL, NULL, true, load_after_unload,
+			 lau) < 0) {
+		pending_reply_error(&lau->waiters, MB_EINTERNAL, NULL,
+				    "out of memory");
+		free(lau);
+	}
 }
 
 /* Whether a replace of m may start; else replies why. */

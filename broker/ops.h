@@ -43,7 +43,8 @@ void load_cancel(struct model *m,
 		 void (*stopped)(struct model *m, uint64_t freed,
 				 unsigned unlinked));
 /* Gives up on m's cancelled load that did not stop: its waiters get
- * `cancelled`, stopped() runs now.  Returns segment names removed. */
+ * `cancelled` and stopped() will not run.  Returns segment names
+ * removed. */
 unsigned load_abandon(struct model *m);
 
 /* unload.c */
@@ -57,6 +58,7 @@ unsigned load_abandon(struct model *m);
 struct unload_report {
 	const char *model;
 	bool timed_out;
+	bool asked;         /* an unload request started or joined it */
 	uint64_t freed;
 	json_t *pids;       /* still attached at the end (borrowed) */
 	int64_t drained_us; /* when the wait ended */
@@ -67,9 +69,10 @@ typedef void unload_done_fn(void *ctx, const struct unload_report *r);
  * reply to (c, id), when c is not NULL, is owed until it ends; done(ctx)
  * (may be NULL) is called then too, once m is gone from the registry (or
  * in ERROR).  With notify, m's holders get the unload event and signal
- * (the shutdown tells everyone itself). */
-void unload_begin(struct model *m, int64_t timeout_ms, struct conn *c,
-		  json_t *id, bool notify, unload_done_fn *done, void *ctx);
+ * (the shutdown tells everyone itself).  0, or -1 when it could not
+ * start (the request, if any, was answered; done will not be called). */
+int unload_begin(struct model *m, int64_t timeout_ms, struct conn *c,
+		 json_t *id, bool notify, unload_done_fn *done, void *ctx);
 /* Starts draining old, replaced by m's current generation: its holders
  * get a `replaced` event; it is freed when they let go, or at the
  * deadline anyway (--kill-after applies). */

@@ -176,8 +176,12 @@ shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,
 	stopping.unloading = registry_count() + 1;
 	for (m = registry_next(NULL); m != NULL; m = next) {
 		next = registry_next(m);
-		unload_begin(m, timeout_ms, NULL, NULL, false,
-			     shutdown_unloaded, NULL);
+		if (unload_begin(m, timeout_ms, NULL, NULL, false,
+				 shutdown_unloaded, NULL) < 0) {
+			/* Out of memory: its names go at exit. */
+			stopping.unloading--;
+			stopping.timeouts++;
+		}
 	}
 	if (--stopping.unloading == 0)
 		shutdown_finish();

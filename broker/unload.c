@@ -44,6 +44,7 @@ struct unload {
 	bool interrupted;      /* its deadline was cut by a SIGINT */
 	bool load_stopping;    /* its model's load was cancelled */
 	bool load_abandoned;   /* ... and did not stop in time */
+	bool asked;            /* an unload request started or joined it */
 	struct pending_list waiters;
 	/* Who else hears when it ends: the shutdown, a resource replace. */
 	struct {
@@ -208,7 +209,7 @@ unload_load_stopped(struct model *m, uint64_t freed, unsigned unlinked)
 	unload_schedule();
 }
 
-void
+int
 unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	     bool notify, unload_done_fn *done, void *ctx)
 {
@@ -218,7 +219,8 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 
 	if (u != NULL) {
 		if (c != NULL && !pending_add(&u->waiters, c, id))
-			return;
+			return 0;
+		u->asked |= c != NULL;
 		/* A joined unload never moves the deadline of the one that
 		 * runs; the shutdown bounds every unload by its own. */
 		if (done != NULL) {
@@ -228,17 +230,18 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 		}
 		log_info("model %s: already unloading; joined", model_name(m));
 		unload_schedule();
-		return;
+		return 0;
 	}
 	if ((u = unload_new(m, NULL, timeout_ms)) == NULL) {
 		if (c != NULL)
 			reply_error(c, id, MB_EINTERNAL, NULL, "out of memory");
-		return;
+		return -1;
 	}
 	if (c != NULL && !pending_add(&u->waiters, c, id)) {
 		unload_free(u);
-		return;
+		return -1;
 	}
+	u->asked = c != NULL;
 	if (done != NULL)
 		unload_on_done(u, done, ctx);
 	u->shmem_before_kb = meminfo_shmem_kb();
@@ -260,6 +263,7 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	if (notify)
 		lease_holders(m, NULL, unload_tell_unload, u);
 	unload_schedule();
+	return 0;
 }
 
 void
@@ -281,12 +285,13 @@ unload_drain(struct generation *old, int64_t timeout_ms)
 
 		if (g->role != GENERATION_DRAINING || g->nleases == 0)
 			continue;
+		int64_t left = g->drain_deadline_ms - clock_monotonic_ms();
+
 		n.event = json_pack("{s:s, s:s, s:I, s:I, s:I}", "event",
 				    "replaced", "model", model_name(m),
 				    "old_generation", (json_int_t)g->number,
 				    "generation", (json_int_t)cur->number,
-				    "timeout_ms", (json_int_t)(g->drain_deadline_ms -
-							      clock_monotonic_ms()));
+				    "timeout_ms", (json_int_t)(left > 0 ? left : 0));
 		lease_holders(m, g, unload_tell, &n);
 		json_decref(n.event);
 	}
@@ -325,6 +330,7 @@ unload_finish(struct unload *u, bool timed_out)
 		json_object_set(report, "killed", u->killed);
 	snprintf(name, sizeof name, "%s", model_name(m));
 	rep.model = name;
+	rep.asked = u->asked;
 	rep.freed = u->freed;
 	rep.drained_us = release_start;
 	if (timed_out) {
@@ -485,6 +491,17 @@ unload_expire_all(void)
 static void
 unload_released(struct generation *g)
 {
+	uint64_t freed = 0;
+	unsigned unlinked = 0;
+	struct unload *u;
+
+	TAILQ_FOREACH(u, &unloads, entry)
+		if (u->gen == g || (u->gen == NULL && u->model == g->model))
+			break;
+	/* A drain without a record (out of memory when it began) ends
+	 * here. */
+	if (u == NULL && g->role == GENERATION_DRAINING && g->nleases == 0)
+		registry_generation_release(g, &freed, &unlinked);
 	if (g->role == GENERATION_DRAINING && g->segment == NULL &&
 	    g->nleases == 0) {
 		log_info("model %s: the last holder of generation %" PRIu64
