@@ -238,6 +238,27 @@ lease_model_pids(const struct model *m, json_t *array)
 	lease_holders(m, NULL, lease_append_pid, array);
 }
 
+json_t *
+lease_model_json(const struct model *m)
+{
+	json_t *o = registry_model_json(m);
+	json_t *gens = json_object_get(o, "generations");
+	const struct generation *g = NULL;
+	size_t i = 0;
+
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "pids", json_array());
+	lease_model_pids(m, json_object_get(o, "pids"));
+	while ((g = model_generations(m, g)) != NULL) {
+		json_t *item = json_array_get(gens, i++);
+
+		json_object_set_new(item, "pids", json_array());
+		lease_pids(g, json_object_get(item, "pids"));
+	}
+	return o;
+}
+
 static void
 lease_count_orphan(struct conn *c, void *arg)
 {

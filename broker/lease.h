@@ -37,6 +37,10 @@ unsigned lease_holders_count(void);
  * when g is NULL; fn may not take or release leases. */
 void lease_holders(const struct model *m, const struct generation *g,
 		   void (*fn)(struct conn *c, void *arg), void *arg);
+/* The model object of m (registry_model_json) with "pids", the
+ * processes holding it, on it and on each of its generations: what list
+ * and load replies carry (new reference). */
+json_t *lease_model_json(const struct model *m);
 /* The newest generation of m that c holds, or NULL. */
 struct generation *lease_newest(const struct conn *c, const struct model *m);
 /* Appends the pids holding g (or any of m's generations) to array. */

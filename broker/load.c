@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lease.h"
 #include "loader.h"
 #include "mbrokerd.h"
 #include "ops.h"
@@ -73,7 +74,7 @@ load_running(const struct model *m)
 static json_t *
 load_model_json(const struct load_op *op)
 {
-	json_t *o = registry_model_json(op->model, true);
+	json_t *o = lease_model_json(op->model);
 
 	if (op->gap)
 		json_object_set_new(o, "gap", json_true());

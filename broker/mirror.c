@@ -88,7 +88,7 @@ mirror_write_model(unsigned s)
 		mirror.map + mirror_header()->models_offset +
 		(size_t)s * MIRROR_MODEL_SIZE);
 	const struct model *m = registry_at(s);
-	json_t *o = m != NULL ? registry_model_json(m, false) : NULL;
+	json_t *o = m != NULL ? registry_model_json(m) : NULL;
 	char *data = (char *)(rec + 1);
 	size_t len = 0;
 

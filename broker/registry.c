@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lease.h"
 #include "loader.h"
 #include "mbrokerd.h"
 #include "registry.h"
@@ -327,7 +326,7 @@ registry_generation_leased(struct generation *g, int delta)
 
 /* One generation's JSON object for "generations". */
 static json_t *
-registry_generation_json(const struct generation *g, bool pids)
+registry_generation_json(const struct generation *g)
 {
 	char sum[17];
 	json_t *o;
@@ -360,15 +359,11 @@ registry_generation_json(const struct generation *g, bool pids)
 		if (g->abandoned)
 			json_object_set_new(o, "state", json_string("ERROR"));
 	}
-	if (pids) {
-		json_object_set_new(o, "pids", json_array());
-		lease_pids(g, json_object_get(o, "pids"));
-	}
 	return o;
 }
 
 json_t *
-registry_model_json(const struct model *m, bool pids)
+registry_model_json(const struct model *m)
 {
 	const struct generation *cur = model_current(m);
 	const struct generation *g = cur != NULL ? cur
@@ -388,10 +383,6 @@ registry_model_json(const struct model *m, bool pids)
 	if (o == NULL)
 		return NULL;
 	json_object_set_new(o, "path", json_string(g != NULL ? g->path : ""));
-	if (pids) {
-		json_object_set_new(o, "pids", json_array());
-		lease_model_pids(m, json_object_get(o, "pids"));
-	}
 	if (m->state == MODEL_LOADING && g != NULL && g->job != NULL)
 		json_object_set_new(o, "bytes_done", json_integer(
 			(json_int_t)loader_progress(g->job)));
@@ -411,7 +402,7 @@ registry_model_json(const struct model *m, bool pids)
 		json_object_set_new(o, "error", json_string(m->error));
 	gens = json_array();
 	TAILQ_FOREACH(g, &m->generations, entry)
-		json_array_append_new(gens, registry_generation_json(g, pids));
+		json_array_append_new(gens, registry_generation_json(g));
 	json_object_set_new(o, "generations", gens);
 	return o;
 }

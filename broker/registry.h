@@ -114,8 +114,8 @@ void registry_generation_remove(struct generation *g);
 /* A lease of g was taken (+1) or given back (-1). */
 void registry_generation_leased(struct generation *g, int delta);
 
-/* The model as a JSON object for list and replies (new reference); with
- * pids, each generation names its holders (a look at every holder). */
-json_t *registry_model_json(const struct model *m, bool pids);
+/* The model as a JSON object (new reference), as the mirror shows it;
+ * lease_model_json adds who holds it for list and replies. */
+json_t *registry_model_json(const struct model *m);
 
 #endif /* MBROKER_REGISTRY_H */

@@ -23,7 +23,7 @@ req_list(struct request *req)
 	struct model *m;
 
 	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
-		json_array_append_new(models, registry_model_json(m, true));
+		json_array_append_new(models, lease_model_json(m));
 	reply_paged(req, "models", models);
 }
 

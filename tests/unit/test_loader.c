@@ -184,7 +184,7 @@ expect_failure_of(const char *path, enum fault f, int nth, const char *reason)
 	assert_int_equal(model_state(m), MODEL_ERROR);
 	if (strstr(model_error(m), reason) == NULL)
 		fail_msg("error '%s' lacks '%s'", model_error(m), reason);
-	o = registry_model_json(m, false);
+	o = registry_model_json(m);
 	assert_null(json_object_get(o, "segment"));
 	json_decref(o);
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names);
@@ -323,7 +323,7 @@ test_loader_progress_and_cancel(void **state)
 		poll(NULL, 0, 1);
 	/* The first 8 MiB chunk is in; the loader waits on the second. */
 	assert_int_equal(loader_progress(job_of(m)), 8u << 20);
-	o = registry_model_json(m, false);
+	o = registry_model_json(m);
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "LOADING");
 	assert_int_equal(json_integer_value(json_object_get(o, "bytes_done")),

@@ -11,6 +11,7 @@
 #include "mbrokerd.h"
 
 #include "broker_fixture.h"
+#include "lease.h"
 
 static void
 test_registry_transitions(void **state)
@@ -156,7 +157,7 @@ test_registry_model_json(void **state)
 	g = loaded_generation(m, &provider_safetensors, 1234, 0xabcdef);
 	registry_generation_promote(m);
 	registry_set_state(m, MODEL_READY);
-	o = registry_model_json(m, false);
+	o = registry_model_json(m);
 	assert_string_equal(json_string_value(json_object_get(o, "name")), "w");
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "READY");
@@ -178,7 +179,7 @@ test_registry_model_json(void **state)
 	registry_set_state(m, MODEL_ERROR);
 	model_set_error(m, "boom %d", 42);
 	assert_string_equal(model_error(m), "boom 42");
-	o = registry_model_json(m, true);
+	o = lease_model_json(m);
 	assert_string_equal(json_string_value(json_object_get(o, "error")),
 			    "boom 42");
 	assert_null(json_object_get(o, "checksum"));
@@ -208,7 +209,7 @@ test_registry_model_json_generations(void **state)
 	old->drain_deadline_ms = clock_monotonic_ms() + 60000;
 	next = registry_generation_new(m, &provider_raw, "/models/w2");
 	assert_non_null(next);
-	o = registry_model_json(m, true);
+	o = lease_model_json(m);
 	assert_int_equal(json_integer_value(json_object_get(o, "generation")),
 			 cur->number);
 	assert_int_equal(json_integer_value(json_object_get(o, "size")), 200);
@@ -245,7 +246,7 @@ test_registry_model_json_generations(void **state)
 	json_decref(o);
 	/* A drain that timed out is shown as ERROR; the model serves on. */
 	old->abandoned = true;
-	o = registry_model_json(m, false);
+	o = registry_model_json(m);
 	gens = json_object_get(o, "generations");
 	assert_string_equal(json_string_value(json_object_get(
 				    json_array_get(gens, 2), "state")),

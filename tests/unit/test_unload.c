@@ -120,7 +120,7 @@ test_unload_timeout_names_holder(void **state)
 	/* The name is gone (the semaphore is left); the holder keeps the
 	 * bytes, still counted. */
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 1);
-	o = registry_model_json(m, true);
+	o = lease_model_json(m);
 	assert_null(json_object_get(o, "segment"));
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "ERROR");
@@ -260,7 +260,7 @@ test_unload_drain_deadline_unlinks_anyway(void **state)
 	 * ERROR beside the generation serving. */
 	assert_int_equal(unit_shm_count(broker.cfg.instance), 2);
 	assert_int_equal(segment_bytes_held(), 4096 + 8192);
-	o = registry_model_json(m, false);
+	o = registry_model_json(m);
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "READY");
 	assert_string_equal(json_string_value(json_object_get(
