@@ -14,7 +14,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "mbrokerd.h"
+#include "request.h"
 #include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,6 +36,7 @@ fuzz_setup(void)
 	snprintf(broker.cfg.instance, sizeof broker.cfg.instance, "fz-%ld",
 		 (long)getpid());
 	log_init(LOG_LEVEL_ERROR);
+	request_init();
 }
 
 /* A fresh connection, past hello, that may use models only. */
@@ -48,7 +51,7 @@ fuzz_connect(void)
 		       0, sv) < 0 || conn_accept(sv[0]) < 0)
 		abort();
 	fuzz_peer = sv[1];
-	fuzz_conn = TAILQ_LAST(&broker.conns, conn_list);
+	fuzz_conn = conn_newest();
 	fuzz_conn->rights = RIGHT_USE;
 	conn_said_hello(fuzz_conn);
 }
@@ -61,9 +64,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (broker.base == NULL)
 		fuzz_setup();
-	if (fuzz_conn == NULL || fuzz_conn->lost)
+	if (fuzz_conn == NULL)
 		fuzz_connect();
 	request_dispatch(fuzz_conn, (const char *)data, size);
+	/* A lost connection is freed by the loop below. */
+	if (fuzz_conn->lost)
+		fuzz_conn = NULL;
 	while (wire_recv(fuzz_peer, reply, sizeof reply, &fd, MSG_DONTWAIT) > 0)
 		if (fd >= 0)
 			close(fd);
