@@ -171,6 +171,12 @@ metrics_scrape(struct evbuffer *b)
 	metrics_gauge(b, "drain_seconds_sum", "Time replaced generations took "
 		      "to drain, summed (with drains_total: the mean).",
 		      (double)n->drain_ms_sum / 1000.0);
+	metrics_counter(b, "evictions_total", "Models unloaded to make room for "
+			"a load.", n->evictions);
+	metrics_counter(b, "idle_unloads_total", "Models unloaded after their "
+			"keep-alive.", n->idle_unloads);
+	metrics_counter(b, "autoloads_total", "Loads started by an attach "
+			"(--autoload).", n->autoloads);
 	metrics_counter(b, "attaches_total", "Attaches granted.", n->attaches);
 	metrics_counter(b, "detaches_total", "Detaches.", n->detaches);
 	metrics_counter(b, "acks_total", "Acknowledgements.", n->acks);

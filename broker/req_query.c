@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * req_query.c - the read-only requests: list (every model and its state),
+ * catalog (the models --model-dir offers by name),
  * stats (counters and memory) and workers (who holds what).  The two lists
  * come in pages when they do not fit in one message.
  */
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "catalog.h"
 #include "conn.h"
 #include "lease.h"
 #include "loader.h"
@@ -42,7 +44,7 @@ req_stats(struct request *req)
 	reply_ok(req->conn, req->id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I,"
 			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			   " s:I, s:I, s:b}",
+			   " s:I, s:I, s:I, s:I, s:I, s:b}",
 			   "pid", (json_int_t)getpid(), "instance",
 			   broker.cfg.instance, "version", MB_VERSION_STRING,
 			   "uptime_ms",
@@ -61,7 +63,10 @@ req_stats(struct request *req)
 			   (json_int_t)n->unload_timeouts, "replaces",
 			   (json_int_t)n->replaces, "replace_failures",
 			   (json_int_t)n->replace_failures, "drain_timeouts",
-			   (json_int_t)n->drain_timeouts, "attaches",
+			   (json_int_t)n->drain_timeouts, "evictions",
+			   (json_int_t)n->evictions, "idle_unloads",
+			   (json_int_t)n->idle_unloads, "autoloads",
+			   (json_int_t)n->autoloads, "attaches",
 			   (json_int_t)n->attaches, "detaches",
 			   (json_int_t)n->detaches, "acks",
 			   (json_int_t)n->acks, "shutting_down",
@@ -99,8 +104,15 @@ req_workers(struct request *req)
 	reply_paged(req, "workers", workers);
 }
 
+static void
+req_catalog(struct request *req)
+{
+	reply_paged(req, "models", catalog_list());
+}
+
 const struct request_entry req_query_entries[] = {
 	{"list", req_list, RIGHT_USE},
+	{"catalog", req_catalog, RIGHT_USE},
 	{"stats", req_stats, RIGHT_USE},
 	{"workers", req_workers, RIGHT_USE},
 	{NULL, NULL, RIGHT_NONE},
