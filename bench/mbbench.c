@@ -11,6 +11,7 @@
  *   mbbench attach SOCKET MODEL ITERATIONS
  *   mbbench infer SOCKET MODEL REPETITIONS
  *   mbbench follow SOCKET MODEL SECONDS
+ *   mbbench first-attach SOCKET MODEL
  *   mbbench hold-private FILE | hold-mmap FILE
  *   mbbench rate SOCKET OP CLIENTS SECONDS
  *   mbbench crowd SOCKET CONNECTIONS PER_CONNECTION MODEL...
@@ -294,6 +295,26 @@ bench_follow(const char *sock, const char *model, double seconds)
 	return 0;
 }
 
+/* One attach on a fresh connection, timed: with --autoload and MODEL not
+ * loaded, its whole load is in it. */
+static int
+bench_first_attach(const char *sock, const char *model)
+{
+	struct mb_attachment *att;
+	struct mb_client *c;
+	double t0;
+	int r;
+
+	if ((r = mb_connect(sock, &c)) < 0)
+		bench_die("connect", r);
+	t0 = bench_now();
+	if ((r = mb_attach(c, model, &att)) < 0)
+		bench_die("attach", r);
+	printf("{\"attach_s\":%.6f}\n", bench_now() - t0);
+	mb_close(c);
+	return 0;
+}
+
 /* Holds FILE as a private copy or a page-cache mapping, every page
  * touched, until killed. */
 static int
@@ -417,6 +438,8 @@ main(int argc, char **argv)
 		return bench_infer(argv[2], argv[3], strtoull(argv[4], NULL, 10));
 	if (strcmp(cmd, "follow") == 0 && argc == 5)
 		return bench_follow(argv[2], argv[3], atof(argv[4]));
+	if (strcmp(cmd, "first-attach") == 0 && argc == 4)
+		return bench_first_attach(argv[2], argv[3]);
 	if (strcmp(cmd, "hold-private") == 0 && argc == 3)
 		return bench_hold(argv[2], true);
 	if (strcmp(cmd, "hold-mmap") == 0 && argc == 3)
@@ -428,6 +451,7 @@ main(int argc, char **argv)
 				   argv + 5, argc - 5);
 	fprintf(stderr, "usage: mbbench fill-floor BYTES | attach SOCKET MODEL N |"
 		" infer SOCKET MODEL N | follow SOCKET MODEL SECONDS | "
+		"first-attach SOCKET MODEL | "
 		"hold-private FILE | hold-mmap FILE | "
 		"rate SOCKET OP CLIENTS SECONDS | crowd SOCKET CONNECTIONS "
 		"PER_CONNECTION MODEL...\n");

@@ -74,6 +74,12 @@ req_load_path(struct request *req, bool replace, const char *name,
 			*provider = NULL;
 		return catalog_path;
 	}
+	if (json_object_get(req->msg, "path") == NULL && !replace &&
+	    broker.cfg.nmodel_dirs > 0) {
+		reply_error(req->conn, req->id, MB_ENOMODEL, NULL, "no \"path\" "
+			    "and no model called %.64s in the catalog", name);
+		return NULL;
+	}
 	if (json_object_get(req->msg, "path") != NULL || !replace)
 		return request_string(req, "path");
 	if ((m = registry_find(name)) == NULL ||

@@ -106,15 +106,18 @@ residency_holders(char *buf, size_t len)
 	for (m = registry_next(NULL); m != NULL && used < len;
 	     m = registry_next(m)) {
 		const struct generation *g = model_current(m);
-		json_t *pids = json_array();
+		json_t *pids;
 		char *list;
 		int n;
 
+		if (g == NULL || g->segment == NULL)
+			continue;
+		pids = json_array();
 		lease_model_pids(m, pids);
 		list = json_dumps(pids, JSON_COMPACT);
 		n = snprintf(buf + used, len - used, "%s%s %" PRIu64
 			     " bytes%s%s%s%s", used > 0 ? "; " : "",
-			     model_name(m), g != NULL ? g->size : 0,
+			     model_name(m), g->size,
 			     model_leases(m) > 0 ? " held by pids " : "",
 			     model_leases(m) > 0 && list != NULL ? list : "",
 			     model_pinned(m) ? " pinned" : "",
@@ -127,18 +130,38 @@ residency_holders(char *buf, size_t len)
 	}
 }
 
+/* The bytes every model that may be evicted for name holds. */
+static uint64_t
+residency_evictable(const char *name)
+{
+	uint64_t bytes = 0;
+	struct model *m;
+
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
+		if (residency_idle(m) && strcmp(model_name(m), name) != 0)
+			bytes += model_current(m)->size;
+	return bytes;
+}
+
 int
 residency_make_room(uint64_t size, const char *name, char *why, size_t len)
 {
 	char reason[512], holders[1024];
 	struct model *victim;
 
+	if (segment_room(size, reason, sizeof reason))
+		return 0;
+	/* Evict only when it makes the room: never for nothing. */
+	if (!segment_room_freeing(size, residency_evictable(name), why, len)) {
+		residency_holders(holders, sizeof holders);
+		snprintf(why, len, "%s; evicting every model nobody holds "
+			 "would not make room (held: %s)", reason,
+			 holders[0] != '\0' ? holders : "none");
+		return MB_ENOSPACE;
+	}
 	while (!segment_room(size, reason, sizeof reason)) {
 		if ((victim = residency_victim(name)) == NULL) {
-			residency_holders(holders, sizeof holders);
-			snprintf(why, len, "%s; nothing can be evicted (held: "
-				 "%s)", reason, holders[0] != '\0' ? holders
-								  : "none");
+			snprintf(why, len, "%s; no model left to evict", reason);
 			return MB_ENOSPACE;
 		}
 		broker.counters.evictions++;

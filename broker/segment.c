@@ -171,16 +171,27 @@ segment_space_fits(uint64_t size, char *err, size_t errlen)
 }
 
 bool
-segment_room(uint64_t size, char *err, size_t errlen)
+segment_room_freeing(uint64_t size, uint64_t freed, char *err,
+		     size_t errlen)
 {
+	uint64_t held = atomic_load(&segment_held);
 	bool fits;
 
+	/* Freed pages come back to the filesystem too: asking for size less
+	 * them is the same check. */
 	pthread_mutex_lock(&segment_lock);
-	fits = segment_budget_fits(size, atomic_load(&segment_held), err,
+	fits = segment_budget_fits(size, held > freed ? held - freed : 0, err,
 				   errlen) == 0 &&
-	       segment_space_fits(size, err, errlen) == 0;
+	       segment_space_fits(size > freed ? size - freed : 0, err,
+				  errlen) == 0;
 	pthread_mutex_unlock(&segment_lock);
 	return fits;
+}
+
+bool
+segment_room(uint64_t size, char *err, size_t errlen)
+{
+	return segment_room_freeing(size, 0, err, errlen);
 }
 
 /* Takes s off the list of segments being filled.  Under segment_lock. */

@@ -68,6 +68,10 @@ int64_t segment_space_free(void);
 /* Whether size more bytes fit in the budget and the free space now (a
  * check ahead of a load; segment_create decides); else the reason. */
 bool segment_room(uint64_t size, char *err, size_t errlen);
+/* The same once freed bytes of segments have been given back (what an
+ * eviction would free). */
+bool segment_room_freeing(uint64_t size, uint64_t freed, char *err,
+			  size_t errlen);
 /* The directory segments live in (/dev/shm or --shm-dir). */
 const char *segment_dir(void);
 

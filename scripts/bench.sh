@@ -434,4 +434,42 @@ record "replace under load" "pass p99 during the replace" ms "${dur99[@]}"
 record "replace under load" "p99 during / at rest (goal <= 1.1)" x "${p99x[@]}"
 record "replace under load" "peak Shmem / model (goal <= 2 + 2 MiB per worker)" x "${peak[@]}"
 
+say "== 10. many models: autoload and eviction"
+# A cold attach (--autoload loads the model inside it) against an explicit
+# load followed by an attach; then a load that must evict one idle model
+# against the same load with the room already there.
+catalog="$RUN/catalog"
+mkdir -p "$catalog"
+for name in a b c; do
+	"$BUILD/mkmodel" --raw --seed 7 "$catalog/$name.bin" "$smallest"
+	cat "$catalog/$name.bin" >/dev/null
+done
+cold=() explicit=() ratio=() plain=() evicting=() cost=()
+for r in $(seq "$BENCH_REPS"); do
+	start_broker --model-dir "$catalog" --autoload \
+		--max-shm-bytes "$((smallest * 5 / 2))"
+	c=$("$BUILD/mbbench" first-attach "$SOCK" a | field attach_s)
+	t0=$(now_us)
+	mbctl load b --wait >/dev/null
+	a=$("$BUILD/mbbench" first-attach "$SOCK" b | field attach_s)
+	t1=$(now_us)
+	cold+=("$(calc "$c * 1000")")
+	explicit+=("$(calc "($t1 - $t0) / 1000")")
+	ratio+=("$(calc "$c * 1000000 / ($t1 - $t0)")")
+	# c needs room: a (least recently used, held by nobody) goes.
+	t0=$(now_us); mbctl load c --wait >/dev/null; t1=$(now_us)
+	evicting+=("$(calc "($t1 - $t0) / 1000")")
+	mbctl unload c >/dev/null
+	t0=$(now_us); mbctl load c --wait >/dev/null; t1=$(now_us)
+	plain+=("$(calc "($t1 - $t0) / 1000")")
+	cost+=("$(calc "${evicting[-1]} - ${plain[-1]}")")
+	stop_broker
+done
+record "many models" "cold attach (autoload inside)" ms "${cold[@]}"
+record "many models" "explicit load, then attach" ms "${explicit[@]}"
+record "many models" "cold attach / explicit load + attach" x "${ratio[@]}"
+record "many models" "load that evicts one model" ms "${evicting[@]}"
+record "many models" "the same load with room" ms "${plain[@]}"
+record "many models" "eviction cost (difference)" ms "${cost[@]}"
+
 "$(dirname "$0")/bench-report.sh" "$OUT"
