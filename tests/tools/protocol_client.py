@@ -247,7 +247,8 @@ STATS = {n: int for n in (
     "pid", "uptime_ms", "models", "workers", "connections", "bytes_shared",
     "shmem_kb", "abandoned_loads", "bytes_reserved", "max_shm_bytes",
     "loads", "load_failures", "unloads", "unload_timeouts", "replaces",
-    "replace_failures", "drain_timeouts", "attaches", "detaches", "acks")}
+    "replace_failures", "drain_timeouts", "attaches", "detaches", "acks",
+    "evictions", "idle_unloads", "autoloads")}
 STATS.update(instance=str, version=str, shutting_down=bool)
 UNLOAD = {"model": str, "generation": int, "state": str,
           "freed_bytes": int, "shmem_before_kb": int, "shmem_after_kb": int,
@@ -266,11 +267,14 @@ def check_model(m, what):
     state = m.get("state")
     spec = {"name": str, "format": str, "state": str, "generation": int,
             "size": int, "attached": int, "path": str, "pids": list,
-            "generations": list}
+            "generations": list, "pinned": bool, "keep_alive_ms": int,
+            "reason": str}
     if state == "LOADING":
         spec["bytes_done"] = int
     if state in ("READY", "UNLOADING"):
         spec.update(checksum=str, tensors=int, load_ms=int)
+    if state == "READY":
+        spec["idle_ms"] = int
     if state == "ERROR":
         spec["error"] = str
     members(m, spec, what + " model", exact=False)
@@ -280,6 +284,11 @@ def check_model(m, what):
     check(state in ("LOADING", "READY", "UNLOADING", "ERROR"),
           "%s: state %r" % (what, state))
     check(m.get("format") in ("raw", "safetensors"), "%s: format" % what)
+    check(m.get("reason") in ("preload", "explicit", "autoload"),
+          "%s: reason %r" % (what, m.get("reason")))
+    check(m.get("keep_alive_ms", -1) >= -1 and m.get("idle_ms", 0) >= 0,
+          "%s: keep_alive_ms %r, idle_ms %r" % (what, m.get("keep_alive_ms"),
+                                                m.get("idle_ms")))
     if "checksum" in m:
         c = m["checksum"]
         check(len(c) == 16 and all(x in "0123456789abcdef" for x in c),
@@ -1265,8 +1274,9 @@ def part_options(b, work):
     check(fields[3] == 256 and fields[4] == 8192 and fields[7] == 48
           and fields[6] == 3, "mirror header %r" % (fields,))
     listed = {x["name"]: x for x in c.ok({"op": "list"})["models"]}
+    # idle_ms grows with time: the mirror's is as of its slot's rewrite.
     for x in listed.values():
-        for key in ("pids", "id", "ok"):
+        for key in ("pids", "id", "ok", "idle_ms"):
             x.pop(key, None)
         for g in x.get("generations", []):
             g.pop("pids", None)
@@ -1278,6 +1288,8 @@ def part_options(b, work):
         with open("/dev/shm/mbroker.%s.registry" % b.instance, "rb") as f:
             mirror["data"] = f.read()
         mirror["slots"] = model_slots(mirror["data"], fields)
+        for _, x in mirror["slots"]:
+            x.pop("idle_ms", None)
         return {x["name"]: x for _, x in mirror["slots"]} == listed
     wait_for(mirror_matches, 5, "the mirror's model slots never matched "
              "list: %r" % listed)
