@@ -250,6 +250,10 @@ lease_model_json(const struct model *m)
 		return NULL;
 	json_object_set_new(o, "pids", json_array());
 	lease_model_pids(m, json_object_get(o, "pids"));
+	if (model_state(m) == MODEL_READY)
+		json_object_set_new(o, "idle_ms", json_integer(
+			model_leases(m) > 0 ? 0
+			: clock_monotonic_ms() - model_last_used(m)));
 	while ((g = model_generations(m, g)) != NULL) {
 		json_t *item = json_array_get(gens, i++);
 

@@ -40,7 +40,11 @@ struct load_op {
 	void (*stopped)(struct model *m, uint64_t freed, unsigned unlinked);
 	struct pending_list start_waiters; /* load without wait: the size */
 	struct pending_list load_waiters;  /* load with wait: the outcome */
+	struct pending_list attach_waiters; /* attaches that loaded it */
 };
+
+/* Grants an attach that waited for a load (the request layer's). */
+static load_attach_fn *load_attach_answer;
 
 static TAILQ_HEAD(, load_op) load_ops = TAILQ_HEAD_INITIALIZER(load_ops);
 
@@ -50,6 +54,7 @@ struct load_after_unload {
 	char path[PATH_MAX];
 	const struct provider *provider;
 	bool wait;
+	int64_t keep_alive_ms;
 	struct pending_list waiters;
 };
 
@@ -68,6 +73,23 @@ bool
 load_running(const struct model *m)
 {
 	return load_find(m) != NULL;
+}
+
+void
+load_set_attach_answer(load_attach_fn *answer)
+{
+	load_attach_answer = answer;
+}
+
+bool
+load_join_attach(struct model *m, struct conn *c, json_t *id)
+{
+	struct load_op *op = load_find(m);
+
+	if (op == NULL || op->replace)
+		return false;
+	pending_add(&op->attach_waiters, c, id);
+	return true;
 }
 
 /* The model object a reply of op carries. */
@@ -92,6 +114,7 @@ load_reply(struct load_op *op, int result, const char *error)
 
 	if (result == 0) {
 		pending_reply_ok(&op->load_waiters, load_model_json(op));
+		pending_answer(&op->attach_waiters, load_attach_answer, m);
 		return;
 	}
 	/* A failed replace names the generation that serves on. */
@@ -100,6 +123,8 @@ load_reply(struct load_op *op, int result, const char *error)
 		json_object_set_new(extra, "generation",
 				    json_integer((json_int_t)cur->number));
 	pending_reply_error(&op->start_waiters, result, json_incref(extra),
+			    error);
+	pending_reply_error(&op->attach_waiters, result, json_incref(extra),
 			    error);
 	pending_reply_error(&op->load_waiters, result, extra, error);
 }
@@ -133,6 +158,8 @@ load_first_done(struct load_op *op, const struct load_result *r)
 		broker.counters.loads++;
 		registry_generation_promote(m);
 		registry_set_state(m, MODEL_READY);
+		model_touch(m);
+		residency_schedule();
 		log_info("model %s: READY, %" PRIu64 " bytes in %" PRId64
 			 " ms (%.0f MB/s), xxh3 %016" PRIx64 ", %zu tensors, "
 			 "segment %s", model_name(m), g->size, g->load_ms,
@@ -238,6 +265,7 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 	if (op != NULL) {
 		TAILQ_INIT(&op->start_waiters);
 		TAILQ_INIT(&op->load_waiters);
+		TAILQ_INIT(&op->attach_waiters);
 		TAILQ_INSERT_TAIL(&load_ops, op, entry);
 	}
 	if (op == NULL) {
@@ -245,8 +273,9 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 			reply_error(c, id, MB_EINTERNAL, NULL, "out of memory");
 		goto undo;
 	}
-	if (c != NULL && !pending_add(lr->wait ? &op->load_waiters
-					       : &op->start_waiters, c, id))
+	if (c != NULL && !pending_add(lr->attach ? &op->attach_waiters
+				       : lr->wait ? &op->load_waiters
+						  : &op->start_waiters, c, id))
 		goto undo;
 	if (owed != NULL)
 		pending_move(owed, lr->wait ? &op->load_waiters
@@ -263,8 +292,14 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 				   op, &r)) == NULL)
 		goto fail;
 	op->gen = g;
-	if (!op->replace)
+	if (lr->keep_alive_ms != LOAD_KEEP_ALIVE_DEFAULT)
+		model_set_keep_alive(m, lr->keep_alive_ms);
+	if (!op->replace) {
+		model_set_reason(m, lr->reason);
 		registry_set_state(m, MODEL_LOADING);
+	}
+	if (lr->reason == REASON_AUTOLOAD)
+		broker.counters.autoloads++;
 	log_info("model %s: loading %s as %s (generation %" PRIu64 ")%s",
 		 model_name(m), lr->path, lr->provider->name, g->number,
 		 op->replace ? ", beside the one serving" : "");
@@ -276,6 +311,7 @@ fail:
 	snprintf(message, sizeof message, "cannot start the load: %s",
 		 mb_strerror(r));
 	pending_reply_error(&op->start_waiters, MB_EINTERNAL, NULL, message);
+	pending_reply_error(&op->attach_waiters, MB_EINTERNAL, NULL, message);
 	pending_reply_error(&op->load_waiters, MB_EINTERNAL, NULL, message);
 undo:
 	if (op != NULL)
@@ -315,6 +351,8 @@ load_after_unload(void *ctx, const struct unload_report *r)
 		.path = lau->path,
 		.provider = lau->provider,
 		.wait = lau->wait,
+		.reason = REASON_EXPLICIT,
+		.keep_alive_ms = lau->keep_alive_ms,
 	};
 	struct model *m;
 
@@ -357,6 +395,7 @@ load_resource_replace(struct model *m, const struct load_request *lr,
 	snprintf(lau->path, sizeof lau->path, "%s", lr->path);
 	lau->provider = lr->provider;
 	lau->wait = lr->wait;
+	lau->keep_alive_ms = lr->keep_alive_ms;
 	TAILQ_INIT(&lau->waiters);
 	if (!pending_add(&lau->waiters, c, id)) {
 		free(lau);
@@ -380,7 +419,7 @@ load_replace_allowed(struct model *m, const struct load_request *lr,
 {
 	const struct load_op *op = load_find(m);
 	uint64_t size;
-	char why[256];
+	char why[2048];
 
 	*resource = false;
 	if (op != NULL) {
@@ -390,7 +429,8 @@ load_replace_allowed(struct model *m, const struct load_request *lr,
 		return false;
 	}
 	if ((size = load_file_size(lr->path)) == 0 ||
-	    segment_room(size, why, sizeof why))
+	    segment_room(size, why, sizeof why) ||
+	    residency_make_room(size, model_name(m), why, sizeof why) == 0)
 		return true;
 	if (lr->policy == REPLACE_RESOURCE) {
 		*resource = true;
@@ -449,6 +489,28 @@ load_allowed(struct model *m, const struct load_request *lr, struct conn *c,
 	}
 }
 
+/* Makes room for a new model's first load by evicting what nobody holds;
+ * false after replying no_space. */
+static bool
+load_room(const char *name, const struct load_request *lr, struct conn *c,
+	  json_t *id)
+{
+	uint64_t size = load_file_size(lr->path);
+	char why[2048];
+
+	if (size == 0 || segment_room(size, why, sizeof why) ||
+	    residency_make_room(size, name, why, sizeof why) == 0)
+		return true;
+	if (c != NULL)
+		reply_error(c, id, MB_ENOSPACE, json_pack("{s:s, s:I}", "model",
+							  name, "needed",
+							  (json_int_t)size),
+			    "loading %s: %s", name, why);
+	else
+		log_error("%s: %s", name, why);
+	return false;
+}
+
 int
 load_begin(const char *name, const struct load_request *lr, struct conn *c,
 	   json_t *id)
@@ -457,6 +519,9 @@ load_begin(const char *name, const struct load_request *lr, struct conn *c,
 	bool resource = false;
 
 	if (m != NULL && !load_allowed(m, lr, c, id, &resource))
+		return -1;
+	if ((m == NULL || model_state(m) != MODEL_READY) &&
+	    !load_room(name, lr, c, id))
 		return -1;
 	if (m == NULL && (m = registry_add(name)) == NULL) {
 		if (c != NULL)

@@ -209,7 +209,10 @@ mbrokerd_preload(void)
 {
 	for (size_t i = 0; i < broker.cfg.npreloads; i++) {
 		const struct preload *p = &broker.cfg.preloads[i];
-		struct load_request lr = {.drain_ms = 0};
+		struct load_request lr = {
+			.reason = REASON_PRELOAD,
+			.keep_alive_ms = LOAD_KEEP_ALIVE_DEFAULT,
+		};
 		char path[PATH_MAX];
 
 		if (registry_find(p->name) != NULL) {
@@ -241,6 +244,7 @@ mbrokerd_teardown(void)
 	control_close();
 	mirror_shutdown();
 	unload_shutdown();
+	residency_shutdown();
 	loader_shutdown();
 	modeldir_shutdown();
 	notify_shutdown();
@@ -297,7 +301,7 @@ main(int argc, char **argv)
 	    metrics_init() < 0 ||
 	    modeldir_init() < 0 ||
 	    loader_init() < 0 ||
-	    unload_init() < 0 || mirror_init() < 0 ||
+	    unload_init() < 0 || residency_init() < 0 || mirror_init() < 0 ||
 	    control_listen(broker.cfg.socket_path) < 0) {
 		log_error("start-up failed; removing what was created");
 		mbrokerd_teardown();

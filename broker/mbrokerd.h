@@ -101,6 +101,10 @@ struct config {
 	char pid_file[PATH_MAX];
 	int unload_signal;
 	enum replace_policy replace_policy;
+	bool autoload;         /* an attach loads a catalog model */
+	int64_t keep_alive_ms; /* idle time before an unload; -1: never */
+	char **pins;           /* --pin names */
+	size_t npins;
 };
 /* What options_parse asks of its caller. */
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_USAGE };
@@ -226,6 +230,7 @@ void mirror_shutdown(void);
 struct counters {
 	uint64_t loads, load_failures, unloads, unload_timeouts;
 	uint64_t replaces, replace_failures, drains, drain_timeouts;
+	uint64_t evictions, idle_unloads, autoloads;
 	uint64_t drain_ms_sum;
 	uint64_t attaches, detaches, acks;
 };

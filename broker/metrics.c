@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "mbrokerd.h"
+#include "pss.h"
 #include "conn.h"
 #include "lease.h"
 #include "listener.h"
@@ -135,6 +136,40 @@ metrics_models(struct evbuffer *b)
 					    g->load_ms / 1000.0);
 }
 
+/* One holder's Pss of one model's pages. */
+struct metrics_pss {
+	struct evbuffer *b;
+	const char *model;
+};
+
+static void
+metrics_pss_line(pid_t pid, int64_t kb, void *arg)
+{
+	struct metrics_pss *p = arg;
+
+	if (kb >= 0)
+		evbuffer_add_printf(p->b, "mbroker_model_holder_pss_bytes{model="
+				    "\"%s\",pid=\"%ld\"} %lld\n", p->model,
+				    (long)pid, (long long)kb * 1024);
+}
+
+/* What each model costs: its bytes once, its Pss in each holder. */
+static void
+metrics_memory(struct evbuffer *b)
+{
+	struct model *m;
+
+	evbuffer_add_printf(b, "# HELP mbroker_model_holder_pss_bytes Pss of "
+			    "a model's pages in each process holding it "
+			    "(/proc/PID/smaps, where readable).\n# TYPE "
+			    "mbroker_model_holder_pss_bytes gauge\n");
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
+		struct metrics_pss p = {b, model_name(m)};
+
+		pss_of_holders(m, metrics_pss_line, &p);
+	}
+}
+
 /* The scrape itself: every metric, read from the registry now. */
 static void
 metrics_scrape(struct evbuffer *b)
@@ -142,6 +177,7 @@ metrics_scrape(struct evbuffer *b)
 	const struct counters *n = &broker.counters;
 
 	metrics_models(b);
+	metrics_memory(b);
 	metrics_gauge(b, "workers", "Connections holding an attachment.",
 		      lease_holders_count());
 	metrics_gauge(b, "connections", "Client connections.", conn_count());
@@ -171,6 +207,12 @@ metrics_scrape(struct evbuffer *b)
 	metrics_gauge(b, "drain_seconds_sum", "Time replaced generations took "
 		      "to drain, summed (with drains_total: the mean).",
 		      (double)n->drain_ms_sum / 1000.0);
+	metrics_counter(b, "evictions_total", "Models unloaded to make room for "
+			"a load.", n->evictions);
+	metrics_counter(b, "idle_unloads_total", "Models unloaded after their "
+			"keep-alive.", n->idle_unloads);
+	metrics_counter(b, "autoloads_total", "Loads started by an attach "
+			"(--autoload).", n->autoloads);
 	metrics_counter(b, "attaches_total", "Attaches granted.", n->attaches);
 	metrics_counter(b, "detaches_total", "Detaches.", n->detaches);
 	metrics_counter(b, "acks_total", "Acknowledgements.", n->acks);

@@ -14,15 +14,22 @@
 
 #include <jansson.h>
 
+#include "registry.h"
+
 struct conn;
 struct model;
 struct generation;
 struct provider;
 
 /* load.c */
+/* load_request.keep_alive_ms when the request names none. */
+#define LOAD_KEEP_ALIVE_DEFAULT (-2)
 struct load_request {
 	const char *path;
 	const struct provider *provider;
+	enum load_reason reason;
+	bool attach;         /* (c, id) is an attach, answered once loaded */
+	int64_t keep_alive_ms; /* -1 forever, or LOAD_KEEP_ALIVE_DEFAULT */
 	bool wait;           /* reply when loaded instead of once sized */
 	bool replace;        /* a READY model gets a new generation */
 	enum replace_policy policy;
@@ -37,6 +44,12 @@ int load_begin(const char *name, const struct load_request *lr,
 	       struct conn *c, json_t *id);
 /* Whether a load of m is running (a first load or a replace). */
 bool load_running(const struct model *m);
+/* How an attach that waited for a load is granted (request layer). */
+typedef void load_attach_fn(struct conn *c, json_t *id, void *model);
+void load_set_attach_answer(load_attach_fn *answer);
+/* Lets (c, id), an attach, wait for m's first load; false when m has
+ * none running (a reply was sent when true and it could not wait). */
+bool load_join_attach(struct model *m, struct conn *c, json_t *id);
 /* Cancels m's running load; stopped() runs once it has ended (its
  * waiters got `cancelled`), with what it had made and removed. */
 void load_cancel(struct model *m,
@@ -73,6 +86,9 @@ typedef void unload_done_fn(void *ctx, const struct unload_report *r);
  * start (the request, if any, was answered; done will not be called). */
 int unload_begin(struct model *m, int64_t timeout_ms, struct conn *c,
 		 json_t *id, bool notify, unload_done_fn *done, void *ctx);
+/* Unloads m at once, which nobody holds and nothing loads (an eviction
+ * or an idle unload); m is gone when it returns 0.  -1: it could not. */
+int unload_idle(struct model *m);
 /* Starts draining old, replaced by m's current generation: its holders
  * get a `replaced` event; it is freed when they let go, or at the
  * deadline anyway (--kill-after applies). */
@@ -82,6 +98,18 @@ void unload_expire_all(void);
 /* Sets up the evaluation event and the ack waiter.  0 or -1. */
 int unload_init(void);
 void unload_shutdown(void);
+
+/* residency.c */
+/* Evicts models nobody holds or pinned, least recently used first, until
+ * size bytes fit, never the model called name.  0 when they fit, or
+ * MB_ENOSPACE with why naming what holds the memory. */
+int residency_make_room(uint64_t size, const char *name, char *why,
+			size_t len);
+/* Looks at keep-alives soon: a model was let go of or loaded. */
+void residency_schedule(void);
+/* Applies --pin and sets up the keep-alive timer.  0 or -1. */
+int residency_init(void);
+void residency_shutdown(void);
 
 /* shutdown.c */
 void shutdown_begin(int64_t timeout_ms, struct conn *c, json_t *id,

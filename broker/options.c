@@ -40,6 +40,12 @@ static const char options_usage[] =
 	"                           model SECS after its unload began, if\n"
 	"                           that is before its deadline\n"
 	"                           (default: never)\n"
+	"  --autoload               an attach of a --model-dir model that is\n"
+	"                           not loaded loads it\n"
+	"  --keep-alive SECS        unload a model nobody has attached for\n"
+	"                           SECS (default: never; 0: at once)\n"
+	"  --pin NAME               never evict or idle-unload NAME\n"
+	"                           (repeatable)\n"
 	"  --replace-policy POLICY  when a replace's two copies do not fit:\n"
 	"                           availability refuses it (no_space),\n"
 	"                           resource unloads first, then loads (a\n"
@@ -86,6 +92,9 @@ enum {
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_KILL_AFTER,
 	OPT_REPLACE_POLICY,
+	OPT_AUTOLOAD,
+	OPT_KEEP_ALIVE,
+	OPT_PIN,
 	OPT_MAX_SHM_BYTES,
 	OPT_SHM_DIR,
 	OPT_METRICS_LISTEN,
@@ -112,6 +121,9 @@ static const struct option options_long[] = {
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"kill-after", required_argument, NULL, OPT_KILL_AFTER},
 	{"replace-policy", required_argument, NULL, OPT_REPLACE_POLICY},
+	{"autoload", no_argument, NULL, OPT_AUTOLOAD},
+	{"keep-alive", required_argument, NULL, OPT_KEEP_ALIVE},
+	{"pin", required_argument, NULL, OPT_PIN},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
@@ -322,6 +334,7 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 	cfg->max_message = WIRE_MAX_REQUEST;
 	cfg->max_conns = 1024;
 	cfg->idle_timeout_ms = 10000;
+	cfg->keep_alive_ms = -1;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->unload_signal = SIGUSR1;
 	optind = 0;
@@ -396,6 +409,33 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			}
 			break;
+		case OPT_AUTOLOAD:
+			cfg->autoload = true;
+			break;
+		case OPT_KEEP_ALIVE:
+			if ((cfg->keep_alive_ms = options_seconds_ms(optarg)) <
+			    0) {
+				fprintf(err, "mbrokerd: --keep-alive wants "
+					"seconds >= 0, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			break;
+		case OPT_PIN: {
+			char **pins;
+
+			if (!names_model_valid(optarg)) {
+				fprintf(err, "mbrokerd: --pin wants a model "
+					"name, got '%s'\n", optarg);
+				return OPTIONS_USAGE;
+			}
+			pins = realloc(cfg->pins, (cfg->npins + 1) *
+							  sizeof *pins);
+			if (pins == NULL)
+				return OPTIONS_USAGE;
+			cfg->pins = pins;
+			cfg->pins[cfg->npins++] = optarg;
+			break;
+		}
 		case OPT_REPLACE_POLICY:
 			if (options_replace_policy(optarg,
 						   &cfg->replace_policy) < 0) {
@@ -532,6 +572,9 @@ options_free(struct config *cfg)
 	free(cfg->model_dirs);
 	cfg->model_dirs = NULL;
 	cfg->nmodel_dirs = 0;
+	free(cfg->pins);
+	cfg->pins = NULL;
+	cfg->npins = 0;
 	free(cfg->preloads);
 	cfg->preloads = NULL;
 	cfg->npreloads = 0;

@@ -29,6 +29,10 @@ struct model {
 	char name[MB_NAME_MAX + 1];
 	unsigned slot;
 	enum model_state state;
+	enum load_reason reason;
+	int64_t keep_alive_ms;
+	int64_t last_used_ms;
+	bool held; /* attached at least once since it was loaded */
 	char error[PATH_MAX + 512];
 	/* Newest first: the next (if any), the current, then draining. */
 	TAILQ_HEAD(, generation) generations;
@@ -41,6 +45,15 @@ static unsigned registry_nmodels;
 static struct model *registry_slots[BROKER_MAX_MODELS];
 /* Generation numbers are never reused within one broker. */
 static uint64_t registry_last_generation;
+/* Pinned names, loaded or not. */
+static char (*registry_pins)[MB_NAME_MAX + 1];
+static size_t registry_npins;
+
+static const char *const registry_reason_names[] = {
+	[REASON_PRELOAD] = "preload",
+	[REASON_EXPLICIT] = "explicit",
+	[REASON_AUTOLOAD] = "autoload",
+};
 
 static const char *const registry_state_names[] = {
 	[MODEL_UNINITIALIZED] = "UNINITIALIZED",
@@ -130,6 +143,8 @@ registry_add(const char *name)
 	m->slot = slot;
 	snprintf(m->name, sizeof m->name, "%s", name);
 	m->state = MODEL_UNINITIALIZED;
+	m->keep_alive_ms = broker.cfg.keep_alive_ms;
+	m->last_used_ms = clock_monotonic_ms();
 	TAILQ_INIT(&m->generations);
 	TAILQ_INSERT_TAIL(&registry_models, m, entry);
 	registry_nmodels++;
@@ -196,6 +211,96 @@ model_set_error(struct model *m, const char *fmt, ...)
 	vsnprintf(m->error, sizeof m->error, fmt, ap);
 	va_end(ap);
 	mirror_model_changed(m->slot);
+}
+
+enum load_reason
+model_reason(const struct model *m)
+{
+	return m->reason;
+}
+
+void
+model_set_reason(struct model *m, enum load_reason reason)
+{
+	m->reason = reason;
+	mirror_model_changed(m->slot);
+}
+
+int64_t
+model_keep_alive(const struct model *m)
+{
+	return m->keep_alive_ms;
+}
+
+void
+model_set_keep_alive(struct model *m, int64_t ms)
+{
+	m->keep_alive_ms = ms;
+	mirror_model_changed(m->slot);
+}
+
+int64_t
+model_last_used(const struct model *m)
+{
+	return m->last_used_ms;
+}
+
+void
+model_touch(struct model *m)
+{
+	m->last_used_ms = clock_monotonic_ms();
+}
+
+bool
+model_was_held(const struct model *m)
+{
+	return m->held;
+}
+
+/* The index of name among the pins, or -1. */
+static ssize_t
+registry_pin_index(const char *name)
+{
+	for (size_t i = 0; i < registry_npins; i++)
+		if (strcmp(registry_pins[i], name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+bool
+registry_pinned(const char *name)
+{
+	return registry_pin_index(name) >= 0;
+}
+
+bool
+model_pinned(const struct model *m)
+{
+	return registry_pinned(m->name);
+}
+
+bool
+registry_pin(const char *name, bool pin)
+{
+	ssize_t i = registry_pin_index(name);
+	struct model *m = registry_find(name);
+
+	if (pin && i < 0) {
+		if (registry_npins == REGISTRY_MAX_PINS)
+			return false;
+		if (registry_pins == NULL &&
+		    (registry_pins = calloc(REGISTRY_MAX_PINS,
+					    sizeof *registry_pins)) == NULL)
+			return false;
+		snprintf(registry_pins[registry_npins++], MB_NAME_MAX + 1, "%s",
+			 name);
+	} else if (!pin && i >= 0) {
+		memcpy(registry_pins[i], registry_pins[--registry_npins],
+		       sizeof registry_pins[i]);
+	}
+	if (m != NULL)
+		mirror_model_changed(m->slot);
+	return true;
 }
 
 /* The generation of m in role, or NULL. */
@@ -321,6 +426,8 @@ void
 registry_generation_leased(struct generation *g, int delta)
 {
 	g->nleases = (unsigned)((int)g->nleases + delta);
+	g->model->last_used_ms = clock_monotonic_ms();
+	g->model->held |= delta > 0;
 	mirror_model_changed(g->model->slot);
 }
 
@@ -400,6 +507,10 @@ registry_model_json(const struct model *m)
 				    json_string(segment_name(g->segment)));
 	if (m->state == MODEL_ERROR)
 		json_object_set_new(o, "error", json_string(m->error));
+	json_object_set_new(o, "pinned", json_boolean(model_pinned(m)));
+	json_object_set_new(o, "keep_alive_ms", json_integer(m->keep_alive_ms));
+	json_object_set_new(o, "reason",
+			    json_string(registry_reason_names[m->reason]));
 	gens = json_array();
 	TAILQ_FOREACH(g, &m->generations, entry)
 		json_array_append_new(gens, registry_generation_json(g));
@@ -413,6 +524,9 @@ registry_clear(void)
 	struct model *m;
 	struct generation *g;
 
+	free(registry_pins);
+	registry_pins = NULL;
+	registry_npins = 0;
 	while ((m = TAILQ_FIRST(&registry_models)) != NULL) {
 		while ((g = TAILQ_FIRST(&m->generations)) != NULL) {
 			if (g->segment != NULL &&

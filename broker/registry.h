@@ -38,6 +38,13 @@ enum generation_role {
 	GENERATION_DRAINING, /* replaced; freed when its holders let go */
 };
 
+/* Why a model is loaded. */
+enum load_reason {
+	REASON_PRELOAD,  /* --model at start */
+	REASON_EXPLICIT, /* a load request */
+	REASON_AUTOLOAD, /* an attach of a catalog model (--autoload) */
+};
+
 struct model;
 
 struct generation {
@@ -88,6 +95,24 @@ const char *model_error(const struct model *m);
 void model_set_error(struct model *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 struct generation *model_current(const struct model *m);
+enum load_reason model_reason(const struct model *m);
+void model_set_reason(struct model *m, enum load_reason reason);
+/* Its keep-alive in ms: unloaded when nobody has attached it for that
+ * long; -1: never. */
+int64_t model_keep_alive(const struct model *m);
+void model_set_keep_alive(struct model *m, int64_t ms);
+/* When it was last attached, let go of, or loaded (monotonic ms). */
+int64_t model_last_used(const struct model *m);
+void model_touch(struct model *m);
+/* Whether it has been attached since it was loaded. */
+bool model_was_held(const struct model *m);
+/* Whether its name is pinned: never evicted or idle-unloaded. */
+bool model_pinned(const struct model *m);
+
+/* Pins or unpins a name, loaded or not; false when MAX_PINS are set. */
+#define REGISTRY_MAX_PINS 1024
+bool registry_pin(const char *name, bool pin);
+bool registry_pinned(const char *name);
 struct generation *model_next_generation(const struct model *m);
 /* Iteration over every generation of m, newest first: NULL gives the
  * first. */

@@ -175,6 +175,21 @@ pending_reply_error(struct pending_list *list, int code, json_t *extra,
 }
 
 void
+pending_answer(struct pending_list *list,
+	       void (*answer)(struct conn *c, json_t *id, void *arg), void *arg)
+{
+	struct pending *p;
+
+	while ((p = TAILQ_FIRST(list)) != NULL) {
+		json_t *id = json_incref(p->id);
+		struct conn *c = pending_take(p);
+
+		answer(c, id, arg);
+		json_decref(id);
+	}
+}
+
+void
 pending_move(struct pending_list *from, struct pending_list *to)
 {
 	struct pending *p;

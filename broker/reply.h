@@ -32,6 +32,12 @@ void pending_reply_ok(struct pending_list *list, json_t *body);
  * takes the reference to extra (may be NULL). */
 void pending_reply_error(struct pending_list *list, int code, json_t *extra,
 			 const char *message);
+/* Answers every pending request of list with answer(c, id, arg) and
+ * empties it: for replies that are more than a body (an attach, with its
+ * descriptor). */
+void pending_answer(struct pending_list *list,
+		    void (*answer)(struct conn *c, json_t *id, void *arg),
+		    void *arg);
 /* Moves every pending request of from to the end of to. */
 void pending_move(struct pending_list *from, struct pending_list *to);
 /* Drops every reply still owed to c (it went away). */

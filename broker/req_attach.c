@@ -9,6 +9,8 @@
 #include <stdio.h>
 
 #include "mbrokerd.h"
+#include "ops.h"
+#include "catalog.h"
 #include "conn.h"
 #include "lease.h"
 #include "loader.h"
@@ -49,47 +51,92 @@ req_attach_check(struct request *req, const char *name, struct model *m)
 			    registry_state_name(model_state(m)), model_error(m));
 		return -1;
 	}
-	if (lease_count(req->conn) >= MB_MAX_ATTACHMENTS) {
-		reply_error(req->conn, req->id, MB_ELIMIT, NULL,
-			    "at most %d attachments per connection",
-			    MB_MAX_ATTACHMENTS);
-		return -1;
-	}
 	return 0;
 }
 
+/* Grants c an attachment of m's current generation: the reply carries
+ * its descriptor.  Also how an attach that waited for an autoload is
+ * answered (load_attach_fn). */
 static void
-req_attach(struct request *req)
+req_attach_grant(struct conn *c, json_t *id, void *model)
 {
-	const char *name = request_string(req, "name");
-	struct generation *g;
+	struct model *m = model;
+	struct generation *g = model_current(m);
+	const char *name = model_name(m);
 	struct lease *l;
-	struct model *m;
 	char sum[17];
 
-	if (name == NULL)
+	if (lease_count(c) >= MB_MAX_ATTACHMENTS) {
+		reply_error(c, id, MB_ELIMIT, NULL, "at most %d attachments per "
+			    "connection", MB_MAX_ATTACHMENTS);
 		return;
-	m = registry_find(name);
-	if (req_attach_check(req, name, m) < 0)
-		return;
-	g = model_current(m);
-	if ((l = lease_add(req->conn, g)) == NULL) {
-		reply_error(req->conn, req->id, MB_EINTERNAL, NULL,
-			    "out of memory");
+	}
+	if ((l = lease_add(c, g)) == NULL) {
+		reply_error(c, id, MB_EINTERNAL, NULL, "out of memory");
 		return;
 	}
 	broker.counters.attaches++;
 	snprintf(sum, sizeof sum, "%016" PRIx64, g->checksum);
 	log_info("model %s: attached by pid %ld (attachment %" PRIu64
-		 ", generation %" PRIu64 ", %u attached)", name,
-		 (long)req->conn->pid, lease_id(l), g->number, model_leases(m));
-	reply_ok(req->conn, req->id,
+		 ", generation %" PRIu64 ", %u attached)", name, (long)c->pid,
+		 lease_id(l), g->number, model_leases(m));
+	reply_ok(c, id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment",
 			   (json_int_t)lease_id(l), "name", name, "format",
 			   g->provider->name, "generation",
 			   (json_int_t)g->number, "size", (json_int_t)g->size,
 			   "checksum", sum),
 		 segment_fd(g->segment));
+}
+
+/* With --autoload: an attach of a catalog model that is not loaded loads
+ * it, and one of a model loading waits for it; the reply comes once it is
+ * READY.  True when the attach was taken over (or answered). */
+static bool
+req_attach_autoload(struct request *req, const char *name, struct model *m)
+{
+	struct load_request lr = {
+		.reason = REASON_AUTOLOAD,
+		.attach = true,
+		.keep_alive_ms = LOAD_KEEP_ALIVE_DEFAULT,
+	};
+	char path[PATH_MAX];
+	uint64_t size;
+
+	if (!broker.cfg.autoload || broker.shutting_down)
+		return false;
+	if (m != NULL && model_state(m) == MODEL_LOADING)
+		return load_join_attach(m, req->conn, req->id);
+	if ((m != NULL && (model_state(m) != MODEL_ERROR ||
+			   model_leases(m) > 0)) ||
+	    !catalog_find(name, path, &lr.provider, &size))
+		return false;
+	lr.path = path;
+	log_info("model %s: attached by pid %ld while not loaded; loading it "
+		 "(--autoload)", name, (long)req->conn->pid);
+	load_begin(name, &lr, req->conn, req->id);
+	return true;
+}
+
+static void
+req_attach(struct request *req)
+{
+	const char *name = request_string(req, "name");
+	struct model *m;
+
+	if (name == NULL)
+		return;
+	m = registry_find(name);
+	if (req_attach_autoload(req, name, m) ||
+	    req_attach_check(req, name, m) < 0)
+		return;
+	req_attach_grant(req->conn, req->id, m);
+}
+
+void
+req_attach_init(void)
+{
+	load_set_attach_answer(req_attach_grant);
 }
 
 static void

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mbrokerd.h"
+#include "catalog.h"
 #include "conn.h"
 #include "ops.h"
 #include "registry.h"
@@ -54,16 +55,25 @@ req_load_policy(struct request *req, enum replace_policy *policy)
 	return -1;
 }
 
-/* A replace without "path" reloads the file the model came from, as the
- * format it was loaded as unless "format" says otherwise. */
+/* The file to load: "path", or without it the catalog's file of that
+ * name, or for a replace the file the model came from, as the format it
+ * was loaded as unless "format" says otherwise. */
 static const char *
 req_load_path(struct request *req, bool replace, const char *name,
 	      const struct provider **provider)
 {
+	static char catalog_path[PATH_MAX];
 	const struct model *m;
 	const struct generation *g;
+	uint64_t size;
 
 	*provider = NULL;
+	if (json_object_get(req->msg, "path") == NULL &&
+	    catalog_find(name, catalog_path, provider, &size)) {
+		if (json_object_get(req->msg, "format") != NULL)
+			*provider = NULL;
+		return catalog_path;
+	}
 	if (json_object_get(req->msg, "path") != NULL || !replace)
 		return request_string(req, "path");
 	if ((m = registry_find(name)) == NULL ||
@@ -91,6 +101,30 @@ req_load_flag(struct request *req, const char *key, bool *out)
 	return false;
 }
 
+/* The optional "keep_alive" in ms (-1 forever), LOAD_KEEP_ALIVE_DEFAULT
+ * when absent; false after an error reply. */
+static bool
+req_load_keep_alive(struct request *req, int64_t *ms)
+{
+	const json_t *v = json_object_get(req->msg, "keep_alive");
+
+	*ms = LOAD_KEEP_ALIVE_DEFAULT;
+	if (v == NULL)
+		return true;
+	if (json_is_number(v) && json_number_value(v) >= 0 &&
+	    json_number_value(v) <= 86400) {
+		*ms = (int64_t)(json_number_value(v) * 1000.0 + 0.5);
+		return true;
+	}
+	if (json_is_integer(v) && json_integer_value(v) == -1) {
+		*ms = -1;
+		return true;
+	}
+	reply_error(req->conn, req->id, MB_EBADREQ, NULL, "\"keep_alive\" "
+		    "must be seconds from 0 to 86400, or -1 for ever");
+	return false;
+}
+
 static void
 req_load(struct request *req)
 {
@@ -99,7 +133,9 @@ req_load(struct request *req)
 	char path[PATH_MAX];
 
 	memset(&lr, 0, sizeof lr);
+	lr.reason = REASON_EXPLICIT;
 	if ((name = request_string(req, "name")) == NULL ||
+	    !req_load_keep_alive(req, &lr.keep_alive_ms) ||
 	    !req_load_flag(req, "replace", &lr.replace) ||
 	    !req_load_flag(req, "wait", &lr.wait) ||
 	    req_load_policy(req, &lr.policy) < 0 ||
@@ -165,8 +201,54 @@ req_unload(struct request *req)
 	unload_begin(m, timeout, req->conn, req->id, true, NULL, NULL);
 }
 
+/* pin and unpin: a name, loaded or not, kept from eviction and idle
+ * unloads. */
+static void
+req_pin_set(struct request *req, bool pin)
+{
+	const char *name = request_string(req, "name");
+	const struct model *m;
+
+	if (name == NULL)
+		return;
+	if (!names_model_valid(name)) {
+		reply_error(req->conn, req->id, MB_ENAME, NULL,
+			    "invalid model name");
+		return;
+	}
+	if (!registry_pin(name, pin)) {
+		reply_error(req->conn, req->id, MB_ELIMIT, NULL, "at most %d "
+			    "names are pinned", REGISTRY_MAX_PINS);
+		return;
+	}
+	log_info("model %s: %s by pid %ld", name, pin ? "pinned" : "unpinned",
+		 (long)req->conn->pid);
+	if (!pin)
+		residency_schedule();
+	m = registry_find(name);
+	reply_ok(req->conn, req->id, json_pack("{s:s, s:b, s:b}", "name", name,
+					       "pinned", pin, "loaded",
+					       m != NULL && model_state(m) ==
+								    MODEL_READY),
+		 -1);
+}
+
+static void
+req_pin(struct request *req)
+{
+	req_pin_set(req, true);
+}
+
+static void
+req_unpin(struct request *req)
+{
+	req_pin_set(req, false);
+}
+
 const struct request_entry req_model_entries[] = {
 	{"load", req_load, RIGHT_ADMIN},
 	{"unload", req_unload, RIGHT_ADMIN},
+	{"pin", req_pin, RIGHT_ADMIN},
+	{"unpin", req_unpin, RIGHT_ADMIN},
 	{NULL, NULL, RIGHT_NONE},
 };

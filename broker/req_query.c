@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * req_query.c - the read-only requests: list (every model and its state),
+ * catalog (the models --model-dir offers by name), memory (each model's
+ * bytes once and its Pss in each holder),
  * stats (counters and memory) and workers (who holds what).  The two lists
  * come in pages when they do not fit in one message.
  */
@@ -8,6 +10,8 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "pss.h"
+#include "catalog.h"
 #include "conn.h"
 #include "lease.h"
 #include "loader.h"
@@ -42,7 +46,7 @@ req_stats(struct request *req)
 	reply_ok(req->conn, req->id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I,"
 			   " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			   " s:I, s:I, s:b}",
+			   " s:I, s:I, s:I, s:I, s:I, s:b}",
 			   "pid", (json_int_t)getpid(), "instance",
 			   broker.cfg.instance, "version", MB_VERSION_STRING,
 			   "uptime_ms",
@@ -61,7 +65,10 @@ req_stats(struct request *req)
 			   (json_int_t)n->unload_timeouts, "replaces",
 			   (json_int_t)n->replaces, "replace_failures",
 			   (json_int_t)n->replace_failures, "drain_timeouts",
-			   (json_int_t)n->drain_timeouts, "attaches",
+			   (json_int_t)n->drain_timeouts, "evictions",
+			   (json_int_t)n->evictions, "idle_unloads",
+			   (json_int_t)n->idle_unloads, "autoloads",
+			   (json_int_t)n->autoloads, "attaches",
 			   (json_int_t)n->attaches, "detaches",
 			   (json_int_t)n->detaches, "acks",
 			   (json_int_t)n->acks, "shutting_down",
@@ -99,8 +106,59 @@ req_workers(struct request *req)
 	reply_paged(req, "workers", workers);
 }
 
+/* One holder's Pss of a model's pages, for memory. */
+struct req_memory_holders {
+	json_t *holders;
+	int64_t sum_kb;
+};
+
+static void
+req_memory_holder(pid_t pid, int64_t kb, void *arg)
+{
+	struct req_memory_holders *h = arg;
+
+	json_array_append_new(h->holders, kb < 0
+		? json_pack("{s:I, s:n}", "pid", (json_int_t)pid, "pss_kb")
+		: json_pack("{s:I, s:I}", "pid", (json_int_t)pid, "pss_kb",
+			    (json_int_t)kb));
+	h->sum_kb += kb > 0 ? kb : 0;
+}
+
+/* Each model's bytes once, and what its pages cost in each holder (Pss
+ * from /proc/PID/smaps; null where the broker may not read it). */
+static void
+req_memory(struct request *req)
+{
+	json_t *models = json_array();
+	const struct generation *g;
+	struct model *m;
+
+	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
+		struct req_memory_holders h = {.holders = json_array()};
+		uint64_t bytes = 0;
+
+		for (g = NULL; (g = model_generations(m, g)) != NULL;)
+			if (g->segment != NULL)
+				bytes += g->size;
+		pss_of_holders(m, req_memory_holder, &h);
+		json_array_append_new(models, json_pack(
+			"{s:s, s:I, s:I, s:o}", "name", model_name(m), "bytes",
+			(json_int_t)bytes, "holders_pss_kb",
+			(json_int_t)h.sum_kb, "holders", h.holders));
+	}
+	reply_paged(req, "models", models);
+}
+
+static void
+req_catalog(struct request *req)
+{
+	reply_paged(req, "models", catalog_list());
+}
+
 const struct request_entry req_query_entries[] = {
 	{"list", req_list, RIGHT_USE},
+	{"catalog", req_catalog, RIGHT_USE},
+	{"memory", req_memory, RIGHT_USE},
 	{"stats", req_stats, RIGHT_USE},
 	{"workers", req_workers, RIGHT_USE},
 	{NULL, NULL, RIGHT_NONE},

@@ -125,6 +125,7 @@ request_init(void)
 	};
 
 	conn_set_handlers(&handlers);
+	req_attach_init();
 }
 
 void

@@ -41,6 +41,8 @@ int64_t request_timeout(struct request *req, int64_t def);
 extern const struct request_entry req_session_entries[];
 extern const struct request_entry req_model_entries[];
 extern const struct request_entry req_attach_entries[];
+/* Lets loads grant the attaches that waited for them (req_attach.c). */
+void req_attach_init(void);
 extern const struct request_entry req_query_entries[];
 extern const struct request_entry req_shutdown_entries[];
 

@@ -313,6 +313,12 @@ segment_name(const struct segment *s)
 	return s->named ? s->name : "";
 }
 
+const char *
+segment_created_name(const struct segment *s)
+{
+	return s->name;
+}
+
 uint64_t
 segment_size(const struct segment *s)
 {

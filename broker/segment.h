@@ -47,6 +47,9 @@ int segment_seal(struct segment *s);
 int segment_fd(const struct segment *s);
 /* The shm name, "" once unlinked. */
 const char *segment_name(const struct segment *s);
+/* The name it was created under, unlinked or not (as the mappings of its
+ * holders still show it in /proc/PID/smaps). */
+const char *segment_created_name(const struct segment *s);
 uint64_t segment_size(const struct segment *s);
 /* Removes the name (nobody can open it any more; holders keep their
  * mapping).  Returns 1 when a name was removed, 0 when it was already

@@ -57,6 +57,8 @@ struct unload {
 static TAILQ_HEAD(, unload) unloads = TAILQ_HEAD_INITIALIZER(unloads);
 static struct event *unload_ev;
 
+static void unload_finish(struct unload *u, bool timed_out);
+
 static void
 unload_schedule(void)
 {
@@ -263,6 +265,19 @@ unload_begin(struct model *m, int64_t timeout_ms, struct conn *c, json_t *id,
 	if (notify)
 		lease_holders(m, NULL, unload_tell_unload, u);
 	unload_schedule();
+	return 0;
+}
+
+int
+unload_idle(struct model *m)
+{
+	struct unload *u;
+
+	if (model_leases(m) > 0 || load_running(m) || unload_find(m) != NULL ||
+	    unload_begin(m, 0, NULL, NULL, false, NULL, NULL) < 0 ||
+	    (u = unload_find(m)) == NULL)
+		return -1;
+	unload_finish(u, false);
 	return 0;
 }
 
@@ -510,6 +525,7 @@ unload_released(struct generation *g)
 	}
 	if (!TAILQ_EMPTY(&unloads))
 		unload_schedule();
+	residency_schedule();
 }
 
 int

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * catalog.c - the catalog: the models the broker may load by name, found
+ * in the --model-dir directories as NAME.safetensors (safetensors) or
+ * NAME.bin (raw).  A name must be a valid model name (no slash, not . or
+ * ..), and every file is opened through modeldir_open, so nothing outside
+ * the model directories is reachable by name.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "mbrokerd.h"
+#include "registry.h"
+
+static const struct {
+	const char *suffix;
+	const struct provider *provider;
+} catalog_kinds[] = {
+	{".safetensors", &provider_safetensors},
+	{".bin", &provider_raw},
+};
+
+/* The size of the regular file at path within the model directories, or
+ * -1. */
+static int64_t
+catalog_size(const char *path)
+{
+	char err[256];
+	struct stat st;
+	int fd = modeldir_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+					     O_NONBLOCK, err, sizeof err);
+	int64_t size = -1;
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		size = (int64_t)st.st_size;
+	close(fd);
+	return size;
+}
+
+bool
+catalog_find(const char *name, char *path, const struct provider **p,
+	     uint64_t *size)
+{
+	if (!names_model_valid(name))
+		return false;
+	for (size_t i = 0; i < broker.cfg.nmodel_dirs; i++) {
+		for (size_t k = 0; k < sizeof catalog_kinds /
+					   sizeof catalog_kinds[0]; k++) {
+			int64_t n;
+
+			if (snprintf(path, PATH_MAX, "%s/%s%s",
+				     broker.cfg.model_dirs[i], name,
+				     catalog_kinds[k].suffix) >= PATH_MAX ||
+			    (n = catalog_size(path)) < 0)
+				continue;
+			*p = catalog_kinds[k].provider;
+			*size = (uint64_t)n;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The model name of a directory entry, or false. */
+static bool
+catalog_entry_name(const char *entry, char *name, size_t len)
+{
+	size_t n = strlen(entry);
+
+	for (size_t k = 0; k < sizeof catalog_kinds / sizeof catalog_kinds[0];
+	     k++) {
+		size_t s = strlen(catalog_kinds[k].suffix);
+
+		if (n > s && strcmp(entry + n - s, catalog_kinds[k].suffix) == 0 &&
+		    n - s < len) {
+			memcpy(name, entry, n - s);
+			name[n - s] = '\0';
+			return names_model_valid(name);
+		}
+	}
+	return false;
+}
+
+static int
+catalog_by_name(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a,
+							"name")),
+		      json_string_value(json_object_get(*(json_t *const *)b,
+							"name")));
+}
+
+json_t *
+catalog_list(void)
+{
+	json_t *seen = json_object(), *items, *list = json_array();
+	const char *key;
+	json_t *v;
+	size_t n = 0, i = 0;
+	json_t **sorted;
+
+	for (size_t d = 0; d < broker.cfg.nmodel_dirs; d++) {
+		DIR *dir = opendir(broker.cfg.model_dirs[d]);
+		struct dirent *e;
+
+		if (dir == NULL)
+			continue;
+		while ((e = readdir(dir)) != NULL) {
+			char name[MB_NAME_MAX + 1], path[PATH_MAX];
+			const struct provider *p;
+			const struct model *m;
+			uint64_t size;
+
+			if (!catalog_entry_name(e->d_name, name, sizeof name) ||
+			    json_object_get(seen, name) != NULL ||
+			    !catalog_find(name, path, &p, &size))
+				continue;
+			m = registry_find(name);
+			json_object_set_new(seen, name, json_pack(
+				"{s:s, s:s, s:s, s:I, s:b}", "name", name, "path",
+				path, "format", p->name, "size", (json_int_t)size,
+				"loaded", m != NULL && model_state(m) == MODEL_READY));
+		}
+		closedir(dir);
+	}
+	items = seen;
+	if ((sorted = calloc(json_object_size(items) + 1, sizeof *sorted)) ==
+	    NULL) {
+		json_decref(items);
+		return list;
+	}
+	json_object_foreach(items, key, v)
+		sorted[n++] = v;
+	qsort(sorted, n, sizeof *sorted, catalog_by_name);
+	for (i = 0; i < n; i++)
+		json_array_append(list, sorted[i]);
+	free(sorted);
+	json_decref(items);
+	return list;
+}
