@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
 # Eviction to make room: a --max-shm-bytes budget holds three of five
-# equal catalog models.  A load that does not fit evicts the least
+# equal catalog models (and big, two and a half of them).  A load that does not fit evicts the least
 # recently used model that nobody holds and that is not pinned, exactly
 # that one (its "evicted" log line, the list, stats evictions); an
 # attached model is never evicted, nor one pinned by --pin or mbctl pin;
 # when nothing can be evicted the load fails with no_space naming what
-# holds the memory; when the room is there, nothing is evicted.
+# holds the memory, and when evicting all that may go would not make room
+# nothing goes; when the room is there, nothing is evicted.
 . "$(dirname "$0")/lib.sh"
 
 D="$T/models"
@@ -13,6 +14,7 @@ mkdir -p "$D"
 for i in 1 2 3 4 5; do
 	make_model --raw --seed "$i" "$D/m$i.bin" 1048576
 done
+make_model --raw "$D/big.bin" 2621440
 ATTACHER=(/usr/bin/python3 "$(dirname "$0")/../tools/attacher.py" "$SOCK")
 start_broker --model-dir "$D" --max-shm-bytes 3584K --pin m5
 
@@ -89,6 +91,15 @@ evictions_are 3
 expect_ready "m1 m3 m5"
 grep -q "model m3: evicted" "$BROKER_LOG" && fail "the held m3 was evicted"
 grep -q "model m5: evicted" "$BROKER_LOG" && fail "the pinned m5 was evicted"
+
+# When evicting every candidate (m1) would not make room either, nothing
+# is evicted: no_space.
+status=0
+mbctl load big --wait >"$T/out" 2>&1 || status=$?
+[ "$status" -eq 1 ] && grep -q "(not enough shared memory)" "$T/out" ||
+	fail "a load that cannot fit: exit $status, $(cat "$T/out")"
+evictions_are 3
+expect_ready "m1 m3 m5"
 
 # Room made by hand: a load evicts nothing.
 mbctl unload m1 >/dev/null || fail "unload m1 failed"

@@ -14,10 +14,14 @@ done
 ATTACHER=(/usr/bin/python3 "$(dirname "$0")/../tools/attacher.py" "$SOCK")
 start_broker --model-dir "$D" --autoload --keep-alive 1
 
-# idle_ms NAME: the list's idle_ms of NAME (empty when absent).
-idle_ms() {
-	mbctl --json list | grep -o "\"name\":\"$1\"[^}]*\"idle_ms\":[0-9]*" |
-		sed 's/.*"idle_ms"://'
+# member NAME KEY: member KEY of the list's model NAME (empty when absent).
+member() {
+	mbctl --json list | /usr/bin/python3 -c '
+import json, sys
+name, key = sys.argv[1:]
+for m in json.load(sys.stdin)["models"]:
+    if m["name"] == name and key in m:
+        print(m[key])' "$@"
 }
 gone() {
 	[ -z "$(model_state "$1")" ]
@@ -36,7 +40,7 @@ use c
 use a
 t0=$(now_ms)
 state_is a READY || fail "a is $(model_state a) right after the detach"
-mbctl --json list | grep -q '"name":"a"[^}]*"keep_alive_ms":1000' ||
+[ "$(member a keep_alive_ms)" = 1000 ] ||
 	fail "keep_alive_ms of a: $(mbctl --json list)"
 wait_until 10 gone a || fail "a still $(model_state a) 10 s after the detach"
 elapsed=$(elapsed_since "$t0")
@@ -46,7 +50,8 @@ assert_log "model a: idle for 1"
 	fail "idle_unloads: $(mbctl --json stats)"
 # The pinned c, idle as long as a was, stays.
 state_is c READY || fail "the pinned c is $(model_state c)"
-[ "$(idle_ms c)" -ge 1000 ] || fail "c idle for $(idle_ms c) ms only"
+idle=$(member c idle_ms)
+[ "${idle:-0}" -ge 1000 ] || fail "c idle for ${idle:-no} ms only"
 mbctl list | grep -q "^c  *READY .* autoload  *pinned  *[0-9.]* s " ||
 	fail "list: $(mbctl list)"
 
@@ -59,7 +64,7 @@ CHILDREN+=("$holders")
 mbctl load k2 "$D/k.bin" --keep-alive 0 --wait >/dev/null || fail "load k2 failed"
 wait_until 20 sh -c "[ \$(grep -c '^attached k2 ' '$T/holders') -eq 2 ]" ||
 	fail "holders: $(cat "$T/holders")"
-mbctl --json list | grep -q '"name":"k2"[^}]*"keep_alive_ms":0' ||
+[ "$(member k2 keep_alive_ms)" = 0 ] ||
 	fail "keep_alive_ms of k2: $(mbctl --json list)"
 mbctl list | grep -q "^k2  *READY .* explicit  *0 s  *in use " ||
 	fail "list: $(mbctl list)"

@@ -28,6 +28,11 @@ import mbroker  # noqa: E402
 PR_SET_PDEATHSIG = 1
 
 
+def say(line):
+    """One line in one write: the processes share stdout."""
+    os.write(1, (line + "\n").encode())
+
+
 def attach_one(sock, model, wait, ready_w, go_r):
     """One process: connect, say so, wait for the go, attach, report.
     Returns the client and attachment (None when it failed)."""
@@ -41,10 +46,10 @@ def attach_one(sock, model, wait, ready_w, go_r):
         else:
             att = client.attach_wait(model, wait)
     except mbroker.BrokerError as e:
-        print("error %s: %s" % (e.code, e), flush=True)
+        say("error %s: %s" % (e.code, e))
         return client, None
-    print("attached %s generation %d pid %d" % (att.name, att.generation,
-                                                 os.getpid()), flush=True)
+    say("attached %s generation %d pid %d" % (att.name, att.generation,
+                                               os.getpid()))
     return client, att
 
 
@@ -60,7 +65,7 @@ def child(sock, model, wait, hold, ready_w, go_r):
             signal.pause()
         client.close()
     except Exception as e:  # a lost broker, a timeout: say it, fail
-        print("error %s: %s" % (type(e).__name__, e), flush=True)
+        say("error %s: %s" % (type(e).__name__, e))
     os._exit(status)
 
 
