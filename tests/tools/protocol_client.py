@@ -1229,6 +1229,22 @@ def part_options(b, work):
               "no_space needed %r" % r)
     c.err({"op": "load", "name": "m", "path": inside + "/missing"},
           "io_error", ("model",))
+    # the catalog: a.bin and b.bin of the model dir (not out.bin), sorted
+    cat = c.ok({"op": "catalog"})
+    members(cat, {"models": list, "total": int}, "catalog")
+    for x in cat["models"]:
+        members(x, {"name": str, "path": str, "format": str, "size": int,
+                    "loaded": bool}, "catalog item")
+    check([(x["name"], x["format"], x["size"], x["loaded"])
+           for x in cat["models"]] == [("a", "raw", 4096, True),
+                                       ("b", "raw", 1 << 20, False)],
+          "catalog %r" % cat["models"])
+    for op, pinned in (("pin", True), ("unpin", False)):
+        r = c.ok({"op": op, "name": "zz"})
+        members(r, {"name": str, "pinned": bool, "loaded": bool}, op)
+        check(r["pinned"] is pinned and r["loaded"] is False,
+              "%s of a name not loaded: %r" % (op, r))
+    c.err({"op": "pin", "name": "a/b"}, "bad_name")
     # a failed load stays in ERROR; one refused at its reply leaves nothing
     states = {x["name"]: x["state"] for x in c.ok({"op": "list"})["models"]}
     check(states == {"a": "READY", "m": "ERROR"},
