@@ -28,16 +28,26 @@ static const char mbctl_usage[] =
 	"             [--broker-uid UID] COMMAND\n"
 	"\n"
 	"  ping                        check that the broker answers\n"
-	"  load NAME PATH [--format raw|safetensors] [--wait]\n"
+	"  load NAME [PATH] [--format raw|safetensors] [--wait]\n"
+	"       [--keep-alive S]\n"
 	"       [--replace [--policy availability|resource] [--drain-timeout S]]\n"
 	"                              load PATH as NAME (*.safetensors is\n"
 	"                              safetensors unless --format says);\n"
+	"                              without PATH, NAME's file in the\n"
+	"                              catalog; --keep-alive: unload it once\n"
+	"                              nobody has held it for S s (0: as soon\n"
+	"                              as the last holder lets go);\n"
 	"                              --replace: a new generation of a READY\n"
 	"                              NAME, which serves on meanwhile\n"
 	"  reload NAME [--wait] [--policy P] [--drain-timeout S]\n"
 	"                              replace NAME from its own path\n"
 	"  unload NAME [--timeout S]   unload NAME, waiting S s for workers\n"
-	"  list                        models and their states\n"
+	"  list                        models: state, why loaded, keep-alive,\n"
+	"                              time unused\n"
+	"  catalog                     the models of --model-dir and which\n"
+	"                              are loaded\n"
+	"  pin NAME                    never evict NAME nor unload it idle\n"
+	"  unpin NAME                  let eviction and keep-alive apply again\n"
 	"  stats                       counters and memory\n"
 	"  workers                     who holds what\n"
 	"  shutdown [--timeout S]      orderly shutdown of the broker\n"
@@ -256,20 +266,68 @@ mbctl_print_generations(const json_t *mod)
 
 		mbctl_size(size, sizeof size, mbctl_int(g, "size"));
 		mbctl_generation_detail(g, detail, sizeof detail);
-		printf("  %-22s %-10s %-12s %10s %4lld %8lld  %s\n",
-		       mbctl_str(g, "role"), mbctl_generation_state(g), "",
-		       size, (long long)mbctl_int(g, "generation"),
+		printf("  %-22s %-10s %-12s %10s %-8s %-10s %-8s %4lld %8lld  "
+		       "%s\n", mbctl_str(g, "role"), mbctl_generation_state(g),
+		       "", size, "", "", "", (long long)mbctl_int(g, "generation"),
 		       (long long)mbctl_int(g, "attached"), detail);
 	}
+}
+
+/* A time span for people: tenths under 10 s, then whole units. */
+static void
+mbctl_duration(char *buf, size_t len, json_int_t ms)
+{
+	if (ms < 10000)
+		snprintf(buf, len, "%.1f s", ms / 1e3);
+	else if (ms < 120000)
+		snprintf(buf, len, "%lld s", (long long)(ms / 1000));
+	else if (ms < 7200000)
+		snprintf(buf, len, "%lld min", (long long)(ms / 60000));
+	else
+		snprintf(buf, len, "%lld h", (long long)(ms / 3600000));
+}
+
+/* How long the model may stay unused before the broker unloads it:
+ * "pinned" (never, nor evicted), "forever", or its keep-alive; "-" from
+ * a broker that does not say. */
+static void
+mbctl_keep_alive(const json_t *mod, char *buf, size_t len)
+{
+	const json_t *ka = json_object_get(mod, "keep_alive_ms");
+
+	if (json_is_true(json_object_get(mod, "pinned")))
+		snprintf(buf, len, "pinned");
+	else if (!json_is_integer(ka))
+		snprintf(buf, len, "-");
+	else if (json_integer_value(ka) < 0)
+		snprintf(buf, len, "forever");
+	else
+		snprintf(buf, len, "%g s", json_integer_value(ka) / 1e3);
+}
+
+/* Since when a READY model has been unused: "in use" while attached,
+ * "-" in any other state. */
+static void
+mbctl_idle(const json_t *mod, char *buf, size_t len)
+{
+	if (!json_is_integer(json_object_get(mod, "idle_ms")))
+		snprintf(buf, len, "-");
+	else if (mbctl_int(mod, "attached") > 0)
+		snprintf(buf, len, "in use");
+	else
+		mbctl_duration(buf, len, mbctl_int(mod, "idle_ms"));
 }
 
 static void
 mbctl_print_model(const json_t *mod)
 {
-	char size[32], detail[256] = "";
+	char size[32], keep_alive[32], idle[32], detail[256] = "";
 	const char *state = mbctl_str(mod, "state");
+	const char *reason = mbctl_str(mod, "reason");
 
 	mbctl_size(size, sizeof size, mbctl_int(mod, "size"));
+	mbctl_keep_alive(mod, keep_alive, sizeof keep_alive);
+	mbctl_idle(mod, idle, sizeof idle);
 	if (strcmp(state, "LOADING") == 0 && mbctl_int(mod, "size") > 0)
 		snprintf(detail, sizeof detail, "%.0f%% loaded",
 			 100.0 * mbctl_int(mod, "bytes_done") /
@@ -280,8 +338,9 @@ mbctl_print_model(const json_t *mod)
 		snprintf(detail, sizeof detail, "xxh3 %s, %lld tensors",
 			 mbctl_str(mod, "checksum"),
 			 (long long)mbctl_int(mod, "tensors"));
-	printf("%-24s %-10s %-12s %10s %4lld %8lld  %s\n",
+	printf("%-24s %-10s %-12s %10s %-8s %-10s %-8s %4lld %8lld  %s\n",
 	       mbctl_str(mod, "name"), state, mbctl_str(mod, "format"), size,
+	       reason[0] != '\0' ? reason : "-", keep_alive, idle,
 	       (long long)mbctl_int(mod, "generation"),
 	       (long long)mbctl_int(mod, "attached"), detail);
 	if (json_array_size(json_object_get(mod, "generations")) > 1)
@@ -332,9 +391,49 @@ int
 mbctl_list(struct mbctl *m)
 {
 	if (!m->json)
-		printf("%-24s %-10s %-12s %10s %4s %8s  %s\n", "NAME", "STATE",
-		       "FORMAT", "SIZE", "GEN", "ATTACHED", "DETAIL");
+		printf("%-24s %-10s %-12s %10s %-8s %-10s %-8s %4s %8s  %s\n",
+		       "NAME", "STATE", "FORMAT", "SIZE", "REASON",
+		       "KEEP-ALIVE", "IDLE", "GEN", "ATTACHED", "DETAIL");
 	return mbctl_paged(m, "list", "models", mbctl_print_model);
+}
+
+static void
+mbctl_print_catalog_entry(const json_t *entry)
+{
+	char size[32];
+
+	mbctl_size(size, sizeof size, mbctl_int(entry, "size"));
+	printf("%-24s %-12s %10s %-6s  %s\n", mbctl_str(entry, "name"),
+	       mbctl_str(entry, "format"), size,
+	       json_is_true(json_object_get(entry, "loaded")) ? "yes" : "no",
+	       mbctl_str(entry, "path"));
+}
+
+static int
+mbctl_catalog(struct mbctl *m)
+{
+	if (!m->json)
+		printf("%-24s %-12s %10s %-6s  %s\n", "NAME", "FORMAT", "SIZE",
+		       "LOADED", "PATH");
+	return mbctl_paged(m, "catalog", "models", mbctl_print_catalog_entry);
+}
+
+/* pin NAME and unpin NAME; NAME need not be loaded. */
+static int
+mbctl_pin(struct mbctl *m, const char *name, bool pin)
+{
+	json_t *reply = NULL;
+	int r = mbctl_call(m, json_pack("{s:s, s:s}", "op", pin ? "pin" :
+					"unpin", "name", name), false, &reply);
+
+	if (r == 0 && !m->json)
+		printf("%s %s (%s)\n", name,
+		       json_is_true(json_object_get(reply, "pinned"))
+			       ? "pinned" : "unpinned",
+		       json_is_true(json_object_get(reply, "loaded"))
+			       ? "loaded" : "not loaded");
+	json_decref(reply);
+	return r;
 }
 
 int
@@ -446,24 +545,47 @@ mbctl_shutdown(struct mbctl *m, int argc, char **argv)
 /* The options of a load or reload; the policy and drain timeout ask for
  * a replace. */
 struct mbctl_load_options {
+	const char *path; /* NULL: the broker's (reload) or the catalog's */
 	const char *format;
 	const char *policy;
 	double drain_timeout; /* -1: the broker's default */
+	double keep_alive;    /* -1: the broker's --keep-alive */
 	bool wait;
 	bool replace;
 };
 
-/* Parses the options of load (from argv[first]) or reload; exits 2 on a
- * bad one. */
-static void
-mbctl_load_options(int argc, char **argv, int first, bool reload,
-		   struct mbctl_load_options *lo)
+/* Parses the seconds of option opt at arg: 0 to 86400; exits 2 when
+ * they are not. */
+static double
+mbctl_seconds(const char *opt, const char *arg)
 {
 	char *end;
+	double v = strtod(arg, &end);
+
+	if (*end != '\0' || end == arg || !(v >= 0 && v <= 86400)) {
+		char what[64];
+
+		snprintf(what, sizeof what, "%s wants 0 to 86400 seconds, got",
+			 opt);
+		mbctl_usage_exit(what, arg);
+	}
+	return v;
+}
+
+/* Parses the PATH and options of load NAME [PATH] or reload NAME (from
+ * argv[2]); exits 2 on a bad one. */
+static void
+mbctl_load_options(int argc, char **argv, bool reload,
+		   struct mbctl_load_options *lo)
+{
+	int i = 2;
 
 	*lo = (struct mbctl_load_options){.drain_timeout = -1,
+					  .keep_alive = -1,
 					  .replace = reload};
-	for (int i = first; i < argc; i++) {
+	if (!reload && i < argc && argv[i][0] != '-')
+		lo->path = argv[i++];
+	for (; i < argc; i++) {
 		if (strcmp(argv[i], "--wait") == 0)
 			lo->wait = true;
 		else if (strcmp(argv[i], "--format") == 0 && !reload &&
@@ -475,13 +597,14 @@ mbctl_load_options(int argc, char **argv, int first, bool reload,
 			lo->policy = argv[++i];
 		else if ((strcmp(argv[i], "--drain-timeout") == 0 ||
 			  strcmp(argv[i], "--timeout-drain") == 0) &&
-			 i + 1 < argc) {
-			lo->drain_timeout = strtod(argv[++i], &end);
-			if (*end != '\0' || end == argv[i] ||
-			    !(lo->drain_timeout >= 0))
-				mbctl_usage_exit("--drain-timeout wants seconds, "
-						 "got", argv[i]);
-		} else
+			 i + 1 < argc)
+			lo->drain_timeout = mbctl_seconds("--drain-timeout",
+							  argv[++i]);
+		else if (strcmp(argv[i], "--keep-alive") == 0 && !reload &&
+			 i + 1 < argc)
+			lo->keep_alive = mbctl_seconds("--keep-alive",
+						       argv[++i]);
+		else
 			mbctl_usage_exit("unexpected argument", argv[i]);
 	}
 	if (lo->policy != NULL && strcmp(lo->policy, "availability") != 0 &&
@@ -534,9 +657,10 @@ mbctl_print_loaded(const char *name, const struct mbctl_load_options *lo,
 }
 
 /*
- * load NAME PATH and reload NAME: a load request, with "replace" for a
- * new generation beside the serving one (reload sends no path: the
- * broker reuses the model's own).
+ * load NAME [PATH] and reload NAME: a load request, with "replace" for a
+ * new generation beside the serving one.  Without a path the broker
+ * finds the file: the model's own for a reload, the catalog's for a
+ * load.
  */
 static int
 mbctl_load(struct mbctl *m, int argc, char **argv, bool reload)
@@ -547,19 +671,19 @@ mbctl_load(struct mbctl *m, int argc, char **argv, bool reload)
 	json_t *req, *reply = NULL;
 	int r;
 
-	if (argc < (reload ? 2 : 3))
+	if (argc < 2 || argv[1][0] == '-')
 		mbctl_usage_exit(reload ? "reload wants a NAME"
-					: "load wants NAME and PATH", NULL);
-	mbctl_load_options(argc, argv, reload ? 2 : 3, reload, &lo);
+					: "load wants a NAME", NULL);
+	mbctl_load_options(argc, argv, reload, &lo);
 	req = json_pack("{s:s, s:s, s:b}", "op", "load", "name", argv[1],
 			"wait", lo.wait);
-	if (!reload) {
-		if (argv[2][0] == '/')
-			snprintf(path, sizeof path, "%s", argv[2]);
+	if (lo.path != NULL) {
+		if (lo.path[0] == '/')
+			snprintf(path, sizeof path, "%s", lo.path);
 		else if (getcwd(cwd, sizeof cwd) == NULL ||
-			 snprintf(path, sizeof path, "%s/%s", cwd, argv[2]) >=
+			 snprintf(path, sizeof path, "%s/%s", cwd, lo.path) >=
 				 (int)sizeof path)
-			mbctl_usage_exit("path too long", argv[2]);
+			mbctl_usage_exit("path too long", lo.path);
 		json_object_set_new(req, "path", json_string(path));
 	}
 	if (lo.format != NULL)
@@ -571,6 +695,11 @@ mbctl_load(struct mbctl *m, int argc, char **argv, bool reload)
 	if (lo.drain_timeout >= 0)
 		json_object_set_new(req, "timeout",
 				    json_real(lo.drain_timeout));
+	if (lo.keep_alive >= 0)
+		json_object_set_new(req, "keep_alive",
+				    lo.keep_alive == (json_int_t)lo.keep_alive
+					    ? json_integer(lo.keep_alive)
+					    : json_real(lo.keep_alive));
 	if (lo.wait && !m->json)
 		progress = mbctl_progress_start(m, argv[1]);
 	r = mbctl_call(m, req, lo.wait, &reply);
@@ -615,6 +744,11 @@ mbctl_run(struct mbctl *m, int argc, char **argv)
 		return mbctl_unload(m, argc, argv);
 	if (strcmp(cmd, "list") == 0 && argc == 1)
 		return mbctl_list(m);
+	if (strcmp(cmd, "catalog") == 0 && argc == 1)
+		return mbctl_catalog(m);
+	if ((strcmp(cmd, "pin") == 0 || strcmp(cmd, "unpin") == 0) &&
+	    argc == 2)
+		return mbctl_pin(m, argv[1], strcmp(cmd, "pin") == 0);
 	if (strcmp(cmd, "stats") == 0 && argc == 1)
 		return mbctl_stats(m);
 	if (strcmp(cmd, "workers") == 0 && argc == 1)
@@ -657,8 +791,9 @@ static bool
 mbctl_known(const char *cmd)
 {
 	static const char *const cmds[] = {"ping", "load", "reload", "unload",
-					   "list", "stats", "workers",
-					   "shutdown", "top"};
+					   "list", "catalog", "pin", "unpin",
+					   "stats", "workers", "shutdown",
+					   "top"};
 
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		if (strcmp(cmd, cmds[i]) == 0)

@@ -10,8 +10,10 @@ events a test asks for to every connection.
 As a module (bindings/python/tests): ``FakeBroker(path)``.  As a program
 (integration tests): ``fake_broker.py SOCKET LIST_JSON`` serves until
 killed, printing its log on stdout as it goes: "attach NAME GEN #ID",
-"detach #ID", and each load request as a JSON line.  It
-answers list with the model in LIST_JSON; a load with that model, or
+"detach #ID", and each load, pin and unpin request as a JSON line.  It
+answers list with the model in LIST_JSON, catalog with that model's
+file (loaded) and pin and unpin with what they ask (loaded when the name
+is the model's); a load with that model, or
 no_space when the request's policy is "availability"; a load with
 "replace" also makes a new generation current and sends "replaced" to
 each connection holding an older one (one whose path ends in "corrupt"
@@ -114,6 +116,16 @@ class FakeBroker:
         elif op == "list":
             reply.update(models=[self.listed] if self.listed else [],
                          total=1 if self.listed else 0)
+        elif op == "catalog" and self.listed:
+            reply.update(models=[{k: self.listed[k] for k in
+                                  ("name", "path", "format", "size")}],
+                         total=1)
+            reply["models"][0]["loaded"] = True
+        elif op in ("pin", "unpin"):
+            self._record(json.dumps(req, sort_keys=True))
+            reply.update(name=req["name"], pinned=op == "pin",
+                         loaded=bool(self.listed) and
+                         req["name"] == self.listed["name"])
         elif op == "load":
             self._record(json.dumps(req, sort_keys=True))
             reply = self.on_load(req) if self.on_load else reply

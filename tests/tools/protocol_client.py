@@ -247,7 +247,8 @@ STATS = {n: int for n in (
     "pid", "uptime_ms", "models", "workers", "connections", "bytes_shared",
     "shmem_kb", "abandoned_loads", "bytes_reserved", "max_shm_bytes",
     "loads", "load_failures", "unloads", "unload_timeouts", "replaces",
-    "replace_failures", "drain_timeouts", "attaches", "detaches", "acks")}
+    "replace_failures", "drain_timeouts", "attaches", "detaches", "acks",
+    "evictions", "idle_unloads", "autoloads")}
 STATS.update(instance=str, version=str, shutting_down=bool)
 UNLOAD = {"model": str, "generation": int, "state": str,
           "freed_bytes": int, "shmem_before_kb": int, "shmem_after_kb": int,
@@ -266,11 +267,14 @@ def check_model(m, what):
     state = m.get("state")
     spec = {"name": str, "format": str, "state": str, "generation": int,
             "size": int, "attached": int, "path": str, "pids": list,
-            "generations": list}
+            "generations": list, "pinned": bool, "keep_alive_ms": int,
+            "reason": str}
     if state == "LOADING":
         spec["bytes_done"] = int
     if state in ("READY", "UNLOADING"):
         spec.update(checksum=str, tensors=int, load_ms=int)
+    if state == "READY":
+        spec["idle_ms"] = int
     if state == "ERROR":
         spec["error"] = str
     members(m, spec, what + " model", exact=False)
@@ -280,6 +284,11 @@ def check_model(m, what):
     check(state in ("LOADING", "READY", "UNLOADING", "ERROR"),
           "%s: state %r" % (what, state))
     check(m.get("format") in ("raw", "safetensors"), "%s: format" % what)
+    check(m.get("reason") in ("preload", "explicit", "autoload"),
+          "%s: reason %r" % (what, m.get("reason")))
+    check(m.get("keep_alive_ms", -1) >= -1 and m.get("idle_ms", 0) >= 0,
+          "%s: keep_alive_ms %r, idle_ms %r" % (what, m.get("keep_alive_ms"),
+                                                m.get("idle_ms")))
     if "checksum" in m:
         c = m["checksum"]
         check(len(c) == 16 and all(x in "0123456789abcdef" for x in c),
@@ -1208,21 +1217,44 @@ def part_options(b, work):
     c.raw_err(padded_request(1025, rid=4), what="1025-byte request")
     c.ok({"op": "load", "name": "a", "path": ok, "wait": True})
     c.err({"op": "load", "name": "o", "path": out}, "permission_denied")
-    # over the budget without wait: LOADING, then ERROR (no_space)
-    m = c.ok({"op": "load", "name": "b", "path": big})
-    check(m.get("state") == "LOADING", "load over the budget: %r" % m)
-    r = c.call({"op": "load", "name": "b2", "path": big, "wait": True})
-    check_error(r, "no_space", "load over --max-shm-bytes", ("model",))
+    # over the budget, with or without wait: refused at once (no_space,
+    # the bytes needed), nothing left; "a", though nobody holds it, is not
+    # evicted: that would not make room
+    for req in ({"op": "load", "name": "b", "path": big},
+                {"op": "load", "name": "b2", "path": big, "wait": True}):
+        r = c.call(req)
+        check_error(r, "no_space", "load over --max-shm-bytes",
+                    ("model", "needed"))
+        check(r.get("error", {}).get("needed") == 1 << 20,
+              "no_space needed %r" % r)
     c.err({"op": "load", "name": "m", "path": inside + "/missing"},
           "io_error", ("model",))
-    # every failed load stays in ERROR, also one refused at its reply
+    # the catalog: a.bin and b.bin of the model dir (not out.bin), sorted
+    cat = c.ok({"op": "catalog"})
+    members(cat, {"models": list, "total": int}, "catalog")
+    for x in cat["models"]:
+        members(x, {"name": str, "path": str, "format": str, "size": int,
+                    "loaded": bool}, "catalog item")
+    check([(x["name"], x["format"], x["size"], x["loaded"])
+           for x in cat["models"]] == [("a", "raw", 4096, True),
+                                       ("b", "raw", 1 << 20, False)],
+          "catalog %r" % cat["models"])
+    for op, pinned in (("pin", True), ("unpin", False)):
+        r = c.ok({"op": op, "name": "zz"})
+        members(r, {"name": str, "pinned": bool, "loaded": bool}, op)
+        check(r["pinned"] is pinned and r["loaded"] is False,
+              "%s of a name not loaded: %r" % (op, r))
+    c.err({"op": "pin", "name": "a/b"}, "bad_name")
+    # a failed load stays in ERROR; one refused at its reply leaves nothing
     states = {x["name"]: x["state"] for x in c.ok({"op": "list"})["models"]}
-    check(states == {"a": "READY", "b": "ERROR", "b2": "ERROR",
-                     "m": "ERROR"}, "after failed loads: %r" % states)
+    check(states == {"a": "READY", "m": "ERROR"},
+          "after failed loads: %r" % states)
     check(all(x["size"] == 0 for x in c.ok({"op": "list"})["models"]
               if x["state"] == "ERROR"), "size of a failed load not 0")
     s = c.ok({"op": "stats"})
-    check(s["loads"] == 1 and s["load_failures"] == 3,
+    check(s["evictions"] == 0, "evictions %r that made no room"
+          % s["evictions"])
+    check(s["loads"] == 1 and s["load_failures"] == 1,
           "counters: loads %r, load_failures %r (refusals do not count)"
           % (s["loads"], s["load_failures"]))
     check(s["max_shm_bytes"] == 65536 and s["bytes_reserved"] == 4096,
@@ -1265,8 +1297,9 @@ def part_options(b, work):
     check(fields[3] == 256 and fields[4] == 8192 and fields[7] == 48
           and fields[6] == 3, "mirror header %r" % (fields,))
     listed = {x["name"]: x for x in c.ok({"op": "list"})["models"]}
+    # idle_ms grows with time: the mirror's is as of its slot's rewrite.
     for x in listed.values():
-        for key in ("pids", "id", "ok"):
+        for key in ("pids", "id", "ok", "idle_ms"):
             x.pop(key, None)
         for g in x.get("generations", []):
             g.pop("pids", None)
@@ -1278,6 +1311,8 @@ def part_options(b, work):
         with open("/dev/shm/mbroker.%s.registry" % b.instance, "rb") as f:
             mirror["data"] = f.read()
         mirror["slots"] = model_slots(mirror["data"], fields)
+        for _, x in mirror["slots"]:
+            x.pop("idle_ms", None)
         return {x["name"]: x for _, x in mirror["slots"]} == listed
     wait_for(mirror_matches, 5, "the mirror's model slots never matched "
              "list: %r" % listed)
@@ -1309,7 +1344,7 @@ def part_options(b, work):
     s = c.ok({"op": "shutdown"})
     members(s, SHUTDOWN, "shutdown")
     # every model the shutdown removed, the failed loads in ERROR too
-    check(s["models_unloaded"] == 4 and s["freed_bytes"] == 4096,
+    check(s["models_unloaded"] == 2 and s["freed_bytes"] == 4096,
           "shutdown reply %r" % s)
     check(b.wait_exit(5) == 0, "exit status after shutdown")
 
