@@ -49,6 +49,8 @@ static const char mbctl_usage[] =
 	"  pin NAME                    never evict NAME nor unload it idle\n"
 	"  unpin NAME                  let eviction and keep-alive apply again\n"
 	"  stats                       counters and memory\n"
+	"  memory                      each model's bytes once, and its Pss\n"
+	"                              in each process holding it\n"
 	"  workers                     who holds what\n"
 	"  shutdown [--timeout S]      orderly shutdown of the broker\n"
 	"  top [--iterations N]        a live view, refreshed every second\n"
@@ -409,6 +411,36 @@ mbctl_print_catalog_entry(const json_t *entry)
 	       mbctl_str(entry, "path"));
 }
 
+/* One model of memory: its bytes once, then each holder's Pss. */
+static void
+mbctl_print_memory(const json_t *model)
+{
+	char size[32], pss[32];
+	const json_t *h;
+	size_t i;
+
+	mbctl_size(size, sizeof size, mbctl_int(model, "bytes"));
+	mbctl_size(pss, sizeof pss, mbctl_int(model, "holders_pss_kb") * 1024);
+	printf("%-24s %10s once, %10s in %zu holder(s)\n",
+	       mbctl_str(model, "name"), size, pss,
+	       json_array_size(json_object_get(model, "holders")));
+	json_array_foreach(json_object_get(model, "holders"), i, h) {
+		const json_t *kb = json_object_get(h, "pss_kb");
+
+		if (json_is_integer(kb))
+			mbctl_size(pss, sizeof pss, json_integer_value(kb) * 1024);
+		printf("  pid %-8lld %10s\n",
+		       (long long)mbctl_int(h, "pid"),
+		       json_is_integer(kb) ? pss : "unreadable");
+	}
+}
+
+int
+mbctl_memory(struct mbctl *m)
+{
+	return mbctl_paged(m, "memory", "models", mbctl_print_memory);
+}
+
 static int
 mbctl_catalog(struct mbctl *m)
 {
@@ -746,6 +778,8 @@ mbctl_run(struct mbctl *m, int argc, char **argv)
 		return mbctl_list(m);
 	if (strcmp(cmd, "catalog") == 0 && argc == 1)
 		return mbctl_catalog(m);
+	if (strcmp(cmd, "memory") == 0 && argc == 1)
+		return mbctl_memory(m);
 	if ((strcmp(cmd, "pin") == 0 || strcmp(cmd, "unpin") == 0) &&
 	    argc == 2)
 		return mbctl_pin(m, argv[1], strcmp(cmd, "pin") == 0);
@@ -791,7 +825,8 @@ static bool
 mbctl_known(const char *cmd)
 {
 	static const char *const cmds[] = {"ping", "load", "reload", "unload",
-					   "list", "catalog", "pin", "unpin",
+					   "list", "catalog", "memory", "pin",
+					   "unpin",
 					   "stats", "workers", "shutdown",
 					   "top"};
 

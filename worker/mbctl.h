@@ -28,8 +28,9 @@ int mbctl_connect(const struct mbctl *m, struct mb_client **out, char *why,
 void mbctl_size(char *buf, size_t len, json_int_t bytes);
 json_int_t mbctl_int(const json_t *o, const char *key);
 const char *mbctl_str(const json_t *o, const char *key);
-/* The list and workers tables; return the exit status. */
+/* The list, memory and workers tables; return the exit status. */
 int mbctl_list(struct mbctl *m);
+int mbctl_memory(struct mbctl *m);
 int mbctl_workers(struct mbctl *m);
 
 /* Shows a load's progress on stderr (a bar on a terminal, a line each

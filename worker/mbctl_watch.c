@@ -191,6 +191,9 @@ mbctl_top_once(struct mbctl *m, bool tty)
 	if ((r = mbctl_list(m)) != 0)
 		return r;
 	putchar('\n');
+	if ((r = mbctl_memory(m)) != 0)
+		return r;
+	putchar('\n');
 	r = mbctl_workers(m);
 	fflush(stdout);
 	return r;

@@ -14,7 +14,8 @@ OUT="$BUILD/bench"
 for metric in "load / cp" "attach p50" "mbroker Pss sum" "shared / private" \
 	"mbroker ping" "broker overhead" "beyond the 1 s timeout" \
 	"p50 with 1 model" "attachments" "every worker switched" \
-	"p99 during / at rest"; do
+	"p99 during / at rest" "cold attach (autoload inside)" \
+	"eviction cost"; do
 	grep -q "$metric" "$OUT/results.md" || fail "results.md lacks '$metric'"
 done
 grep -q '"scenario": "attach"' "$OUT/results.json" || fail "results.json"
