@@ -326,16 +326,19 @@ test_request_reply_members(void **state)
 	static const char *const ready_m[] = {
 		"name", "format", "state", "generation", "size", "attached",
 		"path", "pids", "checksum", "tensors", "load_ms", "segment",
-		"generations", NULL};
+		"generations", "pinned", "keep_alive_ms", "reason", "idle_ms",
+		NULL};
 	static const char *const error_m[] = {
 		"name", "format", "state", "generation", "size", "attached",
-		"path", "pids", "error", "generations", NULL};
+		"path", "pids", "error", "generations", "pinned",
+		"keep_alive_ms", "reason", NULL};
 	static const char *const stats_m[] = {
 		"pid", "instance", "version", "uptime_ms", "models", "workers",
 		"connections", "abandoned_loads", "bytes_shared",
 		"bytes_reserved", "max_shm_bytes", "shmem_kb", "loads",
 		"load_failures", "unloads", "unload_timeouts", "replaces",
-		"replace_failures", "drain_timeouts", "attaches", "detaches",
+		"replace_failures", "drain_timeouts", "evictions", "idle_unloads",
+		"autoloads", "attaches", "detaches",
 		"acks", "shutting_down", NULL};
 	static const char *const workers_m[] = {"workers", "total", NULL};
 	static const char *const worker_m[] = {
