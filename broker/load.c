@@ -255,7 +255,7 @@ static const struct loader_calls load_calls_beside = {
  * owed by it.  m is removed again when nothing started and it was new. */
 static int
 load_start(struct model *m, const struct load_request *lr, struct conn *c,
-	   json_t *id, struct pending_list *owed)
+	   json_t *id, struct pending_list *owed, uint64_t promise)
 {
 	struct load_op *op = calloc(1, sizeof *op);
 	char name[NAMES_SHM_MAX], message[128];
@@ -286,11 +286,17 @@ load_start(struct model *m, const struct load_request *lr, struct conn *c,
 	op->drain_ms = lr->drain_ms;
 	if ((g = registry_generation_new(m, lr->provider, lr->path)) == NULL ||
 	    (r = segment_name_for(name, sizeof name, model_name(m),
-				  g->number)) < 0 ||
-	    (g->job = loader_start(name, lr->path, lr->provider,
-				   op->replace ? &load_calls_beside : &load_calls,
-				   op, &r)) == NULL)
+				  g->number)) < 0)
 		goto fail;
+	/* The room it was checked for is its own until its segment exists. */
+	segment_promise(promise);
+	if ((g->job = loader_start(name, lr->path, lr->provider, promise,
+				   op->replace ? &load_calls_beside
+					       : &load_calls,
+				   op, &r)) == NULL) {
+		segment_unpromise(promise);
+		goto fail;
+	}
 	op->gen = g;
 	if (lr->keep_alive_ms != LOAD_KEEP_ALIVE_DEFAULT)
 		model_set_keep_alive(m, lr->keep_alive_ms);
@@ -374,7 +380,7 @@ load_after_unload(void *ctx, const struct unload_report *r)
 	} else {
 		log_info("model %s: unloaded to make room (--replace-policy "
 			 "resource); loading %s", lau->name, lau->path);
-		load_start(m, &lr, NULL, NULL, &lau->waiters);
+		load_start(m, &lr, NULL, NULL, &lau->waiters, 0);
 	}
 	free(lau);
 }
@@ -415,7 +421,8 @@ load_resource_replace(struct model *m, const struct load_request *lr,
 /* Whether a replace of m may start; else replies why. */
 static bool
 load_replace_allowed(struct model *m, const struct load_request *lr,
-		     struct conn *c, json_t *id, bool *resource)
+		     struct conn *c, json_t *id, bool *resource,
+		     uint64_t *promise)
 {
 	const struct load_op *op = load_find(m);
 	uint64_t size;
@@ -430,8 +437,10 @@ load_replace_allowed(struct model *m, const struct load_request *lr,
 	}
 	if ((size = load_file_size(lr->path)) == 0 ||
 	    segment_room(size, why, sizeof why) ||
-	    residency_make_room(size, model_name(m), why, sizeof why) == 0)
+	    residency_make_room(size, model_name(m), why, sizeof why) == 0) {
+		*promise = size;
 		return true;
+	}
 	if (lr->policy == REPLACE_RESOURCE) {
 		*resource = true;
 		return true;
@@ -451,7 +460,7 @@ load_replace_allowed(struct model *m, const struct load_request *lr,
 /* Refuses a load of m in its state; true when it may go on. */
 static bool
 load_allowed(struct model *m, const struct load_request *lr, struct conn *c,
-	     json_t *id, bool *resource)
+	     json_t *id, bool *resource, uint64_t *promise)
 {
 	const char *name = model_name(m);
 	struct generation *g;
@@ -479,7 +488,8 @@ load_allowed(struct model *m, const struct load_request *lr, struct conn *c,
 		return true;
 	case MODEL_READY:
 		if (lr->replace)
-			return load_replace_allowed(m, lr, c, id, resource);
+			return load_replace_allowed(m, lr, c, id, resource,
+						    promise);
 		reply_error(c, id, MB_EEXISTS, NULL, "model %s is already "
 			    "loaded (generation %" PRIu64 ")", name,
 			    model_current(m)->number);
@@ -493,14 +503,16 @@ load_allowed(struct model *m, const struct load_request *lr, struct conn *c,
  * false after replying no_space. */
 static bool
 load_room(const char *name, const struct load_request *lr, struct conn *c,
-	  json_t *id)
+	  json_t *id, uint64_t *promise)
 {
 	uint64_t size = load_file_size(lr->path);
 	char why[2048];
 
 	if (size == 0 || segment_room(size, why, sizeof why) ||
-	    residency_make_room(size, name, why, sizeof why) == 0)
+	    residency_make_room(size, name, why, sizeof why) == 0) {
+		*promise = size;
 		return true;
+	}
 	if (c != NULL)
 		reply_error(c, id, MB_ENOSPACE, json_pack("{s:s, s:I}", "model",
 							  name, "needed",
@@ -517,11 +529,12 @@ load_begin(const char *name, const struct load_request *lr, struct conn *c,
 {
 	struct model *m = registry_find(name);
 	bool resource = false;
+	uint64_t promise = 0;
 
-	if (m != NULL && !load_allowed(m, lr, c, id, &resource))
+	if (m != NULL && !load_allowed(m, lr, c, id, &resource, &promise))
 		return -1;
 	if ((m == NULL || model_state(m) != MODEL_READY) &&
-	    !load_room(name, lr, c, id))
+	    !load_room(name, lr, c, id, &promise))
 		return -1;
 	if (m == NULL && (m = registry_add(name)) == NULL) {
 		if (c != NULL)
@@ -533,7 +546,7 @@ load_begin(const char *name, const struct load_request *lr, struct conn *c,
 		return -1;
 	}
 	if (!resource)
-		return load_start(m, lr, c, id, NULL);
+		return load_start(m, lr, c, id, NULL, promise);
 	load_resource_replace(m, lr, c, id);
 	return 0;
 }

@@ -59,6 +59,7 @@ struct load_job {
 	struct loader_note sized, finished;
 	uint64_t rate; /* bytes per second, 0: unlimited */
 	bool background; /* one thread, whatever its size */
+	uint64_t promised; /* room held for it until its segment is made */
 	/* Results, read by the main thread after the thread posted. */
 	int result;
 	char error[PATH_MAX + 512];
@@ -281,8 +282,11 @@ loader_load(struct load_job *job)
 	struct stat st;
 	int src, r;
 
-	if ((src = loader_open(job, &st)) < 0)
+	if ((src = loader_open(job, &st)) < 0) {
+		segment_unpromise(job->promised);
+		job->promised = 0;
 		return src;
+	}
 	job->size = (uint64_t)st.st_size;
 	atomic_store(&job->total, job->size);
 	wakeup_post(job->finished_channel, &job->sized);
@@ -294,8 +298,9 @@ loader_load(struct load_job *job)
 		r = -errno;
 		goto out;
 	}
-	job->seg = segment_create(job->segment, job->size, &r, job->error,
-				  sizeof job->error);
+	job->seg = segment_create(job->segment, job->size, job->promised, &r,
+				  job->error, sizeof job->error);
+	job->promised = 0;
 	if (job->seg == NULL)
 		goto out;
 	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED,
@@ -327,6 +332,10 @@ out:
 	if (map != MAP_FAILED)
 		munmap(map, job->size);
 	close(src);
+	if (job->promised > 0) { /* failed before its segment */
+		segment_unpromise(job->promised);
+		job->promised = 0;
+	}
 	if (r < 0 && job->seg != NULL) {
 		job->reclaimed = job->size;
 		segment_put(job->seg);
@@ -388,8 +397,8 @@ loader_done(struct load_job *job)
 
 struct load_job *
 loader_start(const char *segment_name, const char *path,
-	     const struct provider *p, const struct loader_calls *calls,
-	     void *ctx, int *err)
+	     const struct provider *p, uint64_t promised,
+	     const struct loader_calls *calls, void *ctx, int *err)
 {
 	struct load_job *job = calloc(1, sizeof *job);
 	sigset_t all, old;
@@ -406,6 +415,7 @@ loader_start(const char *segment_name, const char *path,
 	job->provider = p;
 	job->rate = broker.cfg.load_rate;
 	job->background = calls->background;
+	job->promised = promised;
 	snprintf(job->path, sizeof job->path, "%s", path);
 	snprintf(job->segment, sizeof job->segment, "%s", segment_name);
 	/* The thread takes no signals: they belong to the main loop. */

@@ -38,9 +38,11 @@ struct loader_calls {
 };
 
 /* Starts copying path into the segment segment_name (provider p checks it)
- * on a thread; calls report to ctx.  NULL with *err (-errno) on failure. */
+ * on a thread; calls report to ctx.  promised: room the caller promised
+ * it (segment_promise), which the job gives back.  NULL with *err
+ * (-errno) on failure (the promise is then still the caller's). */
 struct load_job *loader_start(const char *segment_name, const char *path,
-			      const struct provider *p,
+			      const struct provider *p, uint64_t promised,
 			      const struct loader_calls *calls, void *ctx,
 			      int *err);
 /* Asks the job to stop early (it still reports completion). */

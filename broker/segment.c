@@ -83,6 +83,20 @@ static struct segment *segment_filling;
 
 /* Bytes held by this broker's segments, against --max-shm-bytes. */
 static atomic_uint_fast64_t segment_held;
+/* Bytes promised to loads between their room check and their claim. */
+static atomic_uint_fast64_t segment_promised;
+
+void
+segment_promise(uint64_t size)
+{
+	atomic_fetch_add(&segment_promised, size);
+}
+
+void
+segment_unpromise(uint64_t size)
+{
+	atomic_fetch_sub(&segment_promised, size);
+}
 
 /* Checks size bytes fit in the budget; 0 or MB_ENOSPACE with the reason. */
 static int
@@ -174,15 +188,18 @@ bool
 segment_room_freeing(uint64_t size, uint64_t freed, char *err,
 		     size_t errlen)
 {
-	uint64_t held = atomic_load(&segment_held);
+	uint64_t held = atomic_load(&segment_held) +
+			atomic_load(&segment_promised);
+	uint64_t need = size + atomic_load(&segment_promised);
 	bool fits;
 
 	/* Freed pages come back to the filesystem too: asking for size less
-	 * them is the same check. */
+	 * them is the same check.  Room promised to loads not yet claimed
+	 * counts as taken. */
 	pthread_mutex_lock(&segment_lock);
 	fits = segment_budget_fits(size, held > freed ? held - freed : 0, err,
 				   errlen) == 0 &&
-	       segment_space_fits(size > freed ? size - freed : 0, err,
+	       segment_space_fits(need > freed ? need - freed : 0, err,
 				  errlen) == 0;
 	pthread_mutex_unlock(&segment_lock);
 	return fits;
@@ -228,12 +245,13 @@ segment_unlink_name(const char *name)
 }
 
 struct segment *
-segment_create(const char *name, uint64_t size, int *result, char *err,
-	       size_t errlen)
+segment_create(const char *name, uint64_t size, uint64_t promised,
+	       int *result, char *err, size_t errlen)
 {
 	struct segment *s = calloc(1, sizeof *s);
 
 	if (s == NULL) {
+		segment_unpromise(promised);
 		*result = -ENOMEM;
 		return NULL;
 	}
@@ -242,6 +260,8 @@ segment_create(const char *name, uint64_t size, int *result, char *err,
 	s->ro_fd = -1;
 	s->refs = 1;
 	pthread_mutex_lock(&segment_lock);
+	/* Its own promise becomes the claim (or goes, if it fails). */
+	segment_unpromise(promised);
 	if ((*result = segment_space_fits(size, err, errlen)) < 0 ||
 	    (*result = segment_reserve(size, err, errlen)) < 0)
 		goto fail;

@@ -30,8 +30,15 @@ int segment_unlink_name(const char *name);
  * reference and a read-write descriptor (until segment_seal), or NULL with
  * *result (MB_E* or -errno) and a reason in err.  Thread-safe.
  */
-struct segment *segment_create(const char *name, uint64_t size, int *result,
-			       char *err, size_t errlen);
+struct segment *segment_create(const char *name, uint64_t size,
+			       uint64_t promised, int *result, char *err,
+			       size_t errlen);
+/* Holds size bytes of room for a load that passed its room check until
+ * its segment_create (given them as promised) or its failure before
+ * (segment_unpromise): a second load checked meanwhile sees them taken.
+ * Thread-safe. */
+void segment_promise(uint64_t size);
+void segment_unpromise(uint64_t size);
 /* The read-write descriptor while the segment is being filled. */
 int segment_rw_fd(const struct segment *s);
 /* Reserves len pages' bytes from off, so that a full filesystem is an

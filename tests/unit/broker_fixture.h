@@ -97,7 +97,7 @@ broker_fixture_loaded_generation(struct model *m, const char *path,
 	assert_non_null(g);
 	assert_int_equal(segment_name_for(shm, sizeof shm, model_name(m),
 					  g->number), 0);
-	g->segment = segment_create(shm, size, &result, err, sizeof err);
+	g->segment = segment_create(shm, size, 0, &result, err, sizeof err);
 	if (g->segment == NULL)
 		fail_msg("segment_create: %s", err);
 	assert_int_equal(segment_seal(g->segment), 0);

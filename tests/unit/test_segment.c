@@ -24,7 +24,7 @@ create(uint64_t gen, uint64_t size, int *result)
 	char name[NAMES_SHM_MAX], err[256];
 
 	assert_int_equal(segment_name_for(name, sizeof name, "m", gen), 0);
-	return segment_create(name, size, result, err, sizeof err);
+	return segment_create(name, size, 0, result, err, sizeof err);
 }
 
 /* Whether /dev/shm lists name. */
