@@ -164,22 +164,24 @@ segment_untaken(void)
 }
 
 /* Checks size bytes fit in the free space less what segments being
- * filled have yet to take; 0 or MB_ENOSPACE with the reason.  Under
- * segment_lock. */
+ * filled have yet to take, and less taken bytes more (room promised to
+ * loads not yet claimed, less what an eviction would free: may be
+ * negative); 0 or MB_ENOSPACE with the reason.  Under segment_lock. */
 static int
-segment_space_fits(uint64_t size, char *err, size_t errlen)
+segment_space_fits(uint64_t size, int64_t taken, char *err, size_t errlen)
 {
 	uint64_t untaken = segment_untaken();
 	int64_t avail = segment_space_free();
-	uint64_t left;
+	int64_t left;
 
 	if (avail < 0)
 		return 0; /* unknown: the reservation of the pages decides */
-	left = (uint64_t)avail > untaken ? (uint64_t)avail - untaken : 0;
-	if (left >= size)
+	left = avail - (int64_t)untaken - taken;
+	if (left >= (int64_t)size)
 		return 0;
-	snprintf(err, errlen, "model needs %" PRIu64 " bytes, %s has %" PRIu64
-		 " free%s", size, segment_dir(), left, untaken > 0 ?
+	snprintf(err, errlen, "model needs %" PRIu64 " bytes, %s has %" PRId64
+		 " free%s", size, segment_dir(), left > 0 ? left : 0,
+		 untaken > 0 || taken > 0 ?
 		 " besides what loads in progress are taking" : "");
 	return MB_ENOSPACE;
 }
@@ -188,9 +190,8 @@ bool
 segment_room_freeing(uint64_t size, uint64_t freed, char *err,
 		     size_t errlen)
 {
-	uint64_t held = atomic_load(&segment_held) +
-			atomic_load(&segment_promised);
-	uint64_t need = size + atomic_load(&segment_promised);
+	uint64_t promised = atomic_load(&segment_promised);
+	uint64_t held = atomic_load(&segment_held) + promised;
 	bool fits;
 
 	/* Freed pages come back to the filesystem too: asking for size less
@@ -199,8 +200,8 @@ segment_room_freeing(uint64_t size, uint64_t freed, char *err,
 	pthread_mutex_lock(&segment_lock);
 	fits = segment_budget_fits(size, held > freed ? held - freed : 0, err,
 				   errlen) == 0 &&
-	       segment_space_fits(need > freed ? need - freed : 0, err,
-				  errlen) == 0;
+	       segment_space_fits(size, (int64_t)promised - (int64_t)freed,
+				  err, errlen) == 0;
 	pthread_mutex_unlock(&segment_lock);
 	return fits;
 }
@@ -262,7 +263,9 @@ segment_create(const char *name, uint64_t size, uint64_t promised,
 	pthread_mutex_lock(&segment_lock);
 	/* Its own promise becomes the claim (or goes, if it fails). */
 	segment_unpromise(promised);
-	if ((*result = segment_space_fits(size, err, errlen)) < 0 ||
+	if ((*result = segment_space_fits(size,
+					  (int64_t)atomic_load(&segment_promised),
+					  err, errlen)) < 0 ||
 	    (*result = segment_reserve(size, err, errlen)) < 0)
 		goto fail;
 	s->rw_fd = segment_open(s->name, O_RDWR | O_CREAT | O_EXCL, 0600);
