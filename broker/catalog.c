@@ -7,13 +7,9 @@
  * the model directories is reachable by name.
  */
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "catalog.h"
 #include "mbrokerd.h"
@@ -26,25 +22,6 @@ static const struct {
 	{".safetensors", &provider_safetensors},
 	{".bin", &provider_raw},
 };
-
-/* The size of the regular file at path within the model directories, or
- * -1. */
-static int64_t
-catalog_size(const char *path)
-{
-	char err[256];
-	struct stat st;
-	int fd = modeldir_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
-					     O_NONBLOCK, err, sizeof err);
-	int64_t size = -1;
-
-	if (fd < 0)
-		return -1;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-		size = (int64_t)st.st_size;
-	close(fd);
-	return size;
-}
 
 bool
 catalog_find(const char *name, char *path, const struct provider **p,
@@ -60,7 +37,7 @@ catalog_find(const char *name, char *path, const struct provider **p,
 			if (snprintf(path, PATH_MAX, "%s/%s%s",
 				     broker.cfg.model_dirs[i], name,
 				     catalog_kinds[k].suffix) >= PATH_MAX ||
-			    (n = catalog_size(path)) < 0)
+			    (n = modeldir_file_size(path)) < 0)
 				continue;
 			*p = catalog_kinds[k].provider;
 			*size = (uint64_t)n;

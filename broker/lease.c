@@ -220,6 +220,15 @@ lease_newest(const struct conn *c, const struct model *m)
 	return newest;
 }
 
+void
+lease_each_holder(void (*fn)(struct conn *c, void *arg), void *arg)
+{
+	struct lease_holder *h;
+
+	TAILQ_FOREACH(h, &lease_holders_list, entry)
+		fn(h->conn, arg);
+}
+
 static void
 lease_append_pid(struct conn *c, void *arg)
 {

@@ -43,6 +43,8 @@ void lease_holders(const struct model *m, const struct generation *g,
 json_t *lease_model_json(const struct model *m);
 /* The newest generation of m that c holds, or NULL. */
 struct generation *lease_newest(const struct conn *c, const struct model *m);
+/* Calls fn once for every connection holding a lease. */
+void lease_each_holder(void (*fn)(struct conn *c, void *arg), void *arg);
 /* Appends the pids holding g (or any of m's generations) to array. */
 void lease_pids(const struct generation *g, json_t *array);
 void lease_model_pids(const struct model *m, json_t *array);

@@ -13,13 +13,10 @@
  * The replies a load owes are its own: once the file's size is known (a
  * load without wait) and when it ended (with wait).
  */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "lease.h"
 #include "loader.h"
@@ -334,18 +331,9 @@ undo:
 static uint64_t
 load_file_size(const char *path)
 {
-	char err[256];
-	struct stat st;
-	int fd = modeldir_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
-					     O_NONBLOCK, err, sizeof err);
-	uint64_t size = 0;
+	int64_t size = modeldir_file_size(path);
 
-	if (fd < 0)
-		return 0;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-		size = (uint64_t)st.st_size;
-	close(fd);
-	return size;
+	return size > 0 ? (uint64_t)size : 0;
 }
 
 /* A resource replace: the unload ended; loads the model anew. */

@@ -129,6 +129,9 @@ bool modeldir_allows(const char *path);
 /* Opens path with flags, beneath its --model-dir if any are set.  Returns
  * a descriptor, MB_EDENIED or -errno, with a reason in err.  Thread-safe. */
 int modeldir_open(const char *path, int flags, char *err, size_t errlen);
+/* The size of the regular file at path (opened as modeldir_open does,
+ * never blocking on a FIFO), or -1. */
+int64_t modeldir_file_size(const char *path);
 
 /* metrics.c */
 /* Serves GET /metrics on --metrics-listen, if set.  0, or -1 logged. */

@@ -137,37 +137,26 @@ metrics_models(struct evbuffer *b)
 }
 
 /* One holder's Pss of one model's pages. */
-struct metrics_pss {
-	struct evbuffer *b;
-	const char *model;
-};
-
 static void
-metrics_pss_line(pid_t pid, int64_t kb, void *arg)
+metrics_pss_line(const struct model *m, pid_t pid, int64_t kb, void *arg)
 {
-	struct metrics_pss *p = arg;
-
 	if (kb >= 0)
-		evbuffer_add_printf(p->b, "mbroker_model_holder_pss_bytes{model="
-				    "\"%s\",pid=\"%ld\"} %lld\n", p->model,
-				    (long)pid, (long long)kb * 1024);
+		evbuffer_add_printf(arg, "mbroker_model_holder_pss_bytes{model="
+				    "\"%s\",pid=\"%ld\"} %lld\n",
+				    model_name(m), (long)pid,
+				    (long long)kb * 1024);
 }
 
-/* What each model costs: its bytes once, its Pss in each holder. */
+/* What each model costs in each holder (its bytes once are
+ * mbroker_model_bytes). */
 static void
 metrics_memory(struct evbuffer *b)
 {
-	struct model *m;
-
 	evbuffer_add_printf(b, "# HELP mbroker_model_holder_pss_bytes Pss of "
 			    "a model's pages in each process holding it "
 			    "(/proc/PID/smaps, where readable).\n# TYPE "
 			    "mbroker_model_holder_pss_bytes gauge\n");
-	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
-		struct metrics_pss p = {b, model_name(m)};
-
-		pss_of_holders(m, metrics_pss_line, &p);
-	}
+	pss_of_holders(metrics_pss_line, b);
 }
 
 /* The scrape itself: every metric, read from the registry now. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -158,4 +159,21 @@ modeldir_open(const char *path, int flags, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot open %s: %s", path,
 			 strerror((int)-fd));
 	return (int)fd;
+}
+
+int64_t
+modeldir_file_size(const char *path)
+{
+	char err[256];
+	struct stat st;
+	int fd = modeldir_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+					     O_NONBLOCK, err, sizeof err);
+	int64_t size = -1;
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		size = (int64_t)st.st_size;
+	close(fd);
+	return size;
 }

@@ -106,46 +106,47 @@ req_workers(struct request *req)
 	reply_paged(req, "workers", workers);
 }
 
-/* One holder's Pss of a model's pages, for memory. */
-struct req_memory_holders {
-	json_t *holders;
-	int64_t sum_kb;
-};
-
+/* One holder's Pss of a model's pages, added to that model's object
+ * (objs is indexed by model slot). */
 static void
-req_memory_holder(pid_t pid, int64_t kb, void *arg)
+req_memory_holder(const struct model *m, pid_t pid, int64_t kb, void *arg)
 {
-	struct req_memory_holders *h = arg;
+	json_t *o = ((json_t **)arg)[model_slot(m)];
 
-	json_array_append_new(h->holders, kb < 0
+	json_array_append_new(json_object_get(o, "holders"), kb < 0
 		? json_pack("{s:I, s:n}", "pid", (json_int_t)pid, "pss_kb")
 		: json_pack("{s:I, s:I}", "pid", (json_int_t)pid, "pss_kb",
 			    (json_int_t)kb));
-	h->sum_kb += kb > 0 ? kb : 0;
+	if (kb > 0)
+		json_object_set_new(o, "holders_pss_kb", json_integer(
+			json_integer_value(json_object_get(o, "holders_pss_kb")) +
+			kb));
 }
 
 /* Each model's bytes once, and what its pages cost in each holder (Pss
- * from /proc/PID/smaps; null where the broker may not read it). */
+ * from /proc/PID/smaps, each holder's read once; null where the broker
+ * may not read it). */
 static void
 req_memory(struct request *req)
 {
+	json_t *objs[BROKER_MAX_MODELS] = {NULL};
 	json_t *models = json_array();
 	const struct generation *g;
 	struct model *m;
 
 	for (m = registry_next(NULL); m != NULL; m = registry_next(m)) {
-		struct req_memory_holders h = {.holders = json_array()};
 		uint64_t bytes = 0;
 
 		for (g = NULL; (g = model_generations(m, g)) != NULL;)
 			if (g->segment != NULL)
 				bytes += g->size;
-		pss_of_holders(m, req_memory_holder, &h);
-		json_array_append_new(models, json_pack(
-			"{s:s, s:I, s:I, s:o}", "name", model_name(m), "bytes",
-			(json_int_t)bytes, "holders_pss_kb",
-			(json_int_t)h.sum_kb, "holders", h.holders));
+		objs[model_slot(m)] = json_pack("{s:s, s:I, s:i, s:[]}", "name",
+						model_name(m), "bytes",
+						(json_int_t)bytes,
+						"holders_pss_kb", 0, "holders");
+		json_array_append_new(models, objs[model_slot(m)]);
 	}
+	pss_of_holders(req_memory_holder, objs);
 	reply_paged(req, "models", models);
 }
 
