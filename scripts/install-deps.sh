@@ -9,8 +9,10 @@
 set -eu
 
 PACKAGES="pkg-config libevent-dev libjansson-dev libcmocka-dev libxxhash-dev
-	python3 python3-numpy curl supervisor"
-MODULES="libevent_core jansson cmocka libxxhash"
+	python3 python3-numpy curl supervisor
+	python3-torch python3-torchaudio espeak-ng sox
+	libpocketsphinx-dev pocketsphinx-en-us pocketsphinx-testdata"
+MODULES="libevent_core jansson cmocka libxxhash pocketsphinx"
 FUZZ=0
 BENCH=0
 CHECK=0
@@ -49,6 +51,15 @@ have_all() {
 	/usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || return 1
 	command -v curl >/dev/null 2>&1 || return 1
 	command -v supervisord >/dev/null 2>&1 || return 1
+	# The engine examples and their tests: PyTorch and torchaudio, speech
+	# from espeak-ng and sox, pocketsphinx with its model and clips.
+	/usr/bin/python3 -c "import torch, torchaudio" >/dev/null 2>&1 ||
+		return 1
+	for c in espeak-ng sox; do
+		command -v $c >/dev/null 2>&1 || return 1
+	done
+	[ -d /usr/share/pocketsphinx/model/en-us/en-us ] || return 1
+	[ -d /usr/share/pocketsphinx/test/data/librivox ] || return 1
 	for m in $MODULES; do
 		pkg-config --exists "$m" || return 1
 	done
