@@ -29,11 +29,12 @@ The pool exits when every worker has exited: 0 when all exited 0.
 Output, one line per event (key=value): "built" (tensors, bytes, the
 mapping's generation; private: model_kb, the Pss its copy added), "pass"
 (generation, ms, logits: sha256 of the logits' bytes), "first" (ms from
-the worker's start to its first logits), "held", "switch", "unloaded";
-once every worker holds, "memory": model_pss_kb (shared: the Pss of the
-mapping's pages in every worker, read from /proc/PID/smaps; private: the
-sum of model_kb), model_bytes (one copy: the file's bytes), model_ratio,
-pss_kb (the whole-process Pss of the workers and the pool's own process).
+the worker's start to its first logits), "held", "switch" (or "stay" when
+the new generation cannot be attached), "unloaded"; once every worker
+holds, "memory": model_pss_kb (shared: the Pss of the mapping's pages in
+every worker, read from /proc/PID/smaps; private: the sum of model_kb),
+model_bytes (one copy: the file's bytes), model_ratio, pss_kb (the
+whole-process Pss of the workers and the pool's own process).
 """
 import argparse
 import ctypes
@@ -255,7 +256,14 @@ class Worker:
             if event.type == "replaced":
                 old = self.generation()
                 t0 = time.monotonic()
-                att = self.client.follow_replace(self.att, event)
+                try:
+                    att = self.client.follow_replace(self.att, event)
+                except (mbroker.BrokerError, TimeoutError) as e:
+                    # Still mapped: serve the old generation until the
+                    # event that follows (an unload, another replace).
+                    self.report("stay", generation=old,
+                                error=getattr(e, "code", "timeout"))
+                    continue
                 if att is not self.att:
                     self.att = att
                     self.build_shared()
