@@ -8,7 +8,8 @@ over the broker's read-only mapping of the safetensors file.
     build/mbrokerd --socket /tmp/mb/broker.sock --model asr=/tmp/asr.safetensors &
     PYTHONPATH=bindings/python python3 examples/torch_asr_pool.py \\
         --socket /tmp/mb/broker.sock --model asr --workers 8 --passes 3
-    python3 examples/torch_asr_pool.py --private /tmp/asr.safetensors --workers 8 --passes 3
+    PYTHONPATH=bindings/python python3 examples/torch_asr_pool.py \\
+        --private /tmp/asr.safetensors --workers 8 --passes 3
 
 Shared (--socket, --model): each worker attaches the model and builds it
 with every parameter a torch.frombuffer tensor over the numpy view
