@@ -56,7 +56,12 @@ import warnings
 import wave
 
 import numpy as np
-import torch
+
+# One BLAS thread per worker, set before torch loads OpenBLAS: the pool's
+# workers are the parallelism, and BLAS threads of their own would only
+# fight them for the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import torch  # noqa: E402
 
 import mbroker
 from torch_asr_model import asr_model
