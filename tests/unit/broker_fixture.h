@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "bundle.h"
 #include "conn.h"
 #include "registry.h"
 #include "request.h"
@@ -92,15 +93,21 @@ broker_fixture_loaded_generation(struct model *m, const char *path,
 {
 	struct generation *g = registry_generation_new(m, p, path);
 	char shm[NAMES_SHM_MAX], err[256];
+	struct member *x;
 	int result;
 
 	assert_non_null(g);
 	assert_int_equal(segment_name_for(shm, sizeof shm, model_name(m),
 					  g->number), 0);
-	g->segment = segment_create(shm, size, 0, &result, err, sizeof err);
-	if (g->segment == NULL)
+	assert_non_null(x = calloc(1, sizeof *x));
+	x->provider = p;
+	x->size = size;
+	x->segment = segment_create(shm, size, 0, &result, err, sizeof err);
+	if (x->segment == NULL)
 		fail_msg("segment_create: %s", err);
-	assert_int_equal(segment_seal(g->segment), 0);
+	assert_int_equal(segment_seal(x->segment), 0);
+	g->members = x;
+	g->nmembers = 1;
 	g->size = size;
 	return g;
 }
@@ -115,8 +122,8 @@ broker_fixture_ready_model(const char *name, const char *path,
 
 	assert_non_null(m);
 	registry_set_state(m, MODEL_LOADING);
-	broker_fixture_loaded_generation(m, path, p, 4096)->provider_state =
-		provider_state;
+	broker_fixture_loaded_generation(m, path, p, 4096)->members[0]
+		.provider_state = provider_state;
 	assert_null(registry_generation_promote(m));
 	registry_set_state(m, MODEL_READY);
 	return m;

@@ -34,7 +34,7 @@ release(struct generation *g)
 
 	registry_generation_release(g, &freed, &unlinked);
 	assert_int_equal(unlinked, 1);
-	assert_null(g->segment);
+	assert_null(g->members);
 	return freed;
 }
 

@@ -169,7 +169,7 @@ test_registry_model_json(void **state)
 	assert_int_equal(json_integer_value(json_object_get(o, "generation")),
 			 g->number);
 	assert_string_equal(json_string_value(json_object_get(o, "segment")),
-			    segment_name(g->segment));
+			    segment_name(g->members[0].segment));
 	assert_int_equal(json_array_size(json_object_get(o, "generations")), 1);
 	assert_null(json_object_get(o, "error"));
 	assert_null(json_object_get(o, "pids"));
