@@ -634,11 +634,14 @@ def part_models(b, work):
     check(len(e["error"]["message"].encode()) == 1023,
           "a long message is cut at %d bytes, not 1023"
           % len(e["error"]["message"].encode()))
-    for path in (os.path.join(work, "missing"), work):
-        c.err({"op": "load", "name": "x", "path": path}, "io_error",
-                  ("model",))
-        c.err({"op": "load", "name": "x", "path": path, "wait": True},
-                  "io_error", ("model",))
+    missing = os.path.join(work, "missing")
+    c.err({"op": "load", "name": "x", "path": missing}, "io_error",
+          ("model",))
+    c.err({"op": "load", "name": "x", "path": missing, "wait": True},
+          "io_error", ("model",))
+    # a directory is a bundle: as a single file, it is format_error
+    c.err({"op": "load", "name": "x", "path": work, "format": "raw",
+           "wait": True}, "format_error", ("model",))
     bad = write(os.path.join(work, "bad.safetensors"), b"\xff" * 16)
     e = c.err({"op": "load", "name": "x", "path": bad, "wait": True},
               "format_error", ("model",))
