@@ -64,13 +64,13 @@ done
 sum1=$(listed checksum)
 
 # Every descriptor, in pages, and the bytes behind each.
-"$PY" "$CLIENT" "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/client.out" 2>&1 ||
+"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/client.out" 2>&1 ||
 	fail "client: $(cat "$T/client.out")"
 grep -qx "ok $NFILES $sum1" "$T/client.out" || fail "client: $(cat "$T/client.out")"
 
 # One holder: the memory op gives the model's bytes once and the holder's
 # Pss over all its member segments (all of it, as it alone maps them).
-"$PY" "$CLIENT" --hold "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/hold.out" 2>&1 &
+"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" --hold "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/hold.out" 2>&1 &
 HOLDER=$!
 CHILDREN+=("$HOLDER")
 wait_until 20 grep -q "^held" "$T/hold.out" || fail "holder: $(cat "$T/hold.out")"
@@ -95,7 +95,7 @@ sum2=$(listed checksum)
 [ "$sum2" != "$sum1" ] || fail "the checksum did not change"
 wait_until 20 sh -c "[ \"\$(ls /dev/shm | grep -c '^mbroker\.$INSTANCE\.model\.b\.')\" = $NFILES ]" ||
 	fail "after the reload: $(instance_shm)"
-"$PY" "$CLIENT" "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/client.out" 2>&1 ||
+"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" b "$B" "$BIN/libmbroker.so" >"$T/client.out" 2>&1 ||
 	fail "client after the reload: $(cat "$T/client.out")"
 grep -qx "ok $NFILES $sum2" "$T/client.out" || fail "client: $(cat "$T/client.out")"
 

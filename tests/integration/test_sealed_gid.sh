@@ -45,7 +45,7 @@ done
 # The worker: attaches, maps, and reopens each descriptor by its
 # /proc/self/fd path, read-only only.
 setpriv --reuid $WORKER_UID --regid $WORKER_UID --groups $USERS \
-	"$PY" "$CLIENT" --reopen "$SOCK" b "$B" "$BIN/libmbroker.so" \
+	"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" --reopen "$SOCK" b "$B" "$BIN/libmbroker.so" \
 	>"$T/client.out" 2>&1 || fail "worker: $(cat "$T/client.out")"
 grep -q "^ok 3 " "$T/client.out" || fail "worker: $(cat "$T/client.out")"
 # Nor may it open a segment by its name for writing.
