@@ -79,13 +79,12 @@ bundle_name_valid(const char *name)
 
 int
 bundle_open_member(int dirfd, const char *path, const char *name,
-		   char *err, size_t errlen)
+		   struct stat *st, char *err, size_t errlen)
 {
 	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY |
 					O_NONBLOCK,
 			       .resolve = RESOLVE_BENEATH |
 					  RESOLVE_NO_MAGICLINKS};
-	struct stat st;
 	long fd = syscall(SYS_openat2, dirfd, name, &how, sizeof how);
 
 	/* Without openat2 (before Linux 5.6) no symlink is followed. */
@@ -101,7 +100,7 @@ bundle_open_member(int dirfd, const char *path, const char *name,
 			 path, strerror(errno));
 		return MB_EIO;
 	}
-	if (fstat((int)fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat((int)fd, st) < 0 || !S_ISREG(st->st_mode)) {
 		snprintf(err, errlen, "member %s of %s is not a regular file",
 			 name, path);
 		close((int)fd);
@@ -120,15 +119,9 @@ bundle_walk_file(struct bundle_walk *w, const char *name)
 
 	if (++w->files > MB_MAX_MEMBERS)
 		return 0; /* counted only: the walk fails with MB_ELIMIT */
-	if ((fd = bundle_open_member(w->root, w->path, name, w->err,
+	if ((fd = bundle_open_member(w->root, w->path, name, &st, w->err,
 				     w->errlen)) < 0)
 		return fd;
-	if (fstat(fd, &st) < 0) {
-		snprintf(w->err, w->errlen, "member %s of %s: %s", name,
-			 w->path, strerror(errno));
-		close(fd);
-		return MB_EIO;
-	}
 	close(fd);
 	m = &w->members[w->n++];
 	memcpy(m->name, name, strlen(name) + 1); /* checked by the walk */

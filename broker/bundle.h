@@ -15,6 +15,7 @@
 
 struct provider;
 struct segment;
+struct stat;
 
 /* Longest member name (its path relative to the bundle's directory). */
 #define BUNDLE_NAME_MAX 255
@@ -47,10 +48,11 @@ int bundle_walk(int dirfd, const char *path, struct member **members,
  * size (*size) alone; 0 or an error of bundle_open or bundle_walk. */
 int bundle_measure(const char *path, unsigned *n, uint64_t *size, char *err,
 		   size_t errlen);
-/* Opens member name of the directory dirfd read-only, beneath it.  A
- * regular file's descriptor, or MB_EFORMAT / MB_EIO with the reason. */
+/* Opens member name of the directory dirfd read-only, beneath it, and
+ * fstats it into *st.  A regular file's descriptor, or MB_EFORMAT /
+ * MB_EIO with the reason. */
 int bundle_open_member(int dirfd, const char *path, const char *name,
-		       char *err, size_t errlen);
+		       struct stat *st, char *err, size_t errlen);
 /* The bundle's checksum: XXH3-64 over, for each member in order, its
  * name, a NUL, its size and its checksum as 8 bytes little-endian each. */
 uint64_t bundle_checksum(const struct member *members, unsigned n);

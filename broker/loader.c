@@ -393,9 +393,10 @@ loader_member(struct load_job *job, unsigned index, int src,
 out:
 	if (map != MAP_FAILED)
 		munmap(map, m->size);
-	/* A bundle's failure names the member. */
+	/* A bundle's failure names the member (the loader's own messages
+	 * name it by its label already). */
 	if (job->provider == &provider_bundle && r < 0 &&
-	    strstr(job->error, m->name) == NULL)
+	    strstr(job->error, job->label) == NULL)
 		loader_error_prefix(job);
 	return r;
 }
@@ -422,18 +423,18 @@ loader_list_file(struct load_job *job, int *src, struct stat *st)
 	return 0;
 }
 
-/* Opens member i of the bundle whose directory is dir, its size as the
- * walk saw it. */
+/* Opens job->member of the bundle whose directory is dir, read-only; its
+ * size must be what the walk saw. */
 static int
 loader_open_member(struct load_job *job, int dir, struct stat *st)
 {
 	struct member *m = job->member;
-	int src = bundle_open_member(dir, job->path, m->name, job->error,
+	int src = bundle_open_member(dir, job->path, m->name, st, job->error,
 				     sizeof job->error);
 
 	if (src < 0)
 		return src;
-	if (fstat(src, st) < 0 || (uint64_t)st->st_size != m->size) {
+	if ((uint64_t)st->st_size != m->size) {
 		snprintf(job->error, sizeof job->error,
 			 "%s changed during the load", job->label);
 		close(src);

@@ -8,7 +8,8 @@
 # sums a holder's Pss over every member.  A reload after a file changed
 # is a new generation with a new checksum; an unload leaves /dev/shm
 # clean.  Refused: a symlink that leaves the directory (format_error
-# naming it), a fifo, 257 files (limit), a file path as a bundle and a
+# naming it), a fifo, 257 files (limit), a load past the broker's 2048
+# segments (limit), a file path as a bundle and a
 # directory as raw (format_error), a bundle over --max-shm-bytes
 # (no_space with the bytes it needs).  After kill -9 of the broker with a
 # bundle loaded, the next start removes every segment it left.
@@ -131,8 +132,16 @@ mkdir "$M"
 for i in $(seq 1 257); do : >"$M/$i"; done
 refused limit "holds 257 files; a bundle has at most 256" x "$M" --wait
 rm "$M/257"
-mbctl load many "$M" --wait >/dev/null || fail "256 files did not load"
-mbctl unload many >/dev/null || fail "unload many"
+# 256 files load; eight such bundles are the broker's 2048 segments, and
+# a ninth is refused.
+for i in 1 2 3 4 5 6 7 8; do
+	mbctl load "many$i" "$M" --wait >/dev/null || fail "bundle $i of 256 files"
+done
+refused limit "needs 256 segment(s); the broker holds 2048 of its most 2048" \
+	many9 "$M" --wait
+for i in 1 2 3 4 5 6 7 8; do
+	mbctl unload "many$i" >/dev/null || fail "unload many$i"
+done
 H="$T/huge"
 mkdir "$H"
 make_model --raw "$H/a" 5000000
