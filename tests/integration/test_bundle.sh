@@ -6,8 +6,8 @@
 # reply and the rest through the members op, maps each and finds the
 # files' bytes, their checksums and the bundle's checksum; the memory op
 # sums a holder's Pss over every member.  A reload after a file changed
-# is a new generation with a new checksum; an unload leaves /dev/shm
-# clean.  Refused: a symlink that leaves the directory (format_error
+# is a new generation with a new checksum; an unload, an eviction and an
+# idle unload (keep-alive) each leave /dev/shm clean.  Refused: a symlink that leaves the directory (format_error
 # naming it), a fifo, 257 files (limit), a load past the broker's 2048
 # segments (limit), a file path as a bundle and a
 # directory as raw (format_error), a bundle over --max-shm-bytes
@@ -103,6 +103,22 @@ grep -qx "ok $NFILES $sum2" "$T/client.out" || fail "client: $(cat "$T/client.ou
 # Unload: no segment left.
 mbctl unload b >/dev/null || fail "unload failed"
 [ "$(bundle_shm)" = 0 ] || fail "after unload: $(instance_shm)"
+
+# A load that needs the room evicts the bundle nobody holds, every one of
+# its segments; with keep-alive 0 a bundle goes once its holder lets go.
+b_gone() {
+	[ -z "$(model_state b)" ] && [ "$(bundle_shm)" = 0 ]
+}
+mbctl load b "$B" --wait >/dev/null || fail "load b"
+make_model --raw "$T/big.bin" 7500000
+mbctl load big "$T/big.bin" --wait >/dev/null || fail "load big (evicting b)"
+b_gone || fail "b not evicted: $(model_state b), $(instance_shm)"
+assert_log "model b: evicted to make room for big"
+mbctl unload big >/dev/null || fail "unload big"
+mbctl load b "$B" --keep-alive 0 --wait >/dev/null || fail "load b, keep-alive 0"
+"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" b "$B" "$BIN/libmbroker.so" \
+	>"$T/client.out" 2>&1 || fail "client: $(cat "$T/client.out")"
+wait_until 20 b_gone || fail "b not unloaded idle: $(instance_shm)"
 
 # Refusals, each leaving nothing behind.
 E="$T/escape"
