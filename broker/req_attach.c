@@ -57,10 +57,28 @@ req_attach_check(struct request *req, const char *name, struct model *m)
 	return 0;
 }
 
-static json_t *req_attach_members(const struct generation *g);
+/* A bundle's members as the attach reply lists them, in member order. */
+static json_t *
+req_attach_members(const struct generation *g)
+{
+	json_t *list = json_array();
+	char sum[17];
+
+	for (unsigned i = 0; i < g->nmembers; i++) {
+		const struct member *x = &g->members[i];
+
+		snprintf(sum, sizeof sum, "%016" PRIx64, x->checksum);
+		json_array_append_new(list, json_pack(
+			"{s:s, s:s, s:I, s:s}", "name", x->name, "format",
+			x->provider->name, "size", (json_int_t)x->size,
+			"checksum", sum));
+	}
+	return list;
+}
 
 /* Grants c an attachment of m's current generation: the reply carries
- * its descriptor.  Also how an attach that waited for an autoload is
+ * its descriptor (a bundle's: its members, and the first page of their
+ * descriptors).  Also how an attach that waited for an autoload is
  * answered (load_attach_fn). */
 static void
 req_attach_grant(struct conn *c, json_t *id, void *model)
@@ -100,25 +118,6 @@ req_attach_grant(struct conn *c, json_t *id, void *model)
 					      (int)nfds));
 	}
 	reply_ok_fds(c, id, body, fds, nfds);
-}
-
-/* A bundle's members as the attach reply lists them, in member order. */
-static json_t *
-req_attach_members(const struct generation *g)
-{
-	json_t *list = json_array();
-	char sum[17];
-
-	for (unsigned i = 0; i < g->nmembers; i++) {
-		const struct member *x = &g->members[i];
-
-		snprintf(sum, sizeof sum, "%016" PRIx64, x->checksum);
-		json_array_append_new(list, json_pack(
-			"{s:s, s:s, s:I, s:s}", "name", x->name, "format",
-			x->provider->name, "size", (json_int_t)x->size,
-			"checksum", sum));
-	}
-	return list;
 }
 
 /* With --autoload: an attach of a catalog model that is not loaded loads
