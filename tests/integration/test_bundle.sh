@@ -12,7 +12,8 @@
 # segments (limit), a file path as a bundle and a
 # directory as raw (format_error), a bundle over --max-shm-bytes
 # (no_space with the bytes it needs).  After kill -9 of the broker with a
-# bundle loaded, the next start removes every segment it left.
+# bundle loaded, the next start removes every segment it left; with
+# --model-dir the directory is a catalog entry, autoloaded by an attach.
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
@@ -172,6 +173,14 @@ mbctl load b "$B" --wait >/dev/null || fail "load b again"
 kill -9 "$BROKER_PID"
 wait "$BROKER_PID" 2>/dev/null || true
 [ "$(bundle_shm)" = $NFILES ] || fail "after kill -9: $(instance_shm)"
-start_broker
+start_broker --model-dir "$T" --autoload
 [ "$(bundle_shm)" = 0 ] || fail "the restart left: $(instance_shm)"
+
+# With --model-dir, the subdirectory is a catalog entry of format bundle,
+# and an attach of its name loads it (--autoload).
+mbctl --json catalog | json_get "[m for m in j['models'] if m['name'] == 'bundle'][0]['format'] + ' ' + str([m for m in j['models'] if m['name'] == 'bundle'][0]['size'])" >"$T/entry"
+[ "$(cat "$T/entry")" = "bundle $total" ] || fail "catalog entry: $(cat "$T/entry")"
+"${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" bundle "$B" "$BIN/libmbroker.so" \
+	>"$T/client.out" 2>&1 || fail "autoload: $(cat "$T/client.out")"
+grep -q "^ok $NFILES " "$T/client.out" || fail "autoload: $(cat "$T/client.out")"
 shutdown_clean
