@@ -200,7 +200,8 @@ worker_exited_with() {
 # that library links must be loaded first.  The command keeps its pid.
 LIBMBROKER_ENV=(env)
 libmbroker_rt=$(ldd "$BIN/libmbroker.so" 2>/dev/null |
-	awk '/lib(asan|ubsan)\.so/ { print $3 }' | paste -sd:)
+	awk '/lib(asan|ubsan|tsan)\.so/ { print $3 }' | paste -sd:)
 if [ -n "$libmbroker_rt" ]; then
-	LIBMBROKER_ENV=(env LD_PRELOAD="$libmbroker_rt" ASAN_OPTIONS=detect_leaks=0)
+	LIBMBROKER_ENV=(env LD_PRELOAD="$libmbroker_rt" ASAN_OPTIONS=detect_leaks=0
+		TSAN_OPTIONS=report_bugs=0)
 fi
