@@ -14,14 +14,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mbroker.h"
 #include "wire.h"
 
 int
-wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
+wire_send_fds(int fd, const void *buf, size_t len, const int *fds,
+	      unsigned nfds, int flags)
 {
 	struct iovec iov = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * MB_FDS_PER_MESSAGE)];
 		struct cmsghdr align;
 	} control;
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -29,17 +31,19 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 
 	if (len > WIRE_MAX_REPLY)
 		return -EMSGSIZE;
-	if (pass_fd >= 0) {
+	if (nfds > MB_FDS_PER_MESSAGE)
+		return -EINVAL;
+	if (nfds > 0) {
 		struct cmsghdr *cmsg;
 
 		memset(&control, 0, sizeof control);
 		msg.msg_control = control.buf;
-		msg.msg_controllen = sizeof control.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		cmsg = CMSG_FIRSTHDR(&msg);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
 	}
 	do
 		n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
@@ -47,6 +51,12 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 	if (n < 0)
 		return -errno;
 	return (size_t)n == len ? 0 : -EIO;
+}
+
+int
+wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
+{
+	return wire_send_fds(fd, buf, len, &pass_fd, pass_fd >= 0, flags);
 }
 
 /* Keeps the first descriptor of the control data, closes the others. */

@@ -29,6 +29,10 @@
  * -EMSGSIZE or -errno.
  */
 int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
+/* The same with nfds descriptors (at most MB_FDS_PER_MESSAGE; -EINVAL
+ * past it) in one SCM_RIGHTS message. */
+int wire_send_fds(int fd, const void *buf, size_t len, const int *fds,
+		  unsigned nfds, int flags);
 
 /*
  * Receives one record into buf (cap bytes).  Returns its length, 0 at end
