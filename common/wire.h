@@ -22,6 +22,9 @@
 /* Largest message the broker sends (a reply or an event), in bytes; it
  * stays under the default socket send buffer (net.core.wmem_default). */
 #define WIRE_MAX_REPLY (160 * 1024)
+/* Most descriptors one message carries (MB_FDS_PER_MESSAGE of a bundle's
+ * attach reply and of each members page). */
+#define WIRE_MAX_FDS 8
 
 /*
  * Sends one record of len bytes (at most WIRE_MAX_REPLY); pass_fd (unless
@@ -37,6 +40,14 @@ int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
  * else *fd_out is -1; extra descriptors are closed.
  */
 ssize_t wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags);
+
+/*
+ * wire_recv keeping up to max descriptors (close-on-exec) in fds and
+ * their number in *count; any beyond max are closed, and so are all of
+ * them when the record was too long.
+ */
+ssize_t wire_recv_fds(int fd, void *buf, size_t cap, int *fds, size_t max,
+		      size_t *count, int flags);
 
 /* Encodes msg compactly; returns a malloc'd string and its length in *len. */
 char *wire_encode(const json_t *msg, size_t *len);
