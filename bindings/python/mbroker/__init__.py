@@ -53,6 +53,7 @@ import signal
 import socket
 import stat
 import struct
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ FDS_PER_MESSAGE = 8
 # Largest *.safetensors.index.json read, as libmbroker.
 INDEX_MAX = 16 << 20
 INDEX_SUFFIX = ".safetensors.index.json"
+# mmap keeps a duplicate of the descriptor for each mapping unless told
+# not to (Python 3.13): one more descriptor per member of a bundle.
+_MMAP_NO_FD = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 _DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "uint16",
@@ -155,7 +159,7 @@ class Member:
                               f"{self.name}: size mismatch", reply)
         if self.size > 0:
             self._map = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED,
-                                  prot=mmap.PROT_READ)
+                                  prot=mmap.PROT_READ, **_MMAP_NO_FD)
             self.data = memoryview(self._map)
 
     def _release(self) -> None:
