@@ -258,10 +258,15 @@ attach_fetch_pages(struct mb_client *c, struct mb_attachment *att,
 static void
 attach_discard(struct mb_client *c, struct mb_attachment *att)
 {
+	char why[sizeof c->last_error];
+
 	if (att->region != NULL)
 		munmap(att->region, att->region_len);
+	/* The reason the attach failed outlives the detach's round trip. */
+	memcpy(why, c->last_error, sizeof why);
 	if (att->id != 0)
 		attach_notify_detach(c, att->id);
+	memcpy(c->last_error, why, sizeof why);
 	tensor_free(att);
 	member_free(att);
 	free(att);

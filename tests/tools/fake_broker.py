@@ -25,8 +25,9 @@ A bundle (a model made of the files of a directory, ``fake.bundles[name]
 broker does it: "members" (every regular file under DIR, in bytewise
 name order, with its checksum and the bundle's when checksums are on),
 descriptors 8 to a message, and the rest through the "members" op (logged
-"members #ID FROM").  ``extra_fds`` adds that many stray descriptors to
-each of a bundle's messages, as a broken broker would."""
+"members #ID FROM").  Each message of a bundle named in ``stray`` (or
+``--stray=NAME``) carries one descriptor too many, as a broken broker's
+would."""
 import ctypes
 import json
 import os
@@ -63,7 +64,7 @@ class FakeBroker:
         self.on_load = None  # request -> reply, for load
         self.on_unload = None  # request -> reply, for unload
         self.bundles = {}  # model name -> directory served as a bundle
-        self.extra_fds = 0  # stray descriptors added to a bundle's messages
+        self.stray = set()  # bundles whose messages carry a stray descriptor
         self._bundle_bodies = {}  # attachment -> (connection, [bytes])
         self.log = []
         self.echo = False  # print the log as it grows
@@ -124,14 +125,16 @@ class FakeBroker:
                         found.append((os.path.relpath(path, root), fh.read()))
         return sorted(found, key=lambda m: m[0].encode())
 
-    def _page(self, bodies, start):
-        """The descriptors of members start.. (at most 8), and strays."""
+    def _page(self, attachment, start):
+        """The descriptors of members start.. (at most 8), and a stray."""
+        _, bodies, stray = self._bundle_bodies[attachment]
         fds = [self._memfd(b) for b in bodies[start:start + FDS_PER_MESSAGE]]
-        return fds + [self._memfd(b"stray") for _ in range(self.extra_fds)]
+        return fds + ([self._memfd(b"stray")] if stray else [])
 
     def _attach_bundle(self, req, conn, reply):
         members = self._bundle_members(self.bundles[req["name"]])
-        self._bundle_bodies[self._next_id] = (conn, [b for _, b in members])
+        self._bundle_bodies[self._next_id] = (conn, [b for _, b in members],
+                                              req["name"] in self.stray)
         listed, bundle_sum = [], b""
         for name, body in members:
             checksum = self._checksum(body) if self._checksum else 0
@@ -148,7 +151,7 @@ class FakeBroker:
                      checksum="%016x" % total, members=listed,
                      descriptors={"from": 0, "count": min(
                          FDS_PER_MESSAGE, len(members))})
-        return self._page(self._bundle_bodies[self._next_id][1], 0)
+        return self._page(self._next_id, 0)
 
     def _members_page(self, req, conn):
         """The reply to a members request and its descriptors."""
@@ -162,7 +165,7 @@ class FakeBroker:
             return {"ok": False, "error": {"code": "bad_request",
                                            "message": "from out of range"}}, []
         self._record(f"members #{att} {start}")
-        fds = self._page(held[1], start)
+        fds = self._page(att, start)
         count = min(FDS_PER_MESSAGE, len(held[1]) - start)
         return {"ok": True, "attachment": att, "from": start,
                 "count": count}, fds
@@ -277,7 +280,11 @@ if __name__ == "__main__":
     with open(sys.argv[2]) as f:
         model = json.load(f)
     fake = FakeBroker(sys.argv[1], model, checksums=True)
-    fake.bundles = dict(arg.split("=", 1) for arg in sys.argv[3:])
+    for arg in sys.argv[3:]:
+        if arg.startswith("--stray="):
+            fake.stray.add(arg[len("--stray="):])
+        else:
+            fake.bundles.update([arg.split("=", 1)])
     fake.on_load, fake.on_unload = fake.replace, fake.unload
     fake.echo = True
     threading.Event().wait()

@@ -207,7 +207,7 @@ class BundleTest(unittest.TestCase):
         self.assertIn("over the bound", str(cm.exception))
 
     def test_stray_descriptors_are_refused_and_closed(self):
-        self.fake.extra_fds = 1
+        self.fake.stray = {"b"}
         before = open_fds()
         with self.assertRaises(mbroker.BrokerError) as cm:
             self.client.attach("b", keep_fds=True)
