@@ -25,7 +25,8 @@ A bundle (a model made of the files of a directory, ``fake.bundles[name]
 broker does it: "members" (every regular file under DIR, in bytewise
 name order, with its checksum and the bundle's when checksums are on),
 descriptors 8 to a message, and the rest through the "members" op (logged
-"members #ID FROM").  Each message of a bundle named in ``stray`` (or
+"members #ID FROM"); a corrupt generation advertises a wrong bundle
+checksum.  Each message of a bundle named in ``stray`` (or
 ``--stray=NAME``) carries one descriptor too many, as a broken broker's
 would."""
 import ctypes
@@ -145,6 +146,7 @@ class FakeBroker:
             bundle_sum += (name.encode() + b"\0" +
                            struct.pack("<QQ", len(body), checksum))
         total = self._checksum(bundle_sum) if self._checksum else 0
+        total ^= int(self.corrupt)
         reply.update(attachment=self._next_id, name=req["name"],
                      format="bundle", generation=self.generation,
                      size=sum(len(b) for _, b in members),
