@@ -5,7 +5,7 @@
 # verifies each member's checksum and the bundle's, reads every member in
 # its passes, prints a tensor of a safetensors member with the member it
 # lies in, and ends with status 3 when the bundle's checksum is not the
-# one its members give.
+# one its members give; mbctl list says how many files it has.
 . "$(dirname "$0")/lib.sh"
 
 mkdir -p "$T/b/sub"
@@ -15,7 +15,7 @@ done
 : >"$T/b/empty"
 head -c 70000 /dev/urandom >"$T/b/sub/deep"
 make_model "$T/b/model.safetensors" 100000
-echo '{"name":"w","state":"READY","format":"raw","generation":1,"size":8192}' \
+echo '{"name":"b","state":"READY","format":"bundle","generation":1,"size":1,"checksum":"0123456789abcdef","tensors":2,"members":11}' \
 	>"$T/model.json"
 MB_BIN="$BIN" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=0" \
 	/usr/bin/python3 "$(dirname "$0")/../tools/fake_broker.py" \
@@ -35,8 +35,11 @@ grep -q "pass 2 generation 1 checksum ok" "$WORKER_LOG" ||
 grep -q "^members #1 8$" "$T/requests.log" ||
 	fail "second page: $(cat "$T/requests.log")"
 
+mbctl list | grep -q "^b  *READY  *bundle .* xxh3 0123456789abcdef, 11 members, 2 tensors$" ||
+	fail "list: $(mbctl list)"
+
 # A bundle checksum that the members do not give: exit 3.
-"$BIN/mbctl" --socket "$SOCK" load w /m.corrupt --replace >/dev/null ||
+"$BIN/mbctl" --socket "$SOCK" load b /m.corrupt --replace >/dev/null ||
 	fail "corrupt reload"
 start_worker b
 worker_exited_with "$WORKER_PID" 3
