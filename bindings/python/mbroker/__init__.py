@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import json
 import mmap
@@ -251,8 +252,7 @@ class _Semaphore:
             self._sem = None
 
 
-def _parse_safetensors(buf: memoryview,
-                       member: int = 0) -> Dict[str, TensorInfo]:
+def _parse_safetensors(buf: memoryview) -> Dict[str, TensorInfo]:
     """The tensor table of a safetensors file the broker validated."""
     (hlen,) = struct.unpack_from("<Q", buf, 0)
     header = json.loads(bytes(buf[8:8 + hlen]))
@@ -263,7 +263,7 @@ def _parse_safetensors(buf: memoryview,
             continue
         begin, end = desc["data_offsets"]
         tensors[name] = TensorInfo(name, desc["dtype"], tuple(desc["shape"]),
-                                   start + begin, end - begin, member)
+                                   start + begin, end - begin)
     return tensors
 
 
@@ -328,9 +328,13 @@ class Attachment:
         """The tensors of every safetensors member (members in order, names
         in order within each) and the weight map of the bundle's index,
         when it has one: only tensors it places are found then."""
-        tables = {i: _parse_safetensors(m.data, i)
-                  for i, m in enumerate(self.members)
-                  if m.format == "safetensors"}
+        tables = {}
+        for i, m in enumerate(self.members):
+            if m.format == "safetensors":
+                table = _parse_safetensors(m.data)
+                tables[i] = table if i == 0 else {
+                    n: dataclasses.replace(t, member=i)
+                    for n, t in table.items()}
         weight_map: Optional[Dict[str, int]] = None
         for m in self.members if self.bundle else []:
             if "/" in m.name or not m.name.endswith(INDEX_SUFFIX) or \
