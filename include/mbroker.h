@@ -147,7 +147,8 @@ MB_EXPORT int mb_connect_ex(const char *socket_path, int64_t broker_uid,
 MB_EXPORT void mb_set_timeout(struct mb_client *client, int timeout_ms);
 
 /*
- * Unmaps every attachment still held, frees their handles and closes the
+ * Unmaps every attachment still held, closes their kept descriptors,
+ * removes their member directories, frees their handles and closes the
  * connection; the broker then releases them.  Accepts NULL.  Not
  * async-signal-safe.
  */
