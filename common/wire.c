@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mbroker.h"
 #include "wire.h"
 
 int
@@ -84,7 +85,7 @@ wire_recv_fds(int fd, void *buf, size_t cap, int *fds, size_t max,
 	/* Room for twice what a message may carry: more than that, the
 	 * kernel closes the rest itself (MSG_CTRUNC). */
 	union {
-		char buf[CMSG_SPACE(2 * WIRE_MAX_FDS * sizeof(int))];
+		char buf[CMSG_SPACE(2 * MB_FDS_PER_MESSAGE * sizeof(int))];
 		struct cmsghdr align;
 	} control;
 	struct msghdr msg = {.msg_iov = &iov,

@@ -22,9 +22,6 @@
 /* Largest message the broker sends (a reply or an event), in bytes; it
  * stays under the default socket send buffer (net.core.wmem_default). */
 #define WIRE_MAX_REPLY (160 * 1024)
-/* Most descriptors one message carries (MB_FDS_PER_MESSAGE of a bundle's
- * attach reply and of each members page). */
-#define WIRE_MAX_FDS 8
 
 /*
  * Sends one record of len bytes (at most WIRE_MAX_REPLY); pass_fd (unless

@@ -52,8 +52,11 @@ extern "C" {
 #define MB_MAX_DIMS 8
 /* Most models one client may have attached at a time. */
 #define MB_MAX_ATTACHMENTS 256
-/* Most files (members) in a bundle. */
+/* Most files in a bundle (a model made of many files). */
 #define MB_MAX_MEMBERS 256
+/* Most descriptors one broker message carries (an attach reply of a
+ * bundle, or a page of the members op). */
+#define MB_FDS_PER_MESSAGE 8
 
 /*
  * Error codes specific to mbroker; system errors are -errno.  The wire name

@@ -164,7 +164,7 @@ client_read(struct mb_client *c, int64_t deadline, struct client_fds *fds,
 	/* Reads first and polls only when nothing is there yet: a reply to
 	 * a quick request costs no extra system call. */
 	while ((n = wire_recv_fds(c->fd, c->buf, WIRE_MAX_REPLY, fds->fd,
-				  WIRE_MAX_FDS, &fds->count, MSG_DONTWAIT)) ==
+				  MB_FDS_PER_MESSAGE, &fds->count, MSG_DONTWAIT)) ==
 	       -EAGAIN)
 		if ((*err = client_poll(c, POLLIN, deadline)) < 0)
 			return NULL;
@@ -173,7 +173,7 @@ client_read(struct mb_client *c, int64_t deadline, struct client_fds *fds,
 	 * before closing. */
 	if (n == -ECONNRESET)
 		n = wire_recv_fds(c->fd, c->buf, WIRE_MAX_REPLY, fds->fd,
-				  WIRE_MAX_FDS, &fds->count, MSG_DONTWAIT);
+				  MB_FDS_PER_MESSAGE, &fds->count, MSG_DONTWAIT);
 	if (n <= 0) {
 		client_fds_close(fds);
 		client_mark_lost(c);

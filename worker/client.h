@@ -36,7 +36,7 @@ struct client_slot {
 /* The descriptors that came with one message. */
 struct client_fds {
 	size_t count;
-	int fd[WIRE_MAX_FDS];
+	int fd[MB_FDS_PER_MESSAGE];
 };
 
 struct attach_keep;
