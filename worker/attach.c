@@ -67,10 +67,11 @@ attach_member_name_valid(const char *name)
 	for (const char *p = name; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return false;
-	for (const char *c = name; c != NULL; c = strchr(c, '/')) {
-		c += *c == '/';
-		if (strncmp(c, ".", 2) == 0 || strncmp(c, "./", 2) == 0 ||
-		    strncmp(c, "..", 3) == 0 || strncmp(c, "../", 3) == 0)
+	for (const char *part = name; part != NULL;
+	     part = strchr(part, '/')) {
+		part += *part == '/';
+		if (strncmp(part, ".", 2) == 0 || strncmp(part, "./", 2) == 0 ||
+		    strncmp(part, "..", 3) == 0 || strncmp(part, "../", 3) == 0)
 			return false;
 	}
 	return true;
