@@ -278,7 +278,8 @@ MB_EXPORT int mb_member_path(const struct mb_attachment *att, size_t index,
  * single-file model one link named after the model.  Writes its path
  * into buf: code that wants a model directory can be given it.  Made once
  * per attachment (later calls give the same path); removed by mb_detach,
- * mb_ack and mb_close.  Returns 0, -EBADF without MB_ATTACH_KEEP_FDS (or
+ * mb_ack and mb_close (a process killed before leaves it behind, its
+ * links dangling).  Returns 0, -EBADF without MB_ATTACH_KEEP_FDS (or
  * after mb_ack), -ENAMETOOLONG, or -errno of the file system.  The links
  * resolve only in this process.
  */

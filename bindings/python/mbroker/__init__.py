@@ -57,6 +57,7 @@ import struct
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -299,7 +300,7 @@ class Attachment:
         self.checksum: int = int(reply["checksum"], 16)
         self.keep_fds = keep_fds
         self.bundle = "members" in reply
-        self._dir: Optional[str] = None
+        self._dir: Optional[Tuple[str, weakref.finalize]] = None
         self._live = True
         self.members: List[Member] = []
         try:
@@ -402,18 +403,18 @@ class Attachment:
             raise OSError(errno.EBADF, "attached without keep_fds")
         if self._dir is None:
             root = tempfile.mkdtemp(prefix="mbroker.")
-            try:
-                for m in self.members:
-                    link = os.path.join(root, m.name if self.bundle
-                                        else self.name)
-                    os.makedirs(os.path.dirname(link), mode=0o700,
-                                exist_ok=True)
-                    os.symlink(m.path, link)
-            except BaseException:
-                shutil.rmtree(root, ignore_errors=True)
-                raise
-            self._dir = root
-        return self._dir
+            # Also removed when the interpreter exits without a detach.
+            self._dir = (root, weakref.finalize(self, shutil.rmtree, root,
+                                                True))
+            for m in self.members:
+                name = m.name if self.bundle else self.name
+                parent = root
+                for part in name.split("/")[:-1]:
+                    parent = os.path.join(parent, part)
+                    if not os.path.isdir(parent):
+                        os.mkdir(parent, 0o700)
+                os.symlink(m.path, os.path.join(root, name))
+        return self._dir[0]
 
     def _tensor_view(self, name: str) -> Tuple[TensorInfo, memoryview]:
         if self._weight_map is not None and name not in self._weight_map:
@@ -459,7 +460,7 @@ class Attachment:
         for m in self.members:
             m._release()
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir[1]()
             self._dir = None
 
     def __enter__(self) -> "Attachment":

@@ -155,6 +155,9 @@ class BundleTest(unittest.TestCase):
         top = att.member_dir()
         self.assertEqual(att.member_dir(), top)
         self.assertEqual(os.stat(top).st_mode & 0o777, 0o700)
+        for sub in ("sub", "sub/deeper"):
+            self.assertEqual(os.stat(os.path.join(top, sub)).st_mode & 0o777,
+                             0o700)
         with open(os.path.join(top, "sub", "deeper", "x"), "rb") as f:
             self.assertEqual(f.read(), self.files["sub/deeper/x"])
         self.assertEqual(sorted(os.listdir(top)),
