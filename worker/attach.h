@@ -27,7 +27,7 @@ struct attach_member {
 				      when size is 0 */
 	size_t size;
 	uint64_t checksum;
-	struct st_table *tensors;  /* safetensors members */
+	struct st_table *tensors; /* safetensors members */
 };
 
 /*

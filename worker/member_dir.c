@@ -88,9 +88,9 @@ member_dir_make(const struct mb_attachment *att, struct member_dir **out)
 		return r;
 	}
 	for (size_t i = 0; i < att->count && r == 0; i++)
-		r = member_dir_link(dir, att->bundle ? att->members[i].name
-						     : att->name,
-				    atomic_load(&att->keep.fds[i]));
+		r = member_dir_link(
+		    dir, att->bundle ? att->members[i].name : att->name,
+		    atomic_load(&att->keep.fds[i]));
 	if (r < 0) {
 		member_dir_free(dir);
 		return r;

@@ -54,12 +54,14 @@ tensor_load_index(struct mb_attachment *att, const struct attach_member *m,
 	int r = 0;
 
 	if (m->size > TENSOR_INDEX_MAX) {
-		snprintf(err, errlen, "%s: an index of %zu bytes is over the "
-			 "bound of %u", m->name, m->size, TENSOR_INDEX_MAX);
+		snprintf(err, errlen,
+			 "%s: an index of %zu bytes is over the "
+			 "bound of %u",
+			 m->name, m->size, TENSOR_INDEX_MAX);
 		return MB_EFORMAT;
 	}
-	root = json_loadb(m->data != NULL ? (const char *)m->data : "",
-			  m->size, JSON_REJECT_DUPLICATES, &jerr);
+	root = json_loadb(m->data != NULL ? (const char *)m->data : "", m->size,
+			  JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
 		snprintf(err, errlen, "%s: not a JSON index: %s (line %d)",
 			 m->name, jerr.text, jerr.line);
@@ -70,21 +72,24 @@ tensor_load_index(struct mb_attachment *att, const struct attach_member *m,
 		json_decref(root);
 		return MB_EFORMAT;
 	}
-	if (att->weight_map == NULL && (att->weight_map = json_object()) ==
-						 NULL)
+	if (att->weight_map == NULL &&
+	    (att->weight_map = json_object()) == NULL)
 		r = -ENOMEM;
 	json_object_foreach(map, key, value) {
 		int shard = json_is_string(value)
-				    ? tensor_shard(att, json_string_value(value))
-				    : -1;
+				? tensor_shard(att, json_string_value(value))
+				: -1;
 
 		if (r < 0)
 			break;
 		if (shard < 0) {
-			snprintf(err, errlen, "%s: the weight_map puts %s in "
-				 "%s, which is no safetensors member", m->name,
-				 key, json_is_string(value)
-					      ? json_string_value(value) : "?");
+			snprintf(err, errlen,
+				 "%s: the weight_map puts %s in "
+				 "%s, which is no safetensors member",
+				 m->name, key,
+				 json_is_string(value)
+				     ? json_string_value(value)
+				     : "?");
 			r = MB_EFORMAT;
 		} else if (json_object_get(att->weight_map, key) == NULL &&
 			   json_object_set_new(att->weight_map, key,

@@ -35,9 +35,9 @@ static struct mb_client *client;
 /* The 20 members of bundle "b": 17 files of sizes that cross pages, an
  * empty one, and two in subdirectories; in bytewise name order. */
 static const char *const names[MEMBERS] = {
-	"empty", "f00", "f01", "f02", "f03", "f04", "f05", "f06", "f07",
-	"f08", "f09", "f10", "f11", "f12", "f13", "f14", "f15", "f16",
-	"sub/deeper/x", "sub/file",
+    "empty", "f00", "f01", "f02", "f03",	  "f04",      "f05",
+    "f06",   "f07", "f08", "f09", "f10",	  "f11",      "f12",
+    "f13",   "f14", "f15", "f16", "sub/deeper/x", "sub/file",
 };
 
 static size_t
@@ -54,8 +54,7 @@ member_byte(size_t i, size_t at)
 
 /* Writes size bytes of body at dir/bundle/name, making its directories. */
 static void
-write_file(const char *bundle, const char *name, const void *body,
-	   size_t size)
+write_file(const char *bundle, const char *name, const void *body, size_t size)
 {
 	char path[512];
 	FILE *f;
@@ -109,9 +108,9 @@ write_bundles(void)
 	static const char *const first[] = {"layer.0.w"};
 	static const char *const second[] = {"layer.1.w", "unindexed"};
 	static const char index[] =
-		"{\"metadata\":{\"total_size\":24},\"weight_map\":{"
-		"\"layer.0.w\":\"model-00001-of-00002.safetensors\","
-		"\"layer.1.w\":\"model-00002-of-00002.safetensors\"}}";
+	    "{\"metadata\":{\"total_size\":24},\"weight_map\":{"
+	    "\"layer.0.w\":\"model-00001-of-00002.safetensors\","
+	    "\"layer.1.w\":\"model-00002-of-00002.safetensors\"}}";
 	static const char cut[] = "{\"weight_map\":{\"t\":\"a.safe";
 	unsigned char *body = malloc(INDEX_BOUND + 2);
 
@@ -205,7 +204,7 @@ group_setup(void **state)
 	(void)state;
 	if (access("/usr/bin/python3", X_OK) != 0) {
 		fprintf(stderr, "SKIP: no /usr/bin/python3 for the fake "
-			"broker\n");
+				"broker\n");
 		exit(77);
 	}
 	snprintf(dir, sizeof dir, "/tmp/mbroker-bundle.XXXXXX");
@@ -428,13 +427,12 @@ test_bundle_tensors_through_the_index(void **state)
 	}
 	assert_int_equal(mb_tensor_at(att, 3, &t), MB_ENOTENSOR);
 	assert_int_equal(mb_tensor_find(att, "layer.1.w", &t), 0);
-	assert_int_equal(mb_member_find(
-				 att, "model-00002-of-00002.safetensors", &shard),
-			 0);
+	assert_int_equal(
+	    mb_member_find(att, "model-00002-of-00002.safetensors", &shard), 0);
 	assert_string_equal(shard.format, "safetensors");
 	assert_true((const char *)t.data > (const char *)shard.data &&
 		    (const char *)t.data + t.nbytes <=
-			    (const char *)shard.data + shard.size);
+			(const char *)shard.data + shard.size);
 	memcpy(v, t.data, sizeof v);
 	assert_true(v[0] == 10 && v[1] == 11);
 	assert_int_equal(mb_tensor_find(att, "layer.0.w", &t), 0);
@@ -455,8 +453,9 @@ test_bundle_bad_index_refused(void **state)
 	(void)state;
 	assert_int_equal(mb_attach(client, "cut", &att), MB_EFORMAT);
 	assert_null(att);
-	assert_non_null(strstr(mb_last_error(client),
-			       "model.safetensors.index.json: not a JSON index"));
+	assert_non_null(
+	    strstr(mb_last_error(client),
+		   "model.safetensors.index.json: not a JSON index"));
 	assert_int_equal(mb_attach(client, "large", &att), MB_EFORMAT);
 	assert_non_null(strstr(mb_last_error(client), "over the bound"));
 	assert_int_equal(unit_fd_count(), before);
@@ -470,9 +469,9 @@ test_bundle_stray_fds_closed(void **state)
 
 	(void)state;
 	/* "stray" is "b" with one descriptor too many in each message. */
-	assert_int_equal(mb_attach_ex(client, "stray", MB_ATTACH_KEEP_FDS, 0,
-				      &att),
-			 MB_EPROTOCOL);
+	assert_int_equal(
+	    mb_attach_ex(client, "stray", MB_ATTACH_KEEP_FDS, 0, &att),
+	    MB_EPROTOCOL);
 	assert_null(att);
 	assert_int_equal(unit_fd_count(), before);
 }
@@ -480,8 +479,10 @@ test_bundle_stray_fds_closed(void **state)
 static void
 test_bundle_follow_replace_keeps_fds(void **state)
 {
-	struct mb_event ev = {.type = MB_EVENT_REPLACED, .model = "b",
-			      .generation = 2, .old_generation = 1};
+	struct mb_event ev = {.type = MB_EVENT_REPLACED,
+			      .model = "b",
+			      .generation = 2,
+			      .old_generation = 1};
 	struct mb_attachment *att, *old;
 
 	(void)state;
@@ -532,14 +533,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bundle_members_through_pages),
-		cmocka_unit_test(test_bundle_kept_fds_open_by_path),
-		cmocka_unit_test(test_bundle_member_dir_removed),
-		cmocka_unit_test(test_bundle_tensors_through_the_index),
-		cmocka_unit_test(test_bundle_bad_index_refused),
-		cmocka_unit_test(test_bundle_stray_fds_closed),
-		cmocka_unit_test(test_bundle_follow_replace_keeps_fds),
-		cmocka_unit_test(test_single_file_is_one_member),
+	    cmocka_unit_test(test_bundle_members_through_pages),
+	    cmocka_unit_test(test_bundle_kept_fds_open_by_path),
+	    cmocka_unit_test(test_bundle_member_dir_removed),
+	    cmocka_unit_test(test_bundle_tensors_through_the_index),
+	    cmocka_unit_test(test_bundle_bad_index_refused),
+	    cmocka_unit_test(test_bundle_stray_fds_closed),
+	    cmocka_unit_test(test_bundle_follow_replace_keeps_fds),
+	    cmocka_unit_test(test_single_file_is_one_member),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
