@@ -34,7 +34,8 @@ TEST_CFLAGS = $(call lazy,TEST_CFLAGS,--cflags cmocka)
 TEST_LIBS = $(call lazy,TEST_LIBS,--libs cmocka)
 
 COMMON_SRC := $(wildcard common/*.c)
-LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c
+LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c worker/member.c \
+	worker/member_dir.c worker/tensor.c
 BROKER_SRC := $(filter-out broker/mbrokerd.c,$(wildcard broker/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 

@@ -24,10 +24,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
-
 #include "bundle.h"
+#include "checksum.h"
 #include "mbrokerd.h"
 #include "utf8.h"
 
@@ -259,20 +257,11 @@ bundle_measure(const char *path, unsigned *n, uint64_t *size, char *err,
 uint64_t
 bundle_checksum(const struct member *members, unsigned n)
 {
-	XXH3_state_t xs;
+	struct bundle_sum sum;
 
-	XXH3_64bits_reset(&xs);
-	for (unsigned i = 0; i < n; i++) {
-		unsigned char le[16];
-
-		for (int b = 0; b < 8; b++) {
-			le[b] = (unsigned char)(members[i].size >> (8 * b));
-			le[8 + b] = (unsigned char)(members[i].checksum >>
-						    (8 * b));
-		}
-		XXH3_64bits_update(&xs, members[i].name,
-				   strlen(members[i].name) + 1);
-		XXH3_64bits_update(&xs, le, sizeof le);
-	}
-	return XXH3_64bits_digest(&xs);
+	bundle_sum_begin(&sum);
+	for (unsigned i = 0; i < n; i++)
+		bundle_sum_add(&sum, members[i].name, members[i].size,
+			       members[i].checksum);
+	return bundle_sum_end(&sum);
 }

@@ -59,11 +59,12 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 	return wire_send_fds(fd, buf, len, &pass_fd, pass_fd >= 0, flags);
 }
 
-/* Keeps the first descriptor of the control data, closes the others. */
-static int
-wire_take_fds(struct msghdr *msg)
+/* Keeps the first max descriptors of the control data in fds, closes
+ * the others; returns how many were kept. */
+static size_t
+wire_take_fds(struct msghdr *msg, int *fds, size_t max)
 {
-	int kept = -1;
+	size_t kept = 0;
 
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL;
 	     c = CMSG_NXTHDR(msg, c)) {
@@ -76,8 +77,8 @@ wire_take_fds(struct msghdr *msg)
 			int fd;
 
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (kept < 0)
-				kept = fd;
+			if (kept < max)
+				fds[kept++] = fd;
 			else
 				close(fd);
 		}
@@ -86,11 +87,14 @@ wire_take_fds(struct msghdr *msg)
 }
 
 ssize_t
-wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
+wire_recv_fds(int fd, void *buf, size_t cap, int *fds, size_t max,
+	      size_t *count, int flags)
 {
 	struct iovec iov = {.iov_base = buf, .iov_len = cap};
+	/* Room for twice what a message may carry: more than that, the
+	 * kernel closes the rest itself (MSG_CTRUNC). */
 	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(2 * MB_FDS_PER_MESSAGE * sizeof(int))];
 		struct cmsghdr align;
 	} control;
 	struct msghdr msg = {.msg_iov = &iov,
@@ -98,21 +102,30 @@ wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
 			     .msg_control = control.buf,
 			     .msg_controllen = sizeof control.buf};
 	ssize_t n;
-	int passed;
 
-	*fd_out = -1;
+	*count = 0;
 	do
 		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	passed = wire_take_fds(&msg);
+	*count = wire_take_fds(&msg, fds, max);
 	if (msg.msg_flags & MSG_TRUNC) {
-		if (passed >= 0)
-			close(passed);
+		while (*count > 0)
+			close(fds[--*count]);
 		return -EMSGSIZE;
 	}
-	*fd_out = passed;
+	return n;
+}
+
+ssize_t
+wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
+{
+	size_t count;
+	ssize_t n = wire_recv_fds(fd, buf, cap, fd_out, 1, &count, flags);
+
+	if (count == 0)
+		*fd_out = -1;
 	return n;
 }
 
