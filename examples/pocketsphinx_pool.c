@@ -1,0 +1,837 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pocketsphinx_pool.c - a pool of C speech recognisers (pocketsphinx with
+ * its en-us model) and what each one costs in memory.  The parent forks N
+ * workers; each gets a decoder one of two ways: `disk` opens the model
+ * directory itself, `fork` inherits the decoder the parent opened before
+ * forking (copy-on-write).  Each worker decodes the clips (16 kHz 16-bit
+ * mono, WAV or raw) and prints one transcript per clip.  Once every
+ * worker has decoded, all read /proc/self/smaps at the same moment and
+ * the parent prints the memory table: model bytes the engine maps in
+ * place (pocketsphinx mmaps only mdef and sendump), private heap (it
+ * reads everything else into malloc'd memory), total Pss, and the model
+ * files it never maps.
+ *
+ *     build/examples/pocketsphinx_pool --mode disk --workers 4 clip.wav
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pocketsphinx.h>
+#include <sphinxbase/err.h>
+
+#define POOL_MAX_WORKERS 64
+#define POOL_MAX_FILES 256
+#define POOL_SAMPLE_RATE 16000
+#define POOL_DEFAULT_MODEL "/usr/share/pocketsphinx/model/en-us"
+#define MIB(bytes) ((double)(bytes) / (1024.0 * 1024.0))
+
+enum pool_mode { POOL_DISK, POOL_FORK };
+
+struct pool_options {
+	enum pool_mode mode;
+	int workers;
+	long rounds; /* passes over the clips */
+	const char *model_dir;
+	char **clips;
+	int nclips;
+};
+
+/* One file of the model as the kernel names it, to find its mappings. */
+struct pool_file {
+	char name[256];
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	bool in_place; /* the engine maps it */
+};
+
+struct pool_files {
+	struct pool_file f[POOL_MAX_FILES];
+	size_t n;
+};
+
+/* What one process costs, from its smaps; bytes. */
+struct pool_memory {
+	uint64_t in_place_rss; /* model files the engine maps */
+	uint64_t in_place_pss;
+	uint64_t heap_private; /* anonymous memory only this process has */
+	uint64_t heap_pss;
+	uint64_t total_pss;
+	uint64_t model_bytes;
+	uint64_t unmapped_bytes; /* model files the engine does not map */
+	unsigned files;
+	unsigned unmapped_files;
+};
+
+/* A worker's messages to the parent on its pipe. */
+enum pool_report_kind { POOL_DECODED = 1, POOL_MEASURED };
+
+struct pool_report {
+	enum pool_report_kind kind;
+	double init_ms;
+	double decode_ms;
+	long clips;
+	struct pool_memory mem;
+};
+
+/* A worker as the parent sees it. */
+struct pool_child {
+	pid_t pid;
+	int report_fd; /* reads the worker's reports; -1 once it ended */
+	int go_fd;     /* one byte: measure now; a second: exit */
+	bool decoded;
+	bool measured;
+	struct pool_report report;
+};
+
+/* The decoder a worker runs, and where its model comes from. */
+struct pool_worker {
+	const struct pool_options *o;
+	int index;
+	ps_decoder_t *ps;
+	struct pool_files files;
+	int report_fd;
+	int go_fd;
+	struct pool_report report;
+};
+
+static const char pool_usage[] =
+	"usage: pocketsphinx_pool [--mode disk|fork] [--workers N]\n"
+	"                         [--rounds N] [--model DIR] CLIP...\n"
+	"\n"
+	"Runs N (default 4) pocketsphinx workers that decode every CLIP\n"
+	"(16 kHz 16-bit mono, WAV or raw) --rounds times (default 1), printing\n"
+	"'worker K clip NAME: TRANSCRIPT', then the memory table.\n"
+	"  --mode disk    each worker opens the model directory (default)\n"
+	"  --mode fork    the parent opens one decoder, workers fork after it\n"
+	"  --model DIR    the model directory (default " POOL_DEFAULT_MODEL ")\n"
+	"Exit status: 0 every worker done, 1 a worker failed, 2 usage.\n";
+
+static double
+pool_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static long
+pool_number(const char *text, const char *what, long low)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || end == text || v < low ||
+	    v > INT_MAX) {
+		fprintf(stderr, "pocketsphinx_pool: %s wants a number >= %ld, "
+			"got '%s'\n", what, low, text);
+		exit(2);
+	}
+	return v;
+}
+
+static void
+pool_parse(int argc, char **argv, struct pool_options *o)
+{
+	static const struct option longopts[] = {
+		{"mode", required_argument, NULL, 'm'},
+		{"workers", required_argument, NULL, 'n'},
+		{"rounds", required_argument, NULL, 'r'},
+		{"model", required_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			if (strcmp(optarg, "disk") == 0)
+				o->mode = POOL_DISK;
+			else if (strcmp(optarg, "fork") == 0)
+				o->mode = POOL_FORK;
+			else {
+				fputs(pool_usage, stderr);
+				exit(2);
+			}
+			break;
+		case 'n':
+			o->workers = (int)pool_number(optarg, "--workers", 1);
+			break;
+		case 'r': o->rounds = pool_number(optarg, "--rounds", 1); break;
+		case 'd': o->model_dir = optarg; break;
+		case 'h': fputs(pool_usage, stdout); exit(0);
+		default: fputs(pool_usage, stderr); exit(2);
+		}
+	}
+	o->clips = argv + optind;
+	o->nclips = argc - optind;
+	if (o->nclips == 0 || o->workers > POOL_MAX_WORKERS) {
+		fputs(pool_usage, stderr);
+		exit(2);
+	}
+}
+
+/* The little-endian 16- and 32-bit numbers of a WAV header. */
+static uint32_t
+pool_le(const unsigned char *p, int bytes)
+{
+	uint32_t v = 0;
+
+	for (int i = bytes - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * The samples of a clip: a WAV file's data chunk when its format is
+ * 16 kHz 16-bit mono PCM, else the whole file as raw samples.  Returns a
+ * malloc'd array and its length, or NULL (having said why).
+ */
+static int16_t *
+pool_clip_read(const char *path, size_t *nsamples)
+{
+	unsigned char *buf = NULL;
+	size_t len = 0, cap = 0, off, got;
+	FILE *f;
+
+	if ((f = fopen(path, "rb")) == NULL) {
+		fprintf(stderr, "pocketsphinx_pool: %s: %s\n", path,
+			strerror(errno));
+		return NULL;
+	}
+	do {
+		if (len == cap) {
+			unsigned char *grown;
+
+			cap = cap ? cap * 2 : 1 << 16;
+			if ((grown = realloc(buf, cap)) == NULL) {
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = grown;
+		}
+		got = fread(buf + len, 1, cap - len, f);
+		len += got;
+	} while (got > 0);
+	fclose(f);
+	off = 0;
+	if (len >= 12 && memcmp(buf, "RIFF", 4) == 0 &&
+	    memcmp(buf + 8, "WAVE", 4) == 0) {
+		bool pcm16 = false;
+
+		for (off = 12; off + 8 <= len;) {
+			uint32_t size = pool_le(buf + off + 4, 4);
+
+			if (memcmp(buf + off, "fmt ", 4) == 0 && size >= 16)
+				pcm16 = pool_le(buf + off + 8, 2) == 1 &&
+					pool_le(buf + off + 10, 2) == 1 &&
+					pool_le(buf + off + 12, 4) ==
+						POOL_SAMPLE_RATE &&
+					pool_le(buf + off + 22, 2) == 16;
+			if (memcmp(buf + off, "data", 4) == 0) {
+				off += 8;
+				len = off + size < len ? off + size : len;
+				break;
+			}
+			off += 8 + size + (size & 1);
+		}
+		if (!pcm16 || off > len) {
+			fprintf(stderr, "pocketsphinx_pool: %s: not 16 kHz "
+				"16-bit mono PCM\n", path);
+			free(buf);
+			return NULL;
+		}
+	}
+	*nsamples = (len - off) / 2;
+	memmove(buf, buf + off, len - off);
+	return (int16_t *)(void *)buf;
+}
+
+/* A clip's name in the transcript lines: its file name without suffix. */
+static void
+pool_clip_name(const char *path, char *buf, size_t len)
+{
+	const char *base = strrchr(path, '/');
+	char *dot;
+
+	snprintf(buf, len, "%s", base ? base + 1 : path);
+	if ((dot = strrchr(buf, '.')) != NULL && dot != buf)
+		*dot = '\0';
+}
+
+/*
+ * A decoder for the en-us model laid out in dir (en-us/ acoustic model,
+ * en-us.lm.bin, cmudict-en-us.dict), or NULL.  pocketsphinx keeps the
+ * configuration and logs nowhere.
+ */
+static ps_decoder_t *
+pool_decoder_new(const char *dir)
+{
+	char hmm[PATH_MAX], lm[PATH_MAX], dict[PATH_MAX];
+	ps_decoder_t *ps;
+	cmd_ln_t *config;
+
+	snprintf(hmm, sizeof hmm, "%s/en-us", dir);
+	snprintf(lm, sizeof lm, "%s/en-us.lm.bin", dir);
+	snprintf(dict, sizeof dict, "%s/cmudict-en-us.dict", dir);
+	err_set_logfp(NULL);
+	config = cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-lm", lm,
+			     "-dict", dict, NULL);
+	if (config == NULL)
+		return NULL;
+	ps = ps_init(config);
+	cmd_ln_free_r(config);
+	return ps;
+}
+
+/* Decodes one whole clip into text (empty when nothing was heard). */
+static int
+pool_decode(ps_decoder_t *ps, const int16_t *samples, size_t n, char *text,
+	    size_t len)
+{
+	const char *hyp;
+	int32 score;
+
+	if (ps_start_utt(ps) < 0 ||
+	    ps_process_raw(ps, samples, n, FALSE, TRUE) < 0 ||
+	    ps_end_utt(ps) < 0)
+		return -1;
+	hyp = ps_get_hyp(ps, &score);
+	snprintf(text, len, "%s", hyp ? hyp : "");
+	return 0;
+}
+
+/* Adds one file of the model; 0 or -1 when there are too many. */
+static int
+pool_files_add(struct pool_files *files, const char *name,
+	       const struct stat *st)
+{
+	struct pool_file *f;
+
+	if (files->n == POOL_MAX_FILES)
+		return -1;
+	f = &files->f[files->n++];
+	snprintf(f->name, sizeof f->name, "%s", name);
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	f->size = (uint64_t)st->st_size;
+	f->in_place = false;
+	return 0;
+}
+
+/*
+ * Adds every regular file beneath the directory dirfd (which it closes),
+ * named by its path under prefix.  Returns 0 or -1.
+ */
+static int
+pool_files_scan(struct pool_files *files, int dirfd, const char *prefix)
+{
+	struct dirent *e;
+	struct stat st;
+	char name[256];
+	DIR *d;
+	int r = 0, sub;
+
+	if ((d = fdopendir(dirfd)) == NULL) {
+		close(dirfd);
+		return -1;
+	}
+	while (r == 0 && (e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if ((size_t)snprintf(name, sizeof name, "%s%s%s", prefix,
+				     prefix[0] ? "/" : "", e->d_name) >=
+			    sizeof name || fstatat(dirfd, e->d_name, &st, 0) < 0)
+			r = -1;
+		else if (S_ISREG(st.st_mode))
+			r = pool_files_add(files, name, &st);
+		else if (S_ISDIR(st.st_mode)) {
+			sub = openat(dirfd, e->d_name,
+				     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			r = sub < 0 ? -1 : pool_files_scan(files, sub, name);
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* The files of the model directory a disk or fork worker opens. */
+static int
+pool_files_from_dir(struct pool_files *files, const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	files->n = 0;
+	return fd < 0 ? -1 : pool_files_scan(files, fd, "");
+}
+
+static struct pool_file *
+pool_files_find(struct pool_files *files, unsigned dev_major,
+		unsigned dev_minor, ino_t ino)
+{
+	for (size_t i = 0; i < files->n; i++) {
+		struct pool_file *f = &files->f[i];
+
+		if (f->ino == ino && major(f->dev) == dev_major &&
+		    minor(f->dev) == dev_minor)
+			return f;
+	}
+	return NULL;
+}
+
+/* One mapping of /proc/self/smaps being read. */
+struct pool_mapping {
+	struct pool_file *file; /* a model file, or NULL */
+	bool anonymous;
+};
+
+/* Counts one "Name: N kB" line of smaps into mem for the mapping m. */
+static void
+pool_memory_count(struct pool_memory *mem, const struct pool_mapping *m,
+		  const char *field, uint64_t bytes)
+{
+	if (strcmp(field, "Pss") == 0) {
+		mem->total_pss += bytes;
+		if (m->file != NULL)
+			mem->in_place_pss += bytes;
+		if (m->anonymous)
+			mem->heap_pss += bytes;
+	} else if (strcmp(field, "Rss") == 0) {
+		if (m->file != NULL) {
+			mem->in_place_rss += bytes;
+			m->file->in_place = true;
+		}
+	} else if (m->anonymous && (strcmp(field, "Private_Dirty") == 0 ||
+				    strcmp(field, "Private_Clean") == 0))
+		mem->heap_private += bytes;
+}
+
+/*
+ * This process's memory from /proc/self/smaps: the model files' mappings
+ * (found by device and inode), anonymous memory, total Pss; and which
+ * files the engine maps.  Returns 0 or -1.
+ */
+static int
+pool_memory_read(struct pool_files *files, struct pool_memory *mem)
+{
+	struct pool_mapping m = {0};
+	char *line = NULL, field[64];
+	unsigned long start, end, offset, ino, kb;
+	unsigned dev_major, dev_minor;
+	size_t cap = 0;
+	FILE *f;
+	int path;
+
+	memset(mem, 0, sizeof *mem);
+	if ((f = fopen("/proc/self/smaps", "re")) == NULL)
+		return -1;
+	while (getline(&line, &cap, f) > 0) {
+		path = -1;
+		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu %n", &start, &end,
+			   &offset, &dev_major, &dev_minor, &ino, &path) >= 6 &&
+		    path > 0) {
+			m.file = ino ? pool_files_find(files, dev_major,
+						       dev_minor, ino) : NULL;
+			m.anonymous = ino == 0 &&
+				      (line[path] == '\0' ||
+				       strncmp(line + path, "[heap]", 6) == 0 ||
+				       strncmp(line + path, "[anon", 5) == 0);
+		} else if (sscanf(line, "%63[^:]: %lu kB", field, &kb) == 2)
+			pool_memory_count(mem, &m, field, (uint64_t)kb * 1024);
+	}
+	free(line);
+	fclose(f);
+	for (size_t i = 0; i < files->n; i++) {
+		mem->files++;
+		mem->model_bytes += files->f[i].size;
+		if (!files->f[i].in_place) {
+			mem->unmapped_files++;
+			mem->unmapped_bytes += files->f[i].size;
+		}
+	}
+	return 0;
+}
+
+/* Writes a whole report; a worker whose parent is gone just ends. */
+static void
+pool_report_send(int fd, const struct pool_report *r)
+{
+	if (write(fd, r, sizeof *r) != (ssize_t)sizeof *r)
+		_exit(1);
+}
+
+/*
+ * Opens the worker's decoder the way its mode says.  Returns 0, or -1
+ * having said why.
+ */
+static int
+pool_worker_open(struct pool_worker *w, ps_decoder_t *inherited)
+{
+	const struct pool_options *o = w->o;
+
+	if (o->mode == POOL_FORK) {
+		w->ps = inherited;
+		return pool_files_from_dir(&w->files, o->model_dir);
+	}
+	if (pool_files_from_dir(&w->files, o->model_dir) < 0) {
+		fprintf(stderr, "pocketsphinx_pool: %s: %s\n", o->model_dir,
+			strerror(errno));
+		return -1;
+	}
+	if ((w->ps = pool_decoder_new(o->model_dir)) == NULL) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d: pocketsphinx "
+			"cannot open %s\n", w->index, o->model_dir);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Decodes every clip o->rounds times, one transcript line each.  Returns
+ * 0 or -1.
+ */
+static int
+pool_worker_decode(struct pool_worker *w)
+{
+	const struct pool_options *o = w->o;
+	char text[4096], name[256];
+	int16_t *samples;
+	size_t n;
+	double t0;
+
+	for (long round = 0; round < o->rounds; round++) {
+		for (int i = 0; i < o->nclips; i++) {
+			if ((samples = pool_clip_read(o->clips[i], &n)) == NULL)
+				return -1;
+			t0 = pool_now_ms();
+			if (pool_decode(w->ps, samples, n, text, sizeof text) <
+			    0) {
+				fprintf(stderr, "pocketsphinx_pool: worker %d "
+					"cannot decode %s\n", w->index,
+					o->clips[i]);
+				free(samples);
+				return -1;
+			}
+			w->report.decode_ms += pool_now_ms() - t0;
+			w->report.clips++;
+			free(samples);
+			pool_clip_name(o->clips[i], name, sizeof name);
+			printf("worker %d clip %s: %s\n", w->index, name, text);
+		}
+	}
+	return 0;
+}
+
+/* Waits for the parent's next byte.  Returns 0, or -1 when it is gone. */
+static int
+pool_worker_wait_parent(struct pool_worker *w)
+{
+	char byte;
+	ssize_t r;
+
+	while ((r = read(w->go_fd, &byte, 1)) < 0 && errno == EINTR)
+		;
+	return r == 1 ? 0 : -1;
+}
+
+/* Prints which model files this worker maps in place: tests read it. */
+static void
+pool_worker_say_in_place(const struct pool_worker *w)
+{
+	char line[4096];
+	size_t off = 0;
+
+	for (size_t i = 0; i < w->files.n && off < sizeof line; i++)
+		if (w->files.f[i].in_place)
+			off += (size_t)snprintf(line + off, sizeof line - off,
+						" %s", w->files.f[i].name);
+	printf("worker %d mapped in place:%s\n", w->index, off ? line : "");
+}
+
+/*
+ * A worker's life: open, decode, report, measure with the others at the
+ * parent's word, exit at its next word.  Returns the exit status.
+ */
+static int
+pool_worker_run(struct pool_worker *w, ps_decoder_t *inherited)
+{
+	double t0 = pool_now_ms();
+	int r;
+
+	if (pool_worker_open(w, inherited) < 0)
+		return 1;
+	w->report.init_ms = pool_now_ms() - t0;
+	if ((r = pool_worker_decode(w)) == 0) {
+		w->report.kind = POOL_DECODED;
+		pool_report_send(w->report_fd, &w->report);
+		r = pool_worker_wait_parent(w);
+	}
+	if (r == 0) {
+		if (pool_memory_read(&w->files, &w->report.mem) < 0)
+			return 1;
+		w->report.kind = POOL_MEASURED;
+		pool_worker_say_in_place(w);
+		pool_report_send(w->report_fd, &w->report);
+		r = pool_worker_wait_parent(w);
+	}
+	if (w->o->mode != POOL_FORK)
+		ps_free(w->ps);
+	return r < 0 ? 1 : 0;
+}
+
+/* Starts worker index; its pipes are set up here.  0 or -1. */
+static int
+pool_spawn(const struct pool_options *o, int index, struct pool_child *c,
+	   struct pool_child *children, ps_decoder_t *inherited)
+{
+	int report[2], go[2];
+	struct pool_worker w = {.o = o, .index = index};
+
+	if (pipe2(report, O_CLOEXEC) < 0)
+		return -1;
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		close(report[0]);
+		close(report[1]);
+		return -1;
+	}
+	fflush(stdout);
+	if ((c->pid = fork()) < 0) {
+		close(report[0]);
+		close(report[1]);
+		close(go[0]);
+		close(go[1]);
+		return -1;
+	}
+	if (c->pid == 0) {
+		for (int i = 0; i < index; i++) {
+			close(children[i].report_fd);
+			close(children[i].go_fd);
+		}
+		close(report[0]);
+		close(go[1]);
+		w.report_fd = report[1];
+		w.go_fd = go[0];
+		exit(pool_worker_run(&w, inherited));
+	}
+	close(report[1]);
+	close(go[0]);
+	c->report_fd = report[0];
+	c->go_fd = go[1];
+	return 0;
+}
+
+/* Tells every worker still running to go on (one byte each). */
+static void
+pool_release(struct pool_child *children, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (children[i].report_fd >= 0 &&
+		    write(children[i].go_fd, "g", 1) != 1)
+			fprintf(stderr, "pocketsphinx_pool: worker %d is "
+				"gone\n", i + 1);
+}
+
+/*
+ * Reads reports until every worker still running has sent one of kind;
+ * a worker whose pipe closes has ended (its status tells how).
+ */
+static void
+pool_collect(struct pool_child *children, int n, enum pool_report_kind kind)
+{
+	struct pollfd p[POOL_MAX_WORKERS];
+	struct pool_report r;
+	int waiting;
+
+	for (;;) {
+		waiting = 0;
+		for (int i = 0; i < n; i++) {
+			struct pool_child *c = &children[i];
+			bool done = kind == POOL_DECODED ? c->decoded
+							 : c->measured;
+
+			p[i].fd = c->report_fd >= 0 && !done ? c->report_fd
+							     : -1;
+			p[i].events = POLLIN;
+			waiting += p[i].fd >= 0;
+		}
+		if (waiting == 0)
+			return;
+		if (poll(p, (nfds_t)n, -1) < 0 && errno != EINTR)
+			return;
+		for (int i = 0; i < n; i++) {
+			struct pool_child *c = &children[i];
+
+			if (p[i].fd < 0 || p[i].revents == 0)
+				continue;
+			if (read(c->report_fd, &r, sizeof r) != sizeof r) {
+				close(c->report_fd);
+				c->report_fd = -1;
+				continue;
+			}
+			c->report = r;
+			c->decoded = true;
+			c->measured = r.kind == POOL_MEASURED;
+		}
+	}
+}
+
+static const char *
+pool_mode_name(enum pool_mode mode)
+{
+	return mode == POOL_DISK ? "disk" : "fork";
+}
+
+static void
+pool_table_row(const char *who, const struct pool_report *r)
+{
+	const struct pool_memory *m = &r->mem;
+
+	printf("%-8s %8.0f %9.0f %8.1f %8.1f %9.1f %8.1f %8.1f %3u/%-3u "
+	       "%6.1f\n", who, r->init_ms, r->decode_ms, MIB(m->in_place_rss),
+	       MIB(m->in_place_pss), MIB(m->heap_private), MIB(m->heap_pss),
+	       MIB(m->total_pss), m->unmapped_files, m->files,
+	       MIB(m->unmapped_bytes));
+}
+
+/*
+ * The memory table: one row per worker that measured (and the parent's
+ * decoder in fork mode), then their sum; MiB.
+ */
+static void
+pool_table(const struct pool_options *o, const struct pool_child *children,
+	   const struct pool_report *parent)
+{
+	struct pool_report sum = {0};
+	char who[32];
+	int rows = 0;
+
+	printf("memory (%s mode, %d workers; MiB):\n", pool_mode_name(o->mode),
+	       o->workers);
+	printf("%-8s %8s %9s %8s %8s %9s %8s %8s %7s %6s\n", "process",
+	       "init_ms", "decode_ms", "inpl_rss", "inpl_pss", "heap_priv",
+	       "heap_pss", "pss", "unmapd", "MiB");
+	if (parent != NULL) {
+		pool_table_row("parent", parent);
+		sum = *parent;
+	}
+	for (int i = 0; i < o->workers; i++) {
+		const struct pool_report *r = &children[i].report;
+
+		if (!children[i].measured)
+			continue;
+		snprintf(who, sizeof who, "worker%d", i + 1);
+		pool_table_row(who, r);
+		rows++;
+		sum.init_ms += r->init_ms;
+		sum.decode_ms += r->decode_ms;
+		sum.mem.in_place_rss += r->mem.in_place_rss;
+		sum.mem.in_place_pss += r->mem.in_place_pss;
+		sum.mem.heap_private += r->mem.heap_private;
+		sum.mem.heap_pss += r->mem.heap_pss;
+		sum.mem.total_pss += r->mem.total_pss;
+		sum.mem.files = r->mem.files;
+		sum.mem.unmapped_files = r->mem.unmapped_files;
+		sum.mem.unmapped_bytes = r->mem.unmapped_bytes;
+	}
+	if (rows > 0)
+		pool_table_row("sum", &sum);
+	printf("memory sum: in_place_pss=%" PRIu64 " heap_private=%" PRIu64
+	       " pss=%" PRIu64 " workers=%d\n", sum.mem.in_place_pss,
+	       sum.mem.heap_private, sum.mem.total_pss, rows);
+}
+
+/* Reaps every worker; 0 when each exited 0. */
+static int
+pool_reap(struct pool_child *children, int n)
+{
+	int status, failed = 0;
+
+	for (int i = 0; i < n; i++) {
+		while (waitpid(children[i].pid, &status, 0) < 0 &&
+		       errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "pocketsphinx_pool: worker %d ended "
+				"with status %d\n", i + 1, status);
+			failed = 1;
+		}
+	}
+	return failed;
+}
+
+/* The memory of the parent's decoder (fork mode), with the workers'. */
+static void
+pool_parent_measure(const char *model_dir, struct pool_memory *mem)
+{
+	struct pool_files *files = malloc(sizeof *files);
+
+	if (files != NULL && pool_files_from_dir(files, model_dir) == 0)
+		pool_memory_read(files, mem);
+	free(files);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct pool_options o = {.workers = 4, .rounds = 1,
+				 .model_dir = POOL_DEFAULT_MODEL};
+	struct pool_child children[POOL_MAX_WORKERS];
+	struct pool_report parent = {0};
+	ps_decoder_t *inherited = NULL;
+	double t0;
+	int started = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	pool_parse(argc, argv, &o);
+	signal(SIGPIPE, SIG_IGN);
+	if (o.mode == POOL_FORK) {
+		t0 = pool_now_ms();
+		if ((inherited = pool_decoder_new(o.model_dir)) == NULL) {
+			fprintf(stderr, "pocketsphinx_pool: pocketsphinx "
+				"cannot open %s\n", o.model_dir);
+			return 1;
+		}
+		parent.init_ms = pool_now_ms() - t0;
+	}
+	for (; started < o.workers; started++) {
+		children[started] = (struct pool_child){.report_fd = -1,
+							.go_fd = -1};
+		if (pool_spawn(&o, started + 1, &children[started], children,
+			       inherited) < 0) {
+			fprintf(stderr, "pocketsphinx_pool: cannot start a "
+				"worker: %s\n", strerror(errno));
+			break;
+		}
+	}
+	pool_collect(children, started, POOL_DECODED);
+	if (inherited != NULL)
+		pool_parent_measure(o.model_dir, &parent.mem);
+	pool_release(children, started);
+	pool_collect(children, started, POOL_MEASURED);
+	pool_table(&o, children, inherited ? &parent : NULL);
+	pool_release(children, started);
+	if (inherited != NULL)
+		ps_free(inherited);
+	return pool_reap(children, started) || started < o.workers;
+}
