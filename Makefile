@@ -37,7 +37,8 @@ SPHINX_CFLAGS = $(patsubst -I%,-isystem %,$(call lazy,SPHINX_RAW,--cflags pocket
 SPHINX_LIBS = $(call lazy,SPHINX_LIBS,--libs pocketsphinx)
 
 COMMON_SRC := $(wildcard common/*.c)
-LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c
+LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c worker/member.c \
+	worker/member_dir.c worker/tensor.c
 BROKER_SRC := $(filter-out broker/mbrokerd.c,$(wildcard broker/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 

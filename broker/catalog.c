@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * catalog.c - the catalog: the models the broker may load by name, found
- * in the --model-dir directories as NAME.safetensors (safetensors) or
- * NAME.bin (raw).  A name must be a valid model name (no slash, not . or
+ * in the --model-dir directories as NAME.safetensors (safetensors),
+ * NAME.bin (raw) or a subdirectory NAME/ (a bundle of the files beneath).  A name must be a valid model name (no slash, not . or
  * ..), and every file is opened through modeldir_open, so nothing outside
  * the model directories is reachable by name.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "bundle.h"
 #include "catalog.h"
 #include "mbrokerd.h"
 #include "registry.h"
@@ -22,6 +25,24 @@ static const struct {
 	{".safetensors", &provider_safetensors},
 	{".bin", &provider_raw},
 };
+
+/* Whether the model directory i holds a bundle NAME/ (a directory whose
+ * walk finds its files within the limits): its path and size. */
+static bool
+catalog_find_bundle(size_t i, const char *name, char *path, uint64_t *size)
+{
+	char err[PATH_MAX + BUNDLE_NAME_MAX + 512];
+	unsigned n;
+	int dir;
+
+	if (snprintf(path, PATH_MAX, "%s/%s", broker.cfg.model_dirs[i],
+		     name) >= PATH_MAX ||
+	    (dir = modeldir_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+				 err, sizeof err)) < 0)
+		return false;
+	close(dir);
+	return bundle_measure(path, &n, size, err, sizeof err) == 0;
+}
 
 bool
 catalog_find(const char *name, char *path, const struct provider **p,
@@ -43,11 +64,15 @@ catalog_find(const char *name, char *path, const struct provider **p,
 			*size = (uint64_t)n;
 			return true;
 		}
+		if (catalog_find_bundle(i, name, path, size)) {
+			*p = &provider_bundle;
+			return true;
+		}
 	}
 	return false;
 }
 
-/* The model name of a directory entry, or false. */
+/* The model name a file entry names by its suffix, or false. */
 static bool
 catalog_entry_name(const char *entry, char *name, size_t len)
 {
@@ -65,6 +90,25 @@ catalog_entry_name(const char *entry, char *name, size_t len)
 		}
 	}
 	return false;
+}
+
+/* Adds the catalog's model called name to seen, once. */
+static void
+catalog_add(json_t *seen, const char *name)
+{
+	const struct provider *p;
+	const struct model *m;
+	char path[PATH_MAX];
+	uint64_t size;
+
+	if (!names_model_valid(name) || json_object_get(seen, name) != NULL ||
+	    !catalog_find(name, path, &p, &size))
+		return;
+	m = registry_find(name);
+	json_object_set_new(seen, name, json_pack(
+		"{s:s, s:s, s:s, s:I, s:b}", "name", name, "path", path,
+		"format", p->name, "size", (json_int_t)size, "loaded",
+		m != NULL && model_state(m) == MODEL_READY));
 }
 
 static int
@@ -92,20 +136,14 @@ catalog_list(void)
 		if (dir == NULL)
 			continue;
 		while ((e = readdir(dir)) != NULL) {
-			char name[MB_NAME_MAX + 1], path[PATH_MAX];
-			const struct provider *p;
-			const struct model *m;
-			uint64_t size;
+			char name[MB_NAME_MAX + 1];
 
-			if (!catalog_entry_name(e->d_name, name, sizeof name) ||
-			    json_object_get(seen, name) != NULL ||
-			    !catalog_find(name, path, &p, &size))
-				continue;
-			m = registry_find(name);
-			json_object_set_new(seen, name, json_pack(
-				"{s:s, s:s, s:s, s:I, s:b}", "name", name, "path",
-				path, "format", p->name, "size", (json_int_t)size,
-				"loaded", m != NULL && model_state(m) == MODEL_READY));
+			if (catalog_entry_name(e->d_name, name, sizeof name))
+				catalog_add(seen, name);
+			/* A subdirectory (or a symlink to one) is a bundle. */
+			if (e->d_type == DT_DIR || e->d_type == DT_LNK ||
+			    e->d_type == DT_UNKNOWN)
+				catalog_add(seen, e->d_name);
 		}
 		closedir(dir);
 	}

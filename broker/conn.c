@@ -88,8 +88,8 @@ conn_find(uint64_t id)
 static void
 conn_outmsg_free(struct outmsg *m)
 {
-	if (m->fd >= 0)
-		close(m->fd);
+	for (unsigned i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
 	free(m->data);
 	free(m);
 }
@@ -278,14 +278,15 @@ conn_inflight_update(struct conn *c)
 	}
 }
 
-/* Sends one message to c's client without blocking, and remembers a
+/* Sends one message to c's client without blocking, and remembers each
  * descriptor it carries until the client has read it.  0 or -errno. */
 static int
-conn_transmit(struct conn *c, const char *data, size_t len, int pass_fd)
+conn_transmit(struct conn *c, const char *data, size_t len, const int *fds,
+	      unsigned nfds)
 {
-	bool track = pass_fd >= 0 || c->ninflight > 0;
+	bool track = nfds > 0 || c->ninflight > 0;
 	int64_t before = track ? conn_unread(c) : -1, after;
-	int r = wire_send(c->fd, data, len, pass_fd, MSG_DONTWAIT);
+	int r = wire_send_fds(c->fd, data, len, fds, nfds, MSG_DONTWAIT);
 
 	if (r < 0 || !track)
 		return r;
@@ -294,19 +295,20 @@ conn_transmit(struct conn *c, const char *data, size_t len, int pass_fd)
 		c->sent_bytes = 0;
 	if (before >= 0 && after > before)
 		c->sent_bytes += after - before;
-	if (pass_fd >= 0)
+	for (unsigned i = 0; i < nfds; i++)
 		c->inflight[(c->inflight_head + c->ninflight++) % CONN_MAX_FDS] =
 			c->sent_bytes;
 	return 0;
 }
 
-/* Whether c's client has CONN_MAX_FDS descriptors unread, queued here or
- * in flight in its socket: it may not be sent another. */
+/* Whether c's client would have more than CONN_MAX_FDS descriptors
+ * unread, queued here or in flight in its socket, with nfds more: it may
+ * not be sent them. */
 static bool
-conn_fds_full(struct conn *c)
+conn_fds_full(struct conn *c, unsigned nfds)
 {
 	conn_inflight_update(c);
-	return c->nfds_queued + c->ninflight >= CONN_MAX_FDS;
+	return c->nfds_queued + c->ninflight + nfds > CONN_MAX_FDS;
 }
 
 /* Sends the head of the queue until it is empty or the socket is full. */
@@ -316,7 +318,7 @@ conn_drain(struct conn *c)
 	struct outmsg *m;
 
 	while ((m = TAILQ_FIRST(&c->outq)) != NULL) {
-		int r = conn_transmit(c, m->data, m->len, m->fd);
+		int r = conn_transmit(c, m->data, m->len, m->fds, m->nfds);
 
 		if (r == -EAGAIN)
 			return event_add(c->ev_write, NULL) < 0 ? -EIO : 0;
@@ -325,8 +327,7 @@ conn_drain(struct conn *c)
 		TAILQ_REMOVE(&c->outq, m, entry);
 		c->nqueued--;
 		c->queued_bytes -= m->len;
-		if (m->fd >= 0)
-			c->nfds_queued--;
+		c->nfds_queued -= m->nfds;
 		conn_outmsg_free(m);
 	}
 	return 0;
@@ -345,7 +346,7 @@ conn_write(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-conn_send(struct conn *c, const json_t *msg, int pass_fd)
+conn_send(struct conn *c, const json_t *msg, const int *fds, unsigned nfds)
 {
 	struct outmsg *m;
 	int r;
@@ -358,7 +359,6 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_lost(c, "out of memory");
 		return -EPIPE;
 	}
-	m->fd = -1;
 	if (m->len > WIRE_MAX_REPLY) {
 		log_warnx("pid %ld: a %zu-byte message is over the %d-byte "
 			  "limit; not sent", (long)c->pid, m->len,
@@ -366,16 +366,17 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_outmsg_free(m);
 		return -EMSGSIZE;
 	}
-	if (pass_fd >= 0 && conn_fds_full(c)) {
-		log_warnx("pid %ld (uid %ld): %d descriptors unread, queued or "
-			  "in flight; dropping the client", (long)c->pid,
-			  (long)c->uid, CONN_MAX_FDS);
+	if (nfds > 0 && conn_fds_full(c, nfds)) {
+		log_warnx("pid %ld (uid %ld): %u descriptors unread, queued or "
+			  "in flight; dropping the client (%u more would pass "
+			  "%d)", (long)c->pid, (long)c->uid,
+			  c->nfds_queued + c->ninflight, nfds, CONN_MAX_FDS);
 		conn_outmsg_free(m);
 		conn_lost(c, "client does not read its attach replies");
 		return -EPIPE;
 	}
 	if (TAILQ_EMPTY(&c->outq)) {
-		r = conn_transmit(c, m->data, m->len, pass_fd);
+		r = conn_transmit(c, m->data, m->len, fds, nfds);
 		if (r != -EAGAIN) {
 			conn_outmsg_free(m);
 			if (r == 0)
@@ -399,16 +400,18 @@ conn_send(struct conn *c, const json_t *msg, int pass_fd)
 		conn_lost(c, "client does not read its replies");
 		return -EPIPE;
 	}
-	if (pass_fd >= 0 && (m->fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-		conn_outmsg_free(m);
-		conn_lost(c, "out of descriptors");
-		return -EPIPE;
+	for (; m->nfds < nfds; m->nfds++) {
+		if ((m->fds[m->nfds] = fcntl(fds[m->nfds], F_DUPFD_CLOEXEC,
+					     0)) < 0) {
+			conn_outmsg_free(m);
+			conn_lost(c, "out of descriptors");
+			return -EPIPE;
+		}
 	}
 	TAILQ_INSERT_TAIL(&c->outq, m, entry);
 	c->nqueued++;
 	c->queued_bytes += m->len;
-	if (m->fd >= 0)
-		c->nfds_queued++;
+	c->nfds_queued += m->nfds;
 	if (event_add(c->ev_write, NULL) < 0) {
 		conn_lost(c, "cannot wait for the socket");
 		return -EPIPE;

@@ -24,7 +24,8 @@ struct outmsg {
 	TAILQ_ENTRY(outmsg) entry;
 	char *data;
 	size_t len;
-	int fd;
+	int fds[MB_FDS_PER_MESSAGE]; /* its own duplicates */
+	unsigned nfds;
 };
 
 /* A log budget: a burst of lines, then one line per interval. */
@@ -92,10 +93,12 @@ struct conn_handlers {
 	void (*lost)(struct conn *c, const char *why);
 };
 void conn_set_handlers(const struct conn_handlers *h);
-/* Sends msg (and pass_fd, not taken) to c, queueing when c is slow.
- * Returns 0, -EMSGSIZE when msg is over WIRE_MAX_REPLY (nothing sent, c
- * kept), or -EPIPE when c is lost. */
-int conn_send(struct conn *c, const json_t *msg, int pass_fd);
+/* Sends msg (and the nfds descriptors of fds, not taken; at most
+ * MB_FDS_PER_MESSAGE) to c, queueing when c is slow.  Each descriptor
+ * counts against CONN_MAX_FDS.  Returns 0, -EMSGSIZE when msg is over
+ * WIRE_MAX_REPLY (nothing sent, c kept), or -EPIPE when c is lost. */
+int conn_send(struct conn *c, const json_t *msg, const int *fds,
+	      unsigned nfds);
 /* Drops c: nothing more is read from it or sent to it (conn_send says
  * -EPIPE); after the current callback the lost handler runs and it is
  * freed, so a caller walking connections or holdings may lose one. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "mbrokerd.h"
+#include "bundle.h"
 #include "conn.h"
 #include "lease.h"
 #include "registry.h"
@@ -21,7 +22,9 @@ struct lease {
 	uint64_t id;
 	struct lease_holder *holder;
 	struct generation *generation;
-	struct segment *segment; /* its own reference */
+	/* Its own reference to each member's segment, in member order. */
+	struct segment **segments;
+	unsigned nsegments;
 };
 
 struct lease_holder {
@@ -72,7 +75,9 @@ lease_add(struct conn *c, struct generation *g)
 
 	if (h == NULL)
 		return NULL;
-	if ((l = calloc(1, sizeof *l)) == NULL) {
+	if ((l = calloc(1, sizeof *l)) == NULL ||
+	    (l->segments = calloc(g->nmembers, sizeof *l->segments)) == NULL) {
+		free(l);
 		if (h->nleases == 0) {
 			TAILQ_REMOVE(&lease_holders_list, h, entry);
 			lease_nholders--;
@@ -84,7 +89,9 @@ lease_add(struct conn *c, struct generation *g)
 	l->id = ++lease_last_id;
 	l->holder = h;
 	l->generation = g;
-	l->segment = segment_hold(g->segment);
+	for (unsigned i = 0; i < g->nmembers; i++)
+		l->segments[i] = segment_hold(g->members[i].segment);
+	l->nsegments = g->nmembers;
 	TAILQ_INSERT_TAIL(&h->leases, l, entry);
 	h->nleases++;
 	registry_generation_leased(g, 1);
@@ -104,7 +111,9 @@ lease_release(struct lease *l)
 	TAILQ_REMOVE(&h->leases, l, entry);
 	h->nleases--;
 	registry_generation_leased(g, -1);
-	segment_put(l->segment);
+	for (unsigned i = 0; i < l->nsegments; i++)
+		segment_put(l->segments[i]);
+	free(l->segments);
 	if (--h->held[slot] == 0)
 		mirror_worker_changed(&h->mirror_record, c->pid,
 				      h->nleases > 0 ? h->held : NULL);
@@ -165,6 +174,24 @@ struct generation *
 lease_generation(const struct lease *l)
 {
 	return l->generation;
+}
+
+unsigned
+lease_members(const struct lease *l)
+{
+	return l->nsegments;
+}
+
+unsigned
+lease_descriptors(const struct lease *l, unsigned from, int *fds)
+{
+	unsigned n = 0;
+
+	while (n < MB_FDS_PER_MESSAGE && from + n < l->nsegments) {
+		fds[n] = segment_fd(l->segments[from + n]);
+		n++;
+	}
+	return n;
 }
 
 unsigned

@@ -28,6 +28,12 @@ struct lease *lease_find(struct conn *c, uint64_t id);
 struct lease *lease_next(const struct conn *c, const struct lease *l);
 uint64_t lease_id(const struct lease *l);
 struct generation *lease_generation(const struct lease *l);
+/* How many segments l holds: one per member of its generation. */
+unsigned lease_members(const struct lease *l);
+/* Fills fds with the read-only descriptors of l's segments from member
+ * from on, at most MB_FDS_PER_MESSAGE; returns how many (0 when from is
+ * past the last). */
+unsigned lease_descriptors(const struct lease *l, unsigned from, int *fds);
 /* How many leases c has. */
 unsigned lease_count(const struct conn *c);
 /* Connections that hold at least one lease. */

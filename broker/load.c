@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bundle.h"
 #include "lease.h"
 #include "loader.h"
 #include "mbrokerd.h"
@@ -159,10 +160,10 @@ load_first_done(struct load_op *op, const struct load_result *r)
 		residency_schedule();
 		log_info("model %s: READY, %" PRIu64 " bytes in %" PRId64
 			 " ms (%.0f MB/s), xxh3 %016" PRIx64 ", %zu tensors, "
-			 "segment %s", model_name(m), g->size, g->load_ms,
-			 g->load_ms > 0 ? g->size / 1e3 / (double)g->load_ms
-					: 0.0,
-			 g->checksum, g->ntensors, segment_name(g->segment));
+			 "segment %s (%u in all)", model_name(m), g->size,
+			 g->load_ms, g->load_ms > 0 ? g->size / 1e3 /
+			 (double)g->load_ms : 0.0, g->checksum, g->ntensors,
+			 generation_segment_name(g), g->nmembers);
 		load_reply(op, 0, NULL);
 		return;
 	}
@@ -196,7 +197,7 @@ load_replace_done(struct load_op *op, const struct load_result *r)
 		 PRIu64 " bytes in %" PRId64 " ms, xxh3 %016" PRIx64 ", segment "
 		 "%s); %u holder(s) of the old one have %.1f s to move",
 		 model_name(m), g->number, old->number, g->size, g->load_ms,
-		 g->checksum, segment_name(g->segment), old->nleases,
+		 g->checksum, generation_segment_name(g), old->nleases,
 		 op->drain_ms / 1000.0);
 	load_reply(op, 0, NULL);
 	unload_drain(old, op->drain_ms);
@@ -216,9 +217,9 @@ load_done(void *ctx, const struct load_result *r)
 	g->load_ms = clock_monotonic_ms() - g->load_started_ms;
 	if (r->result == 0) {
 		g->size = r->size;
-		g->segment = r->segment;
+		g->members = r->members;
+		g->nmembers = r->nmembers;
 		g->checksum = r->checksum;
-		g->provider_state = r->state;
 		g->ntensors = r->ntensors;
 	}
 	if (op->cancelled) {
@@ -326,14 +327,42 @@ undo:
 	return -1;
 }
 
-/* The size of the file at path, or 0 when it cannot be known here (the
- * load itself will say why). */
-static uint64_t
-load_file_size(const char *path)
+/*
+ * The bytes a load of lr->path needs in *size (0 when they cannot be
+ * known here: the load itself will say why), after the checks that can
+ * be made before it starts: a bundle's walk (its files, their names and
+ * their count) and the segments the load adds to those the broker holds.
+ * False after replying why (or logging it, without c).
+ */
+static bool
+load_measure(const char *name, const struct load_request *lr,
+	     struct conn *c, json_t *id, uint64_t *size)
 {
-	int64_t size = modeldir_file_size(path);
+	char why[PATH_MAX + BUNDLE_NAME_MAX + 512];
+	unsigned n = 1;
+	int64_t file;
+	int r = 0;
 
-	return size > 0 ? (uint64_t)size : 0;
+	*size = 0;
+	if (lr->provider == &provider_bundle) {
+		r = bundle_measure(lr->path, &n, size, why, sizeof why);
+	} else if ((file = modeldir_file_size(lr->path)) > 0) {
+		*size = (uint64_t)file;
+	}
+	if (r == 0 && segment_count() + n > BROKER_MAX_SEGMENTS) {
+		snprintf(why, sizeof why, "loading %s needs %u segment(s); "
+			 "the broker holds %u of its most %d", name, n,
+			 segment_count(), BROKER_MAX_SEGMENTS);
+		r = MB_ELIMIT;
+	}
+	if (r == 0)
+		return true;
+	if (c != NULL)
+		reply_error(c, id, r, json_pack("{s:s}", "model", name), "%s",
+			    why);
+	else
+		log_error("%s: %s", name, why);
+	return false;
 }
 
 /* A resource replace: the unload ended; loads the model anew. */
@@ -423,7 +452,9 @@ load_replace_allowed(struct model *m, const struct load_request *lr,
 			    model_name(m), op->gen->number);
 		return false;
 	}
-	if ((size = load_file_size(lr->path)) == 0 ||
+	if (!load_measure(model_name(m), lr, c, id, &size))
+		return false;
+	if (size == 0 ||
 	    segment_room(size, why, sizeof why) ||
 	    residency_make_room(size, model_name(m), why, sizeof why) == 0) {
 		*promise = size;
@@ -493,9 +524,11 @@ static bool
 load_room(const char *name, const struct load_request *lr, struct conn *c,
 	  json_t *id, uint64_t *promise)
 {
-	uint64_t size = load_file_size(lr->path);
+	uint64_t size;
 	char why[2048];
 
+	if (!load_measure(name, lr, c, id, &size))
+		return false;
 	if (size == 0 || segment_room(size, why, sizeof why) ||
 	    residency_make_room(size, name, why, sizeof why) == 0) {
 		*promise = size;

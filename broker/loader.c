@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loader.c - copies a model file into a new segment on a thread of its own,
- * so a long load never blocks the control loop.  The thread reads straight
+ * loader.c - copies a model file, or each file of a bundle in name order,
+ * into new segments on a thread of its own, so a long load never blocks
+ * the control loop.  The thread reads straight
  * into the mapping of a segment whose pages were reserved first, hashes
  * each chunk while it is hot in cache, keeps under --load-rate, notices a
  * file that changes under it, and stops early when cancelled.  It tells
@@ -23,6 +24,7 @@
 
 #include <xxhash.h>
 
+#include "bundle.h"
 #include "loader.h"
 #include "mbrokerd.h"
 #include "segment.h"
@@ -51,23 +53,27 @@ struct load_job {
 	pthread_t thread;
 	struct wakeup *finished_channel; /* where the thread posts notes */
 	char path[PATH_MAX];
-	const struct provider *provider;
-	char segment[NAMES_SHM_MAX];
+	const struct provider *provider; /* provider_bundle for a bundle */
+	char segment[NAMES_SHM_MAX];     /* the first member's; base of all */
+	atomic_uint nsegments;           /* segments it created so far */
 	atomic_uint_fast64_t done;
-	atomic_uint_fast64_t total; /* the file's size, once known */
+	atomic_uint_fast64_t total; /* the files' size, once known */
 	atomic_bool cancel;
 	struct loader_note sized, finished;
 	uint64_t rate; /* bytes per second, 0: unlimited */
 	bool background; /* one thread, whatever its size */
 	uint64_t promised; /* room held for it until its segment is made */
+	/* The member being copied, and what messages call it. */
+	struct member *member;
+	char label[PATH_MAX + BUNDLE_NAME_MAX + 2];
 	/* Results, read by the main thread after the thread posted. */
 	int result;
-	char error[PATH_MAX + 512];
-	struct segment *seg;
+	char error[PATH_MAX + BUNDLE_NAME_MAX + 512];
+	struct member *members;
+	unsigned nmembers;
 	uint64_t reclaimed;
 	uint64_t size;
 	uint64_t checksum;
-	void *state;
 	size_t ntensors;
 };
 
@@ -95,11 +101,12 @@ loader_pace(struct load_job *job, uint64_t off, int64_t started_ms)
 /* One part of the segment to fill, by one thread. */
 struct loader_fill {
 	struct load_job *job;
+	struct segment *seg;
 	int src;
 	unsigned char *map;
 	uint64_t off, len;
 	int result;
-	char error[PATH_MAX + 512];
+	char error[PATH_MAX + BUNDLE_NAME_MAX + 512];
 };
 
 /*
@@ -115,7 +122,7 @@ loader_fill(struct loader_fill *f)
 	uint64_t done = 0, chunk = LOADER_CHUNK;
 	int r;
 
-	if ((r = segment_reserve_pages(job->seg, f->off, f->len, f->error,
+	if ((r = segment_reserve_pages(f->seg, f->off, f->len, f->error,
 				       sizeof f->error)) < 0)
 		return r;
 	/* Throttled, read what LOADER_PACE_MS allows at a time. */
@@ -138,7 +145,7 @@ loader_fill(struct loader_fill *f)
 			continue;
 		if (n <= 0) {
 			snprintf(f->error, sizeof f->error, "reading %s at byte %"
-				 PRIu64 ": %s", job->path, f->off + done,
+				 PRIu64 ": %s", job->label, f->off + done,
 				 n < 0 ? strerror(errno) : "file shrank");
 			return MB_EIO;
 		}
@@ -159,10 +166,12 @@ loader_fill_thread(void *arg)
 	return NULL;
 }
 
-/* XXH3 of what was copied, in slices so that a cancel is noticed. */
+/* XXH3 of what was copied of the member, in slices so that a cancel is
+ * noticed. */
 static int
 loader_hash(struct load_job *job, const unsigned char *map)
 {
+	struct member *m = job->member;
 	XXH3_state_t *xs = XXH3_createState();
 	int r = 0;
 
@@ -170,9 +179,9 @@ loader_hash(struct load_job *job, const unsigned char *map)
 		XXH3_freeState(xs);
 		return -ENOMEM;
 	}
-	for (uint64_t off = 0; off < job->size; off += LOADER_HASH_SLICE) {
-		uint64_t len = job->size - off < LOADER_HASH_SLICE
-				       ? job->size - off : LOADER_HASH_SLICE;
+	for (uint64_t off = 0; off < m->size; off += LOADER_HASH_SLICE) {
+		uint64_t len = m->size - off < LOADER_HASH_SLICE
+				       ? m->size - off : LOADER_HASH_SLICE;
 
 		if (atomic_load(&job->cancel)) {
 			snprintf(job->error, sizeof job->error,
@@ -183,34 +192,37 @@ loader_hash(struct load_job *job, const unsigned char *map)
 		XXH3_64bits_update(xs, map + off, (size_t)len);
 	}
 	if (r == 0)
-		job->checksum = XXH3_64bits_digest(xs);
+		m->checksum = XXH3_64bits_digest(xs);
 	XXH3_freeState(xs);
 	return r;
 }
 
-/* Fills the segment from src (in two halves on two threads when it is
- * large and unthrottled), checks the file did not grow, then hashes. */
+/* Fills the member's segment from src (in two halves on two threads
+ * when it is large and unthrottled), checks the file did not grow, then
+ * hashes. */
 static int
 loader_copy(struct load_job *job, int src, unsigned char *map)
 {
+	struct member *m = job->member;
 	struct loader_fill parts[2] = {
-		{.job = job, .src = src, .map = map, .len = job->size},
-		{.job = job, .src = src, .map = map},
+		{.job = job, .seg = m->segment, .src = src, .map = map,
+		 .len = m->size},
+		{.job = job, .seg = m->segment, .src = src, .map = map},
 	};
 	pthread_t helper;
-	bool split = job->rate == 0 && job->size >= LOADER_SPLIT_MIN &&
+	bool split = job->rate == 0 && m->size >= LOADER_SPLIT_MIN &&
 		     !job->background;
 	unsigned char extra;
 
 	if (split) {
-		parts[0].len = job->size / 2 / 4096 * 4096;
+		parts[0].len = m->size / 2 / 4096 * 4096;
 		parts[1].off = parts[0].len;
-		parts[1].len = job->size - parts[0].len;
+		parts[1].len = m->size - parts[0].len;
 		if (pthread_create(&helper, NULL, loader_fill_thread,
 				   &parts[1]) != 0) {
 			/* No second thread: one fills it all. */
 			split = false;
-			parts[0].len = job->size;
+			parts[0].len = m->size;
 		}
 	}
 	parts[0].result = loader_fill(&parts[0]);
@@ -223,9 +235,9 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 			return parts[i].result;
 		}
 	}
-	if (pread(src, &extra, 1, (off_t)job->size) > 0) {
+	if (pread(src, &extra, 1, (off_t)m->size) > 0) {
 		snprintf(job->error, sizeof job->error,
-			 "%s grew during the load", job->path);
+			 "%s grew during the load", job->label);
 		return MB_EIO;
 	}
 	return loader_hash(job, map);
@@ -243,7 +255,14 @@ loader_open(struct load_job *job, struct stat *st)
 
 	if (fd < 0)
 		return fd == MB_EDENIED ? fd : MB_EIO;
-	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+	if (fstat(fd, st) == 0 && S_ISDIR(st->st_mode)) {
+		snprintf(job->error, sizeof job->error, "%s is a directory: "
+			 "load it as a bundle (format auto or bundle)",
+			 job->path);
+		close(fd);
+		return MB_EFORMAT;
+	}
+	if (!S_ISREG(st->st_mode)) {
 		snprintf(job->error, sizeof job->error,
 			 "%s is not a regular file", job->path);
 		close(fd);
@@ -268,79 +287,209 @@ loader_unchanged(struct load_job *job, int src, const struct stat *before)
 	    after.st_mtim.tv_sec != before->st_mtim.tv_sec ||
 	    after.st_mtim.tv_nsec != before->st_mtim.tv_nsec) {
 		snprintf(job->error, sizeof job->error,
-			 "%s changed during the load", job->path);
+			 "%s changed during the load", job->label);
 		return MB_EIO;
 	}
 	return 0;
+}
+
+/* Lets go of what the members hold: their segments (their bytes counted
+ * as reclaimed) and provider states; frees the list. */
+static void
+loader_release_members(struct load_job *job)
+{
+	for (unsigned i = 0; i < job->nmembers; i++) {
+		struct member *m = &job->members[i];
+
+		if (m->provider_state != NULL &&
+		    m->provider->unload(m->provider_state) < 0)
+			log_warnx("%s/%s: provider cleanup failed", job->path,
+				  m->name);
+		if (m->segment != NULL) {
+			job->reclaimed += m->size;
+			segment_put(m->segment);
+		}
+	}
+	free(job->members);
+	job->members = NULL;
+	job->nmembers = 0;
+}
+
+/* Puts "member NAME of PATH: " before the error (cutting its end if it
+ * must). */
+static void
+loader_error_prefix(struct load_job *job)
+{
+	char prefix[PATH_MAX + BUNDLE_NAME_MAX + 16];
+	size_t n = (size_t)snprintf(prefix, sizeof prefix, "member %s of %s: ",
+				    job->member->name, job->path);
+	size_t len = strlen(job->error);
+
+	if (n + len >= sizeof job->error)
+		len = sizeof job->error - n - 1;
+	memmove(job->error + n, job->error, len);
+	job->error[n + len] = '\0';
+	memcpy(job->error, prefix, n);
+}
+
+/* Copies the member job->member from src (read-only, its size checked)
+ * into the index-th segment, checks it, and seals it. */
+static int
+loader_member(struct load_job *job, unsigned index, int src,
+	      const struct stat *st)
+{
+	struct member *m = job->member;
+	unsigned char *map = MAP_FAILED;
+	uint64_t promise = m->size < job->promised ? m->size : job->promised;
+	char name[NAMES_SHM_MAX];
+	int r;
+
+	if (atomic_load(&job->cancel)) {
+		snprintf(job->error, sizeof job->error, "load cancelled "
+			 "after %" PRIu64 " bytes",
+			 (uint64_t)atomic_load(&job->done));
+		return MB_ECANCELLED;
+	}
+	if ((r = m->provider->probe(src, m->size, job->error,
+				    sizeof job->error)) < 0)
+		goto out;
+	if (lseek(src, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = segment_name_member(name, sizeof name, job->segment,
+				     index)) < 0)
+		goto out;
+	job->promised -= promise;
+	m->segment = segment_create(name, m->size, promise, &r, job->error,
+				    sizeof job->error);
+	if (m->segment == NULL)
+		goto out;
+	atomic_fetch_add(&job->nsegments, 1);
+	if (m->size > 0) {
+		map = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   segment_rw_fd(m->segment), 0);
+		if (map == MAP_FAILED) {
+			r = -errno;
+			snprintf(job->error, sizeof job->error,
+				 "cannot map segment: %s", strerror(-r));
+			goto out;
+		}
+		/* In a --shm-dir tmpfs mounted huge=advise, this asks for
+		 * 2 MiB pages; /dev/shm gives none (measured: no effect). */
+		if (broker.cfg.shm_dir != NULL)
+			madvise(map, m->size, MADV_HUGEPAGE);
+	}
+	if ((r = m->size > 0 ? loader_copy(job, src, map)
+			     : loader_hash(job, NULL)) < 0 ||
+	    (r = loader_unchanged(job, src, st)) < 0 ||
+	    (r = m->provider->load(map == MAP_FAILED ? NULL : map, m->size,
+				   &m->provider_state, &m->ntensors,
+				   job->error, sizeof job->error)) < 0)
+		goto out;
+	if ((r = segment_seal(m->segment)) < 0)
+		snprintf(job->error, sizeof job->error,
+			 "cannot seal segment %s: %s", name, strerror(-r));
+out:
+	if (map != MAP_FAILED)
+		munmap(map, m->size);
+	/* A bundle's failure names the member (the loader's own messages
+	 * name it by its label already). */
+	if (job->provider == &provider_bundle && r < 0 &&
+	    strstr(job->error, job->label) == NULL)
+		loader_error_prefix(job);
+	return r;
+}
+
+/* Lists a single file as the one member, its descriptor in *src. */
+static int
+loader_list_file(struct load_job *job, int *src, struct stat *st)
+{
+	const char *base = strrchr(job->path, '/');
+
+	if ((*src = loader_open(job, st)) < 0)
+		return *src;
+	if ((job->members = calloc(1, sizeof *job->members)) == NULL) {
+		close(*src);
+		*src = -1;
+		return -ENOMEM;
+	}
+	job->nmembers = 1;
+	snprintf(job->members[0].name, sizeof job->members[0].name, "%.*s",
+		 BUNDLE_NAME_MAX, base != NULL ? base + 1 : job->path);
+	job->members[0].provider = job->provider;
+	job->members[0].size = (uint64_t)st->st_size;
+	job->size = job->members[0].size;
+	return 0;
+}
+
+/* Opens job->member of the bundle whose directory is dir, read-only; its
+ * size must be what the walk saw. */
+static int
+loader_open_member(struct load_job *job, int dir, struct stat *st)
+{
+	struct member *m = job->member;
+	int src = bundle_open_member(dir, job->path, m->name, st, job->error,
+				     sizeof job->error);
+
+	if (src < 0)
+		return src;
+	if ((uint64_t)st->st_size != m->size) {
+		snprintf(job->error, sizeof job->error,
+			 "%s changed during the load", job->label);
+		close(src);
+		return MB_EIO;
+	}
+	return src;
 }
 
 /* The whole load, on the loader thread; 0 or MB_E* / -errno. */
 static int
 loader_load(struct load_job *job)
 {
-	unsigned char *map = MAP_FAILED;
+	bool bundle = job->provider == &provider_bundle;
+	int dir = -1, src = -1, r;
 	struct stat st;
-	int src, r;
 
-	if ((src = loader_open(job, &st)) < 0) {
-		segment_unpromise(job->promised);
-		job->promised = 0;
-		return src;
+	if (bundle) {
+		if ((r = dir = bundle_open(job->path, job->error,
+					   sizeof job->error)) >= 0)
+			r = bundle_walk(dir, job->path, &job->members,
+					&job->nmembers, &job->size, job->error,
+					sizeof job->error);
+	} else {
+		r = loader_list_file(job, &src, &st);
 	}
-	job->size = (uint64_t)st.st_size;
-	atomic_store(&job->total, job->size);
-	wakeup_post(job->finished_channel, &job->sized);
-	r = job->provider->probe(src, job->size, job->error,
-				 sizeof job->error);
 	if (r < 0)
 		goto out;
-	if (lseek(src, 0, SEEK_SET) < 0) {
-		r = -errno;
-		goto out;
+	atomic_store(&job->total, job->size);
+	wakeup_post(job->finished_channel, &job->sized);
+	for (unsigned i = 0; r == 0 && i < job->nmembers; i++) {
+		job->member = &job->members[i];
+		snprintf(job->label, sizeof job->label, bundle ? "%s/%s" : "%s",
+			 job->path, job->member->name);
+		if (bundle && (src = loader_open_member(job, dir, &st)) < 0) {
+			r = src;
+			break;
+		}
+		r = loader_member(job, i, src, &st);
+		job->ntensors += job->member->ntensors;
+		close(src);
+		src = -1;
 	}
-	job->seg = segment_create(job->segment, job->size, job->promised, &r,
-				  job->error, sizeof job->error);
-	job->promised = 0;
-	if (job->seg == NULL)
-		goto out;
-	map = mmap(NULL, job->size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		   segment_rw_fd(job->seg), 0);
-	if (map == MAP_FAILED) {
-		r = -errno;
-		snprintf(job->error, sizeof job->error, "cannot map segment: %s",
-			 strerror(errno));
-		goto out;
-	}
-	/* In a --shm-dir tmpfs mounted huge=advise, this asks for 2 MiB
-	 * pages; /dev/shm gives none (measured: no effect there). */
-	if (broker.cfg.shm_dir != NULL)
-		madvise(map, job->size, MADV_HUGEPAGE);
-	if ((r = loader_copy(job, src, map)) < 0 ||
-	    (r = loader_unchanged(job, src, &st)) < 0 ||
-	    (r = job->provider->load(map, job->size, &job->state,
-				     &job->ntensors, job->error,
-				     sizeof job->error)) < 0)
-		goto out;
-	if ((r = segment_seal(job->seg)) < 0) {
-		snprintf(job->error, sizeof job->error,
-			 "cannot seal segment: %s", strerror(-r));
-		if (job->provider->unload(job->state) < 0)
-			log_warnx("%s: provider cleanup failed", job->path);
-		job->state = NULL;
-	}
+	if (r == 0)
+		job->checksum = bundle ? bundle_checksum(job->members,
+							 job->nmembers)
+				       : job->members[0].checksum;
 out:
-	if (map != MAP_FAILED)
-		munmap(map, job->size);
-	close(src);
-	if (job->promised > 0) { /* failed before its segment */
+	if (dir >= 0)
+		close(dir);
+	if (job->promised > 0) { /* failed before its last segment */
 		segment_unpromise(job->promised);
 		job->promised = 0;
 	}
-	if (r < 0 && job->seg != NULL) {
-		job->reclaimed = job->size;
-		segment_put(job->seg);
-		job->seg = NULL;
-	}
+	if (r < 0)
+		loader_release_members(job);
 	return r;
 }
 
@@ -362,11 +511,7 @@ static void
 loader_done_abandoned(struct load_job *job)
 {
 	loader_abandoned--;
-	if (job->result == 0) {
-		segment_put(job->seg);
-		if (job->provider->unload(job->state) < 0)
-			log_warnx("%s: provider cleanup failed", job->path);
-	}
+	loader_release_members(job);
 	log_info("abandoned load of %s finished; cleaned up", job->path);
 	free(job);
 }
@@ -378,10 +523,10 @@ loader_done(struct load_job *job)
 	struct load_result r = {
 		.result = job->result,
 		.error = job->error,
-		.segment = job->seg,
+		.members = job->members,
+		.nmembers = job->nmembers,
 		.size = job->size,
 		.checksum = job->checksum,
-		.state = job->state,
 		.ntensors = job->ntensors,
 		.reclaimed = job->reclaimed,
 	};
@@ -436,6 +581,22 @@ loader_cancel(struct load_job *job)
 	atomic_store(&job->cancel, true);
 }
 
+/* Removes the names of the segments job made so far; how many there
+ * were. */
+static int
+loader_unlink_names(struct load_job *job)
+{
+	unsigned made = atomic_load(&job->nsegments);
+	char name[NAMES_SHM_MAX];
+	int n = 0;
+
+	for (unsigned i = 0; i < made; i++)
+		if (segment_name_member(name, sizeof name, job->segment,
+					i) == 0)
+			n += segment_unlink_name(name);
+	return n;
+}
+
 int
 loader_abandon(struct load_job *job)
 {
@@ -444,10 +605,11 @@ loader_abandon(struct load_job *job)
 	loader_abandoned++;
 	log_warnx("the load of %s did not stop in time (blocked in a read?); "
 		  "abandoned", job->path);
-	/* The thread still owns the descriptor and the reservation (so
-	 * nothing is freed yet); the name goes now, so nothing is left if the
-	 * broker exits first. */
-	return segment_unlink_name(job->segment);
+	/* The thread still owns the descriptors and the reservation (so
+	 * nothing is freed yet); the names it made go now, so nothing is left
+	 * if the broker exits first (one it makes later goes when it
+	 * returns). */
+	return loader_unlink_names(job);
 }
 
 uint64_t

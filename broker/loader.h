@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loader.h - copying a model file into a new segment on a thread of its
- * own (loader.c).  The loader knows files, providers and segments, not
- * models: it reports to its caller through two callbacks, run on the main
- * loop in order: once the file's size is known, and once it finished.
+ * loader.h - copying a model file, or every file of a bundle, into new
+ * segments on a thread of its own (loader.c).  The loader knows files,
+ * providers and segments, not models: it reports to its caller through
+ * two callbacks, run on the main loop in order: once the files' size is
+ * known, and once it finished.
  */
 #ifndef MBROKER_LOADER_H
 #define MBROKER_LOADER_H
@@ -12,20 +13,21 @@
 #include <stdint.h>
 
 struct provider;
-struct segment;
+struct member;
 struct load_job;
 
-/* What a finished load produced, lent to the done callback: it takes the
- * segment (one reference) and the provider state on success. */
+/* What a finished load produced, lent to the done callback: on success it
+ * takes the members (the array, each one's segment reference and provider
+ * state). */
 struct load_result {
 	int result; /* 0 or MB_E* / -errno */
 	const char *error;
-	struct segment *segment;
-	uint64_t size;
-	uint64_t checksum;
-	void *state;
-	size_t ntensors;
-	uint64_t reclaimed; /* bytes of a segment it made, then removed */
+	struct member *members; /* in name order; one for a single file */
+	unsigned nmembers;
+	uint64_t size;     /* of every member */
+	uint64_t checksum; /* the file's, or the bundle's (bundle.h) */
+	size_t ntensors;   /* of every member */
+	uint64_t reclaimed; /* bytes of segments it made, then removed */
 };
 
 struct loader_calls {
@@ -37,8 +39,9 @@ struct loader_calls {
 	void (*done)(void *ctx, const struct load_result *r);
 };
 
-/* Starts copying path into the segment segment_name (provider p checks it)
- * on a thread; calls report to ctx.  promised: room the caller promised
+/* Starts copying path into the segment segment_name (provider p checks
+ * it), or for provider_bundle each file beneath the directory path into
+ * segment_name_member(segment_name, i), on a thread; calls report to ctx.  promised: room the caller promised
  * it (segment_promise), which the job gives back.  NULL with *err
  * (-errno) on failure (the promise is then still the caller's). */
 struct load_job *loader_start(const char *segment_name, const char *path,
@@ -47,11 +50,11 @@ struct load_job *loader_start(const char *segment_name, const char *path,
 			      int *err);
 /* Asks the job to stop early (it still reports completion). */
 void loader_cancel(struct load_job *job);
-/* Gives up on a job: it will not report; its segment's name is removed
- * now and its thread cleans up alone when it returns.  Returns 1 when a
- * segment name was removed. */
+/* Gives up on a job: it will not report; its segments' names are removed
+ * now and its thread cleans up alone when it returns.  Returns how many
+ * segment names were removed. */
 int loader_abandon(struct load_job *job);
-/* Bytes copied so far, and the file's size (0 until known). */
+/* Bytes copied so far, and the files' size (0 until known). */
 uint64_t loader_progress(const struct load_job *job);
 uint64_t loader_total(const struct load_job *job);
 /* Abandoned jobs whose thread has not returned yet. */

@@ -225,7 +225,7 @@ mbrokerd_preload(void)
 			snprintf(path, sizeof path, "%s", p->path);
 		}
 		lr.path = path;
-		lr.provider = provider_for_path(path);
+		lr.provider = provider_auto(path);
 		if (load_begin(p->name, &lr, NULL, NULL) < 0) {
 			log_error("--model %s: cannot start its load", p->name);
 			return -1;

@@ -45,10 +45,16 @@
 /* Descriptors one connection costs the broker at most: its socket, its
  * pidfd and CONN_MAX_FDS queued. */
 #define CONN_FDS_EACH (2 + CONN_MAX_FDS)
+/* Most segments the broker holds at once, of all models and generations
+ * (a bundle has one per file). */
+#define BROKER_MAX_SEGMENTS 2048
 /* Descriptors kept apart from connections: the broker's own (event base,
- * sockets, pipes, semaphore, mirror, metrics) and two per model (its
- * segment, and a load's source file). */
-#define BROKER_FD_RESERVE (64 + 2 * BROKER_MAX_MODELS)
+ * sockets, pipes, semaphore, mirror, metrics), one per segment, two per
+ * model for a load (its source file or directory and a member), and the
+ * directories a bundle's walk holds open (one per level; a member name of
+ * BUNDLE_NAME_MAX bytes has at most 128). */
+#define BROKER_FD_RESERVE (64 + BROKER_MAX_SEGMENTS + 2 * BROKER_MAX_MODELS \
+			   + 128)
 
 /* log.c */
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
@@ -164,10 +170,14 @@ struct provider {
 };
 extern const struct provider provider_raw;
 extern const struct provider provider_safetensors;
-/* The provider called name ("raw", "safetensors"), or NULL. */
+extern const struct provider provider_bundle;
+/* The provider called name ("raw", "safetensors", "bundle"), or NULL. */
 const struct provider *provider_find(const char *name);
 /* The provider a path implies: safetensors for *.safetensors, else raw. */
 const struct provider *provider_for_path(const char *path);
+/* The format "auto" gives path: a directory is a bundle, else by its
+ * name (provider_for_path). */
+const struct provider *provider_auto(const char *path);
 
 /* ackwait.c */
 /* Creates the ack semaphore and its waiter thread; wake runs in the main

@@ -2,7 +2,8 @@
 /*
  * pss.c - the proportional set size of a model's pages in one holder:
  * the Pss lines of its /proc/PID/smaps entries that map the model's
- * segments (by name; " (deleted)" follows an unlinked one), each
+ * segments, every member's of a bundle (by name; " (deleted)" follows an
+ * unlinked one), each
  * holder's smaps read once for every model it holds.  With one copy
  * shared by N workers, each holder's share is about size / N: "X once
  * plus Y per worker" is the model's bytes plus these.
@@ -21,7 +22,8 @@
 #include "registry.h"
 
 /* The model whose segment a smaps header maps, or NULL: the path holds
- * prefix, then NAME.GENERATION-TOKEN (NAME may itself hold dots). */
+ * prefix, then NAME.GENERATION-TOKEN, and .MEMBER for a bundle's member
+ * after its first (NAME may itself hold dots). */
 static struct model *
 pss_model_of(const char *line, const char *prefix)
 {

@@ -22,6 +22,7 @@
 #include "loader.h"
 #include "mbrokerd.h"
 #include "registry.h"
+#include "bundle.h"
 #include "segment.h"
 
 struct model {
@@ -370,7 +371,7 @@ registry_generation_promote(struct model *m)
 	struct generation *next = model_next_generation(m);
 	struct generation *old = model_current(m);
 
-	if (next == NULL || next->segment == NULL)
+	if (next == NULL || next->members == NULL)
 		fatalx("model %s: promoting a generation that is not loaded",
 		       m->name);
 	if (old != NULL)
@@ -380,33 +381,57 @@ registry_generation_promote(struct model *m)
 	return old;
 }
 
+/* Lets go of what member x holds; counts a name removed in *unlinked and
+ * its bytes in *freed when nobody holds it. */
+static void
+registry_member_release(const struct generation *g, struct member *x,
+			uint64_t *freed, unsigned *unlinked)
+{
+	int r;
+
+	if (x->provider_state != NULL &&
+	    x->provider->unload(x->provider_state) < 0)
+		log_warnx("model %s: the %s provider's unload hook failed; "
+			  "going on", g->model->name, x->provider->name);
+	x->provider_state = NULL;
+	if ((r = segment_unlink(x->segment)) < 0) {
+		log_warn("model %s: cannot unlink %s; going on", g->model->name,
+			 segment_name(x->segment));
+	} else if (r > 0) {
+		(*unlinked)++;
+		if (g->nleases == 0)
+			*freed += x->size;
+	}
+	/* Its holders keep their own references: the bytes stay counted
+	 * until the last of them lets go. */
+	segment_put(x->segment);
+	x->segment = NULL;
+}
+
 void
 registry_generation_release(struct generation *g, uint64_t *freed,
 			    unsigned *unlinked)
 {
-	struct model *m = g->model;
-	int r;
-
-	if (g->provider_state != NULL &&
-	    g->provider->unload(g->provider_state) < 0)
-		log_warnx("model %s: the %s provider's unload hook failed; "
-			  "going on", m->name, g->provider->name);
-	g->provider_state = NULL;
-	if (g->segment == NULL)
+	if (g->members == NULL)
 		return;
-	if ((r = segment_unlink(g->segment)) < 0) {
-		log_warn("model %s: cannot unlink %s; going on", m->name,
-			 segment_name(g->segment));
-	} else if (r > 0) {
-		(*unlinked)++;
-		if (g->nleases == 0)
-			*freed += g->size;
-	}
-	/* Its holders keep their own references: the bytes stay counted
-	 * until the last of them lets go. */
-	segment_put(g->segment);
-	g->segment = NULL;
-	mirror_model_changed(m->slot);
+	for (unsigned i = 0; i < g->nmembers; i++)
+		registry_member_release(g, &g->members[i], freed, unlinked);
+	free(g->members);
+	g->members = NULL;
+	g->nmembers = 0;
+	mirror_model_changed(g->model->slot);
+}
+
+bool
+generation_is_bundle(const struct generation *g)
+{
+	return g->provider == &provider_bundle;
+}
+
+const char *
+generation_segment_name(const struct generation *g)
+{
+	return g->members != NULL ? segment_name(g->members[0].segment) : "";
 }
 
 void
@@ -414,7 +439,7 @@ registry_generation_remove(struct generation *g)
 {
 	struct model *m = g->model;
 
-	if (g->segment != NULL || g->job != NULL || g->nleases > 0)
+	if (g->members != NULL || g->job != NULL || g->nleases > 0)
 		fatalx("model %s: generation %" PRIu64 " removed while it "
 		       "still holds resources", m->name, g->number);
 	TAILQ_REMOVE(&m->generations, g, entry);
@@ -451,12 +476,12 @@ registry_generation_json(const struct generation *g)
 		json_object_set_new(o, "bytes_done",
 				    json_integer((json_int_t)loader_progress(
 					    g->job)));
-	if (g->segment != NULL) {
+	if (g->members != NULL) {
 		snprintf(sum, sizeof sum, "%016" PRIx64, g->checksum);
 		json_object_set_new(o, "checksum", json_string(sum));
-		if (segment_name(g->segment)[0] != '\0')
+		if (generation_segment_name(g)[0] != '\0')
 			json_object_set_new(o, "segment", json_string(
-				segment_name(g->segment)));
+				generation_segment_name(g)));
 	}
 	if (g->role == GENERATION_DRAINING) {
 		int64_t left = g->drain_deadline_ms - clock_monotonic_ms();
@@ -501,10 +526,12 @@ registry_model_json(const struct model *m)
 				    json_integer((json_int_t)g->ntensors));
 		json_object_set_new(o, "load_ms", json_integer(g->load_ms));
 	}
-	if (g != NULL && g->segment != NULL &&
-	    segment_name(g->segment)[0] != '\0')
+	if (g != NULL && generation_segment_name(g)[0] != '\0')
 		json_object_set_new(o, "segment",
-				    json_string(segment_name(g->segment)));
+				    json_string(generation_segment_name(g)));
+	if (g != NULL && generation_is_bundle(g) && g->members != NULL)
+		json_object_set_new(o, "members",
+				    json_integer((json_int_t)g->nmembers));
 	if (m->state == MODEL_ERROR)
 		json_object_set_new(o, "error", json_string(m->error));
 	json_object_set_new(o, "pinned", json_boolean(model_pinned(m)));
@@ -529,16 +556,15 @@ registry_clear(void)
 	registry_npins = 0;
 	while ((m = TAILQ_FIRST(&registry_models)) != NULL) {
 		while ((g = TAILQ_FIRST(&m->generations)) != NULL) {
-			if (g->segment != NULL &&
-			    segment_name(g->segment)[0] != '\0')
-				log_warnx("model %s: unlinking %s at exit",
-					  m->name, segment_name(g->segment));
-			if (g->provider_state != NULL)
-				g->provider->unload(g->provider_state);
-			if (g->segment != NULL) {
-				segment_unlink(g->segment);
-				segment_put(g->segment);
-			}
+			uint64_t freed = 0;
+			unsigned unlinked = 0;
+
+			if (generation_segment_name(g)[0] != '\0')
+				log_warnx("model %s: unlinking %s%s at exit",
+					  m->name, generation_segment_name(g),
+					  g->nmembers > 1 ? " and the other "
+					  "segments of its bundle" : "");
+			registry_generation_release(g, &freed, &unlinked);
 			TAILQ_REMOVE(&m->generations, g, entry);
 			free(g);
 		}

@@ -21,7 +21,7 @@
 #include "mbroker.h"
 
 struct provider;
-struct segment;
+struct member;
 struct load_job;
 
 enum model_state {
@@ -52,14 +52,16 @@ struct generation {
 	struct model *model;
 	uint64_t number;
 	enum generation_role role;
-	const struct provider *provider;
+	const struct provider *provider; /* provider_bundle for a bundle */
 	char path[PATH_MAX];
 	struct load_job *job;      /* the loader's, while it copies */
-	struct segment *segment;   /* once loaded, until released */
-	void *provider_state;
+	/* Its files (bundle.h), each with a segment, in name order; one for
+	 * a single file.  Set once loaded, until released (then NULL). */
+	struct member *members;
+	unsigned nmembers;
 	size_t ntensors;
-	uint64_t size;
-	uint64_t checksum;
+	uint64_t size;     /* of every member */
+	uint64_t checksum; /* the file's, or the bundle's */
 	int64_t load_started_ms;
 	int64_t load_ms;
 	unsigned nleases;          /* attachments of it (lease.c) */
@@ -125,17 +127,21 @@ unsigned model_leases(const struct model *m);
 struct generation *registry_generation_new(struct model *m,
 					   const struct provider *provider,
 					   const char *path);
-/* The next generation is loaded (segment and provider state set): it
- * becomes current; the one it replaces, if any, is returned, draining. */
+/* The next generation is loaded (its members set): it becomes current; the one it replaces, if any, is returned, draining. */
 struct generation *registry_generation_promote(struct model *m);
-/* Frees what g holds: the provider's unload hook (a failure is logged and
- * the rest goes on), its segment's name and its reference.  Bytes whose
- * name it removed while nobody held them are added to *freed, names
- * removed to *unlinked.  g stays listed while leases hold it. */
+/* Frees what g holds: for each member the provider's unload hook (a
+ * failure is logged and the rest goes on), its segment's name and its
+ * reference.  Bytes whose name it removed while nobody held them are
+ * added to *freed, names removed to *unlinked.  g stays listed while
+ * leases hold it. */
 void registry_generation_release(struct generation *g, uint64_t *freed,
 				 unsigned *unlinked);
 /* Drops g from its model once it holds nothing (released, unleased). */
 void registry_generation_remove(struct generation *g);
+/* Whether g is a bundle (a model made of many files). */
+bool generation_is_bundle(const struct generation *g);
+/* The shm name of g's first segment, or "" (not loaded, or unlinked). */
+const char *generation_segment_name(const struct generation *g);
 /* A lease of g was taken (+1) or given back (-1). */
 void registry_generation_leased(struct generation *g, int delta);
 

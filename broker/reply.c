@@ -34,6 +34,13 @@ struct pending {
 void
 reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd)
 {
+	reply_ok_fds(c, id, body, &pass_fd, pass_fd >= 0);
+}
+
+void
+reply_ok_fds(struct conn *c, json_t *id, json_t *body, const int *fds,
+	     unsigned nfds)
+{
 	json_t *o = body != NULL ? json_copy(body) : json_object();
 
 	json_decref(body);
@@ -41,7 +48,7 @@ reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd)
 		return;
 	json_object_set(o, "id", id != NULL ? id : json_null());
 	json_object_set_new(o, "ok", json_true());
-	if (conn_send(c, o, pass_fd) == -EMSGSIZE)
+	if (conn_send(c, o, fds, nfds) == -EMSGSIZE)
 		reply_error(c, id, MB_EINTERNAL, NULL, "the reply is over the "
 			    "%d-byte message limit", WIRE_MAX_REPLY);
 	json_decref(o);
@@ -93,7 +100,7 @@ reply_error(struct conn *c, json_t *id, int code, json_t *extra,
 	o = json_pack("{s:O, s:b, s:o}", "id", id != NULL ? id : json_null(),
 		      "ok", 0, "error", err);
 	if (o != NULL) {
-		conn_send(c, o, -1);
+		conn_send(c, o, NULL, 0);
 		json_decref(o);
 	}
 }

@@ -18,6 +18,9 @@ TAILQ_HEAD(pending_list, pending);
 
 /* Reply helpers; body and extra are taken (may be NULL). */
 void reply_ok(struct conn *c, json_t *id, json_t *body, int pass_fd);
+/* reply_ok with nfds descriptors (at most MB_FDS_PER_MESSAGE). */
+void reply_ok_fds(struct conn *c, json_t *id, json_t *body, const int *fds,
+		  unsigned nfds);
 void reply_error(struct conn *c, json_t *id, int code, json_t *extra,
 		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

@@ -2,13 +2,16 @@
 /*
  * req_attach.c - the worker's requests: attach (a lease of the model's
  * current generation; the reply carries a read-only descriptor of its
- * segment with SCM_RIGHTS), detach (one attachment) and ack (everything
- * this connection holds, as after an unload or shutdown event).
+ * segment with SCM_RIGHTS, or for a bundle its members and the first
+ * page of their descriptors), members (a further page of a bundle's
+ * descriptors), detach (one attachment) and ack (everything this
+ * connection holds, as after an unload or shutdown event).
  */
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "mbrokerd.h"
+#include "bundle.h"
 #include "ops.h"
 #include "catalog.h"
 #include "conn.h"
@@ -54,8 +57,28 @@ req_attach_check(struct request *req, const char *name, struct model *m)
 	return 0;
 }
 
+/* A bundle's members as the attach reply lists them, in member order. */
+static json_t *
+req_attach_members(const struct generation *g)
+{
+	json_t *list = json_array();
+	char sum[17];
+
+	for (unsigned i = 0; i < g->nmembers; i++) {
+		const struct member *x = &g->members[i];
+
+		snprintf(sum, sizeof sum, "%016" PRIx64, x->checksum);
+		json_array_append_new(list, json_pack(
+			"{s:s, s:s, s:I, s:s}", "name", x->name, "format",
+			x->provider->name, "size", (json_int_t)x->size,
+			"checksum", sum));
+	}
+	return list;
+}
+
 /* Grants c an attachment of m's current generation: the reply carries
- * its descriptor.  Also how an attach that waited for an autoload is
+ * its descriptor (a bundle's: its members, and the first page of their
+ * descriptors).  Also how an attach that waited for an autoload is
  * answered (load_attach_fn). */
 static void
 req_attach_grant(struct conn *c, json_t *id, void *model)
@@ -63,7 +86,10 @@ req_attach_grant(struct conn *c, json_t *id, void *model)
 	struct model *m = model;
 	struct generation *g = model_current(m);
 	const char *name = model_name(m);
+	int fds[MB_FDS_PER_MESSAGE];
+	unsigned nfds;
 	struct lease *l;
+	json_t *body;
 	char sum[17];
 
 	if (lease_count(c) >= MB_MAX_ATTACHMENTS) {
@@ -80,13 +106,18 @@ req_attach_grant(struct conn *c, json_t *id, void *model)
 	log_info("model %s: attached by pid %ld (attachment %" PRIu64
 		 ", generation %" PRIu64 ", %u attached)", name, (long)c->pid,
 		 lease_id(l), g->number, model_leases(m));
-	reply_ok(c, id,
-		 json_pack("{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment",
-			   (json_int_t)lease_id(l), "name", name, "format",
-			   g->provider->name, "generation",
-			   (json_int_t)g->number, "size", (json_int_t)g->size,
-			   "checksum", sum),
-		 segment_fd(g->segment));
+	body = json_pack("{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment",
+			 (json_int_t)lease_id(l), "name", name, "format",
+			 g->provider->name, "generation", (json_int_t)g->number,
+			 "size", (json_int_t)g->size, "checksum", sum);
+	nfds = lease_descriptors(l, 0, fds);
+	if (generation_is_bundle(g)) {
+		json_object_set_new(body, "members", req_attach_members(g));
+		json_object_set_new(body, "descriptors",
+				    json_pack("{s:i, s:i}", "from", 0, "count",
+					      (int)nfds));
+	}
+	reply_ok_fds(c, id, body, fds, nfds);
 }
 
 /* With --autoload: an attach of a catalog model that is not loaded loads
@@ -165,6 +196,50 @@ req_detach(struct request *req)
 	reply_ok(req->conn, req->id, NULL, -1);
 }
 
+/* A further page of a bundle attachment's descriptors, from member
+ * "from" on. */
+static void
+req_members(struct request *req)
+{
+	const json_t *id = json_object_get(req->msg, "attachment");
+	const json_t *from = json_object_get(req->msg, "from");
+	int fds[MB_FDS_PER_MESSAGE];
+	struct lease *l;
+	unsigned nfds;
+
+	if (!json_is_integer(id)) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"attachment\" must be an integer");
+		return;
+	}
+	if ((l = lease_find(req->conn, (uint64_t)json_integer_value(id))) ==
+	    NULL) {
+		reply_error(req->conn, req->id, MB_ENOTATTACHED, NULL,
+			    "no attachment %lld on this connection",
+			    (long long)json_integer_value(id));
+		return;
+	}
+	if (!generation_is_bundle(lease_generation(l))) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "attachment %lld is of a single file: its "
+			    "descriptor came with the attach reply",
+			    (long long)json_integer_value(id));
+		return;
+	}
+	if (!json_is_integer(from) || json_integer_value(from) < 0 ||
+	    json_integer_value(from) >= (json_int_t)lease_members(l)) {
+		reply_error(req->conn, req->id, MB_EBADREQ, NULL,
+			    "\"from\" must be an integer from 0 to %u",
+			    lease_members(l) - 1);
+		return;
+	}
+	nfds = lease_descriptors(l, (unsigned)json_integer_value(from), fds);
+	reply_ok_fds(req->conn, req->id,
+		     json_pack("{s:O, s:O, s:i}", "attachment", id, "from",
+			       from, "count", (int)nfds),
+		     fds, nfds);
+}
+
 static void
 req_ack(struct request *req)
 {
@@ -181,6 +256,7 @@ req_ack(struct request *req)
 
 const struct request_entry req_attach_entries[] = {
 	{"attach", req_attach, RIGHT_USE},
+	{"members", req_members, RIGHT_USE},
 	{"detach", req_detach, RIGHT_USE},
 	{"ack", req_ack, RIGHT_USE},
 	{NULL, NULL, RIGHT_NONE},

@@ -29,12 +29,13 @@ req_load_provider(struct request *req, const char *path)
 
 	if (format == NULL || (json_is_string(format) &&
 			       strcmp(json_string_value(format), "auto") == 0))
-		return provider_for_path(path);
+		return provider_auto(path);
 	if (json_is_string(format) &&
 	    (p = provider_find(json_string_value(format))) != NULL)
 		return p;
 	reply_error(req->conn, req->id, MB_EBADREQ, NULL,
-		    "\"format\" must be \"raw\", \"safetensors\" or \"auto\"");
+		    "\"format\" must be \"raw\", \"safetensors\", \"bundle\" "
+		    "or \"auto\"");
 	return NULL;
 }
 

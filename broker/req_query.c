@@ -41,7 +41,7 @@ req_stats(struct request *req)
 
 	for (m = registry_next(NULL); m != NULL; m = registry_next(m))
 		for (g = NULL; (g = model_generations(m, g)) != NULL;)
-			if (g->segment != NULL)
+			if (g->members != NULL)
 				shared += g->size;
 	reply_ok(req->conn, req->id,
 		 json_pack("{s:I, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:I,"
@@ -138,7 +138,7 @@ req_memory(struct request *req)
 		uint64_t bytes = 0;
 
 		for (g = NULL; (g = model_generations(m, g)) != NULL;)
-			if (g->segment != NULL)
+			if (g->members != NULL)
 				bytes += g->size;
 		objs[model_slot(m)] = json_pack("{s:s, s:I, s:i, s:[]}", "name",
 						model_name(m), "bytes",

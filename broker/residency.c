@@ -110,7 +110,7 @@ residency_holders(char *buf, size_t len)
 		char *list;
 		int n;
 
-		if (g == NULL || g->segment == NULL)
+		if (g == NULL || g->members == NULL)
 			continue;
 		pids = json_array();
 		lease_model_pids(m, pids);

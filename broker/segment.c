@@ -7,7 +7,8 @@
  * a full /dev/shm is a load error instead of a SIGBUS in a worker; pages
  * that loads in progress have yet to take count as taken), counted against
  * the --max-shm-bytes budget until the last reference goes, sealed
- * read-only once filled.  They live in /dev/shm, or in --shm-dir (a tmpfs
+ * read-only once filled (mode 0400, or 0440 for the --allow-gid group).
+ * They live in /dev/shm, or in --shm-dir (a tmpfs
  * mounted with huge=, so 2 MiB pages back them).
  */
 #include <errno.h>
@@ -85,6 +86,8 @@ static struct segment *segment_filling;
 static atomic_uint_fast64_t segment_held;
 /* Bytes promised to loads between their room check and their claim. */
 static atomic_uint_fast64_t segment_promised;
+/* Segments that exist, against BROKER_MAX_SEGMENTS. */
+static atomic_uint segment_live;
 
 void
 segment_promise(uint64_t size)
@@ -240,6 +243,22 @@ segment_name_for(char *buf, size_t len, const char *model, uint64_t gen)
 }
 
 int
+segment_name_member(char *buf, size_t len, const char *base,
+		    unsigned member)
+{
+	int n = member == 0 ? snprintf(buf, len, "%s", base)
+			    : snprintf(buf, len, "%s.%u", base, member);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+unsigned
+segment_count(void)
+{
+	return atomic_load(&segment_live);
+}
+
+int
 segment_unlink_name(const char *name)
 {
 	return segment_remove(name) == 0 ? 1 : 0;
@@ -263,6 +282,12 @@ segment_create(const char *name, uint64_t size, uint64_t promised,
 	pthread_mutex_lock(&segment_lock);
 	/* Its own promise becomes the claim (or goes, if it fails). */
 	segment_unpromise(promised);
+	if (atomic_load(&segment_live) >= BROKER_MAX_SEGMENTS) {
+		*result = MB_ELIMIT;
+		snprintf(err, errlen, "the broker holds %d segments, its most",
+			 BROKER_MAX_SEGMENTS);
+		goto fail;
+	}
 	if ((*result = segment_space_fits(size,
 					  (int64_t)atomic_load(&segment_promised),
 					  err, errlen)) < 0 ||
@@ -278,6 +303,7 @@ segment_create(const char *name, uint64_t size, uint64_t promised,
 		goto fail;
 	}
 	s->named = true;
+	atomic_fetch_add(&segment_live, 1);
 	if (ftruncate(s->rw_fd, (off_t)size) < 0) {
 		*result = errno == ENOSPC ? MB_ENOSPACE : -errno;
 		snprintf(err, errlen, "cannot size segment %s to %" PRIu64
@@ -320,6 +346,7 @@ segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 int
 segment_seal(struct segment *s)
 {
+	gid_t gid = broker.cfg.allow_gid;
 	char path[64];
 	int r = 0;
 
@@ -327,7 +354,10 @@ segment_seal(struct segment *s)
 	segment_unfill(s);
 	pthread_mutex_unlock(&segment_lock);
 	snprintf(path, sizeof path, "/proc/self/fd/%d", s->rw_fd);
-	if (fchmod(s->rw_fd, 0400) < 0 ||
+	/* Readable by the --allow-gid group's workers through the
+	 * descriptor they received (/proc/self/fd/N); writable by none. */
+	if ((gid != 0 && fchown(s->rw_fd, (uid_t)-1, gid) < 0) ||
+	    fchmod(s->rw_fd, gid != 0 ? 0440 : 0400) < 0 ||
 	    (s->ro_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		r = -errno;
 	close(s->rw_fd);
@@ -394,6 +424,7 @@ segment_put(struct segment *s)
 	if (s->ro_fd >= 0)
 		close(s->ro_fd);
 	atomic_fetch_sub(&segment_held, s->size);
+	atomic_fetch_sub(&segment_live, 1);
 	if (s->outlived)
 		log_info("segment %s: its last holder let go; %" PRIu64
 			 " bytes back to the budget", s->name, s->size);

@@ -19,6 +19,13 @@ struct segment;
 
 /* Fills buf with the shm name of the gen-th load of model; 0 or -errno. */
 int segment_name_for(char *buf, size_t len, const char *model, uint64_t gen);
+/* Fills buf with the name of a model's member-th segment (a bundle has one
+ * per file): base (segment_name_for) for the first, base.MEMBER after.
+ * 0 or -ENAMETOOLONG. */
+int segment_name_member(char *buf, size_t len, const char *base,
+			unsigned member);
+/* Segments that exist now (BROKER_MAX_SEGMENTS at most). */
+unsigned segment_count(void);
 /* Removes a segment's name while its creator still owns it (a load that
  * is abandoned); 1 when a name was removed, 0 when there was none. */
 int segment_unlink_name(const char *name);
@@ -46,7 +53,8 @@ int segment_rw_fd(const struct segment *s);
  * reason.  Thread-safe for disjoint parts. */
 int segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 			  char *err, size_t errlen);
-/* Makes the filled segment read-only for everyone (0400) and keeps a
+/* Makes the filled segment read-only for everyone (0400; 0440 and the
+ * group --allow-gid when it is given) and keeps a
  * read-only descriptor to hand out; the read-write one is closed (also on
  * failure).  Its pages no longer count as still to take.  0 or -errno. */
 int segment_seal(struct segment *s);

@@ -61,7 +61,7 @@ shutdown_notify(int64_t timeout_ms)
 	while ((c = conn_next(c)) != NULL) {
 		if (!c->hello)
 			continue;
-		conn_send(c, ev, -1);
+		conn_send(c, ev, NULL, 0);
 		if (lease_count(c) == 0)
 			continue;
 		if (conn_signal(c, broker.cfg.unload_signal) < 0)

@@ -141,7 +141,7 @@ unload_tell(struct conn *c, void *arg)
 {
 	struct unload_notice *n = arg;
 
-	conn_send(c, n->event, -1);
+	conn_send(c, n->event, NULL, 0);
 	if (n->signal != 0 && conn_signal(c, n->signal) < 0)
 		log_warn("model %s: cannot signal pid %ld", n->model,
 			 (long)c->pid);
@@ -517,7 +517,7 @@ unload_released(struct generation *g)
 	 * here. */
 	if (u == NULL && g->role == GENERATION_DRAINING && g->nleases == 0)
 		registry_generation_release(g, &freed, &unlinked);
-	if (g->role == GENERATION_DRAINING && g->segment == NULL &&
+	if (g->role == GENERATION_DRAINING && g->members == NULL &&
 	    g->nleases == 0) {
 		log_info("model %s: the last holder of generation %" PRIu64
 			 " let go", model_name(g->model), g->number);

@@ -14,14 +14,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mbroker.h"
 #include "wire.h"
 
 int
-wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
+wire_send_fds(int fd, const void *buf, size_t len, const int *fds,
+	      unsigned nfds, int flags)
 {
 	struct iovec iov = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * MB_FDS_PER_MESSAGE)];
 		struct cmsghdr align;
 	} control;
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -29,17 +31,19 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 
 	if (len > WIRE_MAX_REPLY)
 		return -EMSGSIZE;
-	if (pass_fd >= 0) {
+	if (nfds > MB_FDS_PER_MESSAGE)
+		return -EINVAL;
+	if (nfds > 0) {
 		struct cmsghdr *cmsg;
 
 		memset(&control, 0, sizeof control);
 		msg.msg_control = control.buf;
-		msg.msg_controllen = sizeof control.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		cmsg = CMSG_FIRSTHDR(&msg);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
 	}
 	do
 		n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
@@ -49,11 +53,18 @@ wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 	return (size_t)n == len ? 0 : -EIO;
 }
 
-/* Keeps the first descriptor of the control data, closes the others. */
-static int
-wire_take_fds(struct msghdr *msg)
+int
+wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags)
 {
-	int kept = -1;
+	return wire_send_fds(fd, buf, len, &pass_fd, pass_fd >= 0, flags);
+}
+
+/* Keeps the first max descriptors of the control data in fds, closes
+ * the others; returns how many were kept. */
+static size_t
+wire_take_fds(struct msghdr *msg, int *fds, size_t max)
+{
+	size_t kept = 0;
 
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL;
 	     c = CMSG_NXTHDR(msg, c)) {
@@ -66,8 +77,8 @@ wire_take_fds(struct msghdr *msg)
 			int fd;
 
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (kept < 0)
-				kept = fd;
+			if (kept < max)
+				fds[kept++] = fd;
 			else
 				close(fd);
 		}
@@ -76,11 +87,14 @@ wire_take_fds(struct msghdr *msg)
 }
 
 ssize_t
-wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
+wire_recv_fds(int fd, void *buf, size_t cap, int *fds, size_t max,
+	      size_t *count, int flags)
 {
 	struct iovec iov = {.iov_base = buf, .iov_len = cap};
+	/* Room for twice what a message may carry: more than that, the
+	 * kernel closes the rest itself (MSG_CTRUNC). */
 	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(2 * MB_FDS_PER_MESSAGE * sizeof(int))];
 		struct cmsghdr align;
 	} control;
 	struct msghdr msg = {.msg_iov = &iov,
@@ -88,21 +102,30 @@ wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
 			     .msg_control = control.buf,
 			     .msg_controllen = sizeof control.buf};
 	ssize_t n;
-	int passed;
 
-	*fd_out = -1;
+	*count = 0;
 	do
 		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	passed = wire_take_fds(&msg);
+	*count = wire_take_fds(&msg, fds, max);
 	if (msg.msg_flags & MSG_TRUNC) {
-		if (passed >= 0)
-			close(passed);
+		while (*count > 0)
+			close(fds[--*count]);
 		return -EMSGSIZE;
 	}
-	*fd_out = passed;
+	return n;
+}
+
+ssize_t
+wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags)
+{
+	size_t count;
+	ssize_t n = wire_recv_fds(fd, buf, cap, fd_out, 1, &count, flags);
+
+	if (count == 0)
+		*fd_out = -1;
 	return n;
 }
 

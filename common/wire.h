@@ -29,6 +29,10 @@
  * -EMSGSIZE or -errno.
  */
 int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
+/* The same with nfds descriptors (at most MB_FDS_PER_MESSAGE; -EINVAL
+ * past it) in one SCM_RIGHTS message. */
+int wire_send_fds(int fd, const void *buf, size_t len, const int *fds,
+		  unsigned nfds, int flags);
 
 /*
  * Receives one record into buf (cap bytes).  Returns its length, 0 at end
@@ -37,6 +41,14 @@ int wire_send(int fd, const void *buf, size_t len, int pass_fd, int flags);
  * else *fd_out is -1; extra descriptors are closed.
  */
 ssize_t wire_recv(int fd, void *buf, size_t cap, int *fd_out, int flags);
+
+/*
+ * wire_recv keeping up to max descriptors (close-on-exec) in fds and
+ * their number in *count; any beyond max are closed, and so are all of
+ * them when the record was too long.
+ */
+ssize_t wire_recv_fds(int fd, void *buf, size_t cap, int *fds, size_t max,
+		      size_t *count, int flags);
 
 /* Encodes msg compactly; returns a malloc'd string and its length in *len. */
 char *wire_encode(const json_t *msg, size_t *len);

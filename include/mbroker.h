@@ -12,6 +12,14 @@
  * When the broker replaces the model with a new generation it sends only an
  * event; the worker follows it with mb_follow_replace.
  *
+ * A model is one file or a bundle, a directory of up to MB_MAX_MEMBERS
+ * files ("members"): each member is mapped on its own, and mb_member_*
+ * reach them by index or by their path relative to the directory.  With
+ * MB_ATTACH_KEEP_FDS an attachment also keeps each member's read-only
+ * descriptor, so that code which only opens files by path can be given
+ * "/proc/self/fd/N" (mb_member_path) or a directory laid out like the
+ * bundle (mb_member_dir).
+ *
  * Conventions: functions return 0 (or a count) on success and a negative
  * MB_E* code on failure; system errors are returned as -errno.  Objects
  * created by a call are returned through an out-parameter and belong to the
@@ -44,6 +52,11 @@ extern "C" {
 #define MB_MAX_DIMS 8
 /* Most models one client may have attached at a time. */
 #define MB_MAX_ATTACHMENTS 256
+/* Most files in a bundle (a model made of many files). */
+#define MB_MAX_MEMBERS 256
+/* Most descriptors one broker message carries (an attach reply of a
+ * bundle, or a page of the members op). */
+#define MB_FDS_PER_MESSAGE 8
 
 /*
  * Error codes specific to mbroker; system errors are -errno.  The wire name
@@ -137,7 +150,8 @@ MB_EXPORT int mb_connect_ex(const char *socket_path, int64_t broker_uid,
 MB_EXPORT void mb_set_timeout(struct mb_client *client, int timeout_ms);
 
 /*
- * Unmaps every attachment still held, frees their handles and closes the
+ * Unmaps every attachment still held, closes their kept descriptors,
+ * removes their member directories, frees their handles and closes the
  * connection; the broker then releases them.  Accepts NULL.  Not
  * async-signal-safe.
  */
@@ -176,23 +190,105 @@ MB_EXPORT int mb_attach(struct mb_client *client, const char *name,
 MB_EXPORT int mb_attach_wait(struct mb_client *client, const char *name,
 			     int timeout_ms, struct mb_attachment **out);
 
+/* Options of mb_attach_ex. */
+#define MB_ATTACH_KEEP_FDS 0x1u /* keep each member's descriptor open */
+
+/*
+ * mb_attach with options: flags (MB_ATTACH_*), and wait_ms as
+ * mb_attach_wait (0: ask once, as mb_attach; -1: no bound).  Fetches every
+ * member's descriptor (a bundle's come 8 to a message: one more round
+ * trip per 8 members beyond the first 8), maps each read-only, checks
+ * nothing more than mb_attach does, and closes the descriptors unless
+ * MB_ATTACH_KEEP_FDS.  Returns what mb_attach and mb_attach_wait return,
+ * MB_EPROTOCOL when the broker's reply or descriptors do not match,
+ * and MB_EFORMAT when a bundle's *.safetensors.index.json is unusable
+ * (mb_last_error says why).  mb_attach(c, n, o) is
+ * mb_attach_ex(c, n, 0, 0, o), mb_attach_wait(c, n, t, o) is
+ * mb_attach_ex(c, n, 0, t, o).
+ */
+MB_EXPORT int mb_attach_ex(struct mb_client *client, const char *name,
+			   unsigned flags, int wait_ms,
+			   struct mb_attachment **out);
+
 /*
  * The attachment's read-only bytes and their size.  The pointer is valid
  * until mb_detach or mb_close; after mb_ack it reads as zeros (the shared
  * pages are already let go), so code interrupted by an acking signal
- * handler does not fault.
+ * handler does not fault.  For a bundle the data is NULL (its members are
+ * mapped apart: see mb_member_at) and the size is the members' total.
  */
 MB_EXPORT const void *mb_attachment_data(const struct mb_attachment *att);
 MB_EXPORT size_t mb_attachment_size(const struct mb_attachment *att);
-/* The model's name, format ("raw" or "safetensors") and load generation. */
+/* The model's name, format ("raw", "safetensors" or "bundle") and load
+ * generation. */
 MB_EXPORT const char *mb_attachment_name(const struct mb_attachment *att);
 MB_EXPORT const char *mb_attachment_format(const struct mb_attachment *att);
 MB_EXPORT uint64_t mb_attachment_generation(const struct mb_attachment *att);
-/* The XXH3-64 checksum the broker computed while loading. */
+/*
+ * The XXH3-64 checksum the broker computed while loading.  A bundle's is
+ * the XXH3-64 of, for each member in order, its name, one NUL byte, its
+ * size and its checksum (each 8 bytes little-endian): see docs/protocol.md.
+ */
 MB_EXPORT uint64_t mb_attachment_checksum(const struct mb_attachment *att);
 
+/* One file of a model.  Its strings and data live as long as the
+ * attachment; the data reads as zeros after mb_ack. */
+struct mb_member {
+	const char *name;   /* bundle: relative path ("en-us/mdef");
+			       single file: the model's name */
+	const char *format; /* "raw" or "safetensors" */
+	const void *data;   /* read-only mapping; NULL when size is 0 */
+	size_t size;
+	uint64_t checksum;  /* XXH3-64 of the member's bytes */
+};
+
+/* Number of members: 1 for a single file, in name order for a bundle. */
+MB_EXPORT size_t mb_member_count(const struct mb_attachment *att);
+/* The index-th member.  Returns 0 or -ERANGE. */
+MB_EXPORT int mb_member_at(const struct mb_attachment *att, size_t index,
+			   struct mb_member *out);
+/* The member called name (its path in the bundle).  Returns 0 or
+ * -ENOENT. */
+MB_EXPORT int mb_member_find(const struct mb_attachment *att,
+			     const char *name, struct mb_member *out);
+
 /*
- * Releases the attachment: unmaps it, tells the broker, frees the handle.
+ * Member 0's / member index's kept descriptor (read-only), or -1 when the
+ * attachment was made without MB_ATTACH_KEEP_FDS, the index is out of
+ * range or mb_ack closed it.  Owned by the attachment: closed by
+ * mb_detach, mb_ack, mb_close; do not close it yourself (dup it to keep
+ * it longer).
+ */
+MB_EXPORT int mb_attachment_fd(const struct mb_attachment *att);
+MB_EXPORT int mb_member_fd(const struct mb_attachment *att, size_t index);
+
+/*
+ * Writes "/proc/self/fd/N" of member index's kept descriptor into buf: a
+ * path that any file-opening code of this process can open (read-only)
+ * while the attachment lives.  Returns 0, -EBADF (no kept descriptors),
+ * -ERANGE (no such member) or -ENAMETOOLONG.
+ */
+MB_EXPORT int mb_member_path(const struct mb_attachment *att, size_t index,
+			     char *buf, size_t len);
+
+/*
+ * Lays out a private directory (mkdtemp under $TMPDIR or /tmp, mode 0700)
+ * holding one symlink per member at its relative path (subdirectories
+ * made 0700), each pointing to that member's /proc/self/fd/N; for a
+ * single-file model one link named after the model.  Writes its path
+ * into buf: code that wants a model directory can be given it.  Made once
+ * per attachment (later calls give the same path); removed by mb_detach,
+ * mb_ack and mb_close (a process killed before leaves it behind, its
+ * links dangling).  Returns 0, -EBADF without MB_ATTACH_KEEP_FDS (or
+ * after mb_ack), -ENAMETOOLONG, or -errno of the file system.  The links
+ * resolve only in this process.
+ */
+MB_EXPORT int mb_member_dir(struct mb_attachment *att, char *buf, size_t len);
+
+/*
+ * Releases the attachment: unmaps it (every member), closes its kept
+ * descriptors, removes its member directory, tells the broker, frees the
+ * handle.
  * Accepts NULL.  Returns 0 or a system error of the notification (the
  * mapping is gone and the handle freed in every case).
  */
@@ -208,12 +304,21 @@ struct mb_tensor {
 	size_t nbytes;
 };
 
-/* Number of tensors (0 for a raw model). */
+/*
+ * The tensors of every safetensors member: a single safetensors file's, or
+ * all the shards of a bundle.  Number of tensors (0 for a raw model).
+ */
 MB_EXPORT size_t mb_tensor_count(const struct mb_attachment *att);
-/* The index-th tensor, in name order.  Returns 0 or MB_ENOTENSOR. */
+/* The index-th tensor: members in order, tensors in name order within
+ * each.  Returns 0 or MB_ENOTENSOR. */
 MB_EXPORT int mb_tensor_at(const struct mb_attachment *att, size_t index,
 			   struct mb_tensor *out);
-/* The tensor called name.  Returns 0 or MB_ENOTENSOR. */
+/*
+ * The tensor called name.  In a bundle with a *.safetensors.index.json
+ * at its top level, the index's weight_map says which shard holds it (a
+ * name not in it is MB_ENOTENSOR); without one, the safetensors members
+ * are searched in order.  Returns 0 or MB_ENOTENSOR.
+ */
 MB_EXPORT int mb_tensor_find(const struct mb_attachment *att, const char *name,
 			     struct mb_tensor *out);
 
@@ -268,7 +373,9 @@ MB_EXPORT int mb_next_event(struct mb_client *client, struct mb_event *out);
  * still mapped: the old generation stays readable until the broker's
  * drain deadline, and the call may be retried.  Once it has moved, the
  * old attachment's data and tensors are gone: look them up again in the
- * new *att.  A worker holding several attachments calls it for each.
+ * new *att.  The new attachment is made with the flags the old one was
+ * (MB_ATTACH_KEEP_FDS).  A worker holding several attachments calls it
+ * for each.
  */
 MB_EXPORT int mb_follow_replace(struct mb_client *client,
 				struct mb_attachment **att,
@@ -278,7 +385,8 @@ MB_EXPORT int mb_follow_replace(struct mb_client *client,
  * Tells the broker this worker is done with everything it attached: lets
  * go of every mapping (zero pages take the segment's place, so a read in
  * progress goes on harmlessly), sends the acknowledgement and posts the
- * broker's ack semaphore.  Async-signal-safe and safe to call from another
+ * broker's ack semaphore.  Kept descriptors are closed and member
+ * directories removed too.  Async-signal-safe and safe to call from another
  * thread; may be called more than once.  Handles stay allocated until
  * mb_detach or mb_close, and their data reads as zeros meanwhile.  Returns
  * 0 or -errno of the send (the shared pages are let go in every case).

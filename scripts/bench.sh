@@ -11,6 +11,8 @@
 #   BENCH_SHUTDOWN_WORKERS ("1 8 32 64")  BENCH_CLIENTS ("1 8 32")
 #   BENCH_SECONDS (2, per control-plane figure)  BENCH_INSTALL (1)
 #   BENCH_REPLACE_WORKERS (cores - 1)  BENCH_REPLACE_SECONDS (2, at rest and after)
+#   BENCH_TORCH_WORKERS (8; 0 skips scenario 11)  BENCH_TORCH_PASSES (2)
+#   BENCH_TORCH_REPS (1: a run takes minutes on 2 cores)
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -29,6 +31,11 @@ BENCH_CROWD=${BENCH_CROWD:-"200 256"}
 cores=$(nproc)
 BENCH_REPLACE_WORKERS=${BENCH_REPLACE_WORKERS:-$((cores > 1 ? cores - 1 : 1))}
 BENCH_REPLACE_SECONDS=${BENCH_REPLACE_SECONDS:-2}
+# Scenario 11: a PyTorch pool (examples/torch_asr_pool.py), shared and
+# private.
+BENCH_TORCH_WORKERS=${BENCH_TORCH_WORKERS:-8}
+BENCH_TORCH_PASSES=${BENCH_TORCH_PASSES:-2}
+BENCH_TORCH_REPS=${BENCH_TORCH_REPS:-1}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
 HUGE="$RUN/huge"
@@ -471,5 +478,75 @@ record "many models" "cold attach / explicit load + attach" x "${ratio[@]}"
 record "many models" "load that evicts one model" ms "${evicting[@]}"
 record "many models" "the same load with room" ms "${plain[@]}"
 record "many models" "eviction cost (difference)" ms "${cost[@]}"
+
+say "== 11. PyTorch ASR pool: the shared mapping against private copies"
+# BENCH_TORCH_WORKERS workers of examples/torch_asr_pool.py (wav2vec2_base,
+# 378 MB of fp32 weights) each run BENCH_TORCH_PASSES passes on a second
+# of espeak-ng speech over the broker's mapping, then as many workers with
+# a private copy each; from each pool's lines: the Pss of the model's
+# pages in all its workers over one copy, the whole-process Pss of the
+# pool, each worker's time from its start to its first logits, and the
+# passes.  The shared pool is let go by an unload, which every worker acks.
+examples="$(dirname "$0")/../examples"
+# torch_pool MODE ARGS...: one run of the pool, held until it reports its
+# memory; its lines in $RUN/torch-MODE.log.
+torch_pool() {
+	local mode=$1 pool
+	shift
+	setsid env PYTHONPATH="$(dirname "$0")/../bindings/python" \
+		/usr/bin/python3 "$examples/torch_asr_pool.py" "$@" \
+		--workers "$BENCH_TORCH_WORKERS" --passes "$BENCH_TORCH_PASSES" \
+		>"$RUN/torch-$mode.log" 2>&1 &
+	pool=$!
+	pids+=("$pool")
+	EXTRA_CLEANUP="$EXTRA_CLEANUP; kill -9 -- -$pool 2>/dev/null"
+	wait_for 900 grep -q '^memory ' "$RUN/torch-$mode.log" ||
+		{ say "the $mode pool failed: $(tail -n 5 "$RUN/torch-$mode.log")"; exit 1; }
+	if [ "$mode" = shared ]; then
+		mbctl --timeout 900 unload asr --timeout 900 >/dev/null
+	else
+		kill -TERM "$pool"
+	fi
+	wait "$pool" || { say "the $mode pool exited $?"; exit 1; }
+}
+# torch_field MODE EVENT KEY: KEY of each EVENT line of MODE's pool.
+torch_field() {
+	awk -v e="$2" -v k="$3" '$1 == e { for (i = 2; i <= NF; i++)
+		if (index($i, k "=") == 1) print substr($i, length(k) + 2) }' \
+		"$RUN/torch-$1.log"
+}
+if [ "$BENCH_TORCH_WORKERS" -eq 0 ]; then
+	skip "torch ASR pool" "BENCH_TORCH_WORKERS=0"
+elif ! /usr/bin/python3 -c "import numpy, torch, torchaudio" 2>/dev/null ||
+	! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+	skip "torch ASR pool" "python3-torch, torchaudio, espeak-ng or sox missing (scripts/install-deps.sh installs them)"
+else
+	asr="$RUN/asr.safetensors"
+	/usr/bin/python3 "$examples/torch_asr_build.py" "$asr" --seed 1
+	start_broker
+	declare -A t_ratio t_whole t_first t_pass
+	for r in $(seq "$BENCH_TORCH_REPS"); do
+		mbctl load asr "$asr" --wait >/dev/null
+		torch_pool shared --socket "$SOCK" --model asr
+		torch_pool private --private "$asr"
+		for mode in shared private; do
+			t_ratio[$mode]+=" $(torch_field "$mode" memory model_ratio)"
+			t_whole[$mode]+=" $(calc "$(torch_field "$mode" memory pss_kb) / 1024")"
+			t_first[$mode]+=" $(torch_field "$mode" first ms)"
+			t_pass[$mode]+=" $(torch_field "$mode" pass ms)"
+		done
+	done
+	stop_broker
+	scenario="torch ASR pool N=$BENCH_TORCH_WORKERS"
+	record "$scenario" "one copy of the weights" MiB "$(calc "$(stat -c %s "$asr") / 1048576")"
+	record "$scenario" "model Pss sum / one copy, shared (goal <= 1.05)" x ${t_ratio[shared]}
+	record "$scenario" "model Pss sum / one copy, private" x ${t_ratio[private]}
+	record "$scenario" "whole-process Pss sum, shared" MiB ${t_whole[shared]}
+	record "$scenario" "whole-process Pss sum, private" MiB ${t_whole[private]}
+	record "$scenario" "time to first output per worker, shared" ms ${t_first[shared]}
+	record "$scenario" "time to first output per worker, private" ms ${t_first[private]}
+	record "$scenario" "pass, shared" ms ${t_pass[shared]}
+	record "$scenario" "pass, private" ms ${t_pass[private]}
+fi
 
 "$(dirname "$0")/bench-report.sh" "$OUT"

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * attach.c - libmbroker's attachments: the read-only mapping of a model's
- * segment from the descriptor the broker passed, its tensors, detach, the
- * move to a replacing generation, and mb_ack.  Each mapping is published
- * in a slot with atomics so that mb_ack, which may run in a signal handler
- * at any moment, lets each go exactly once and never one that is half set
- * up.  It does not unmap: it maps zero pages over the segment (MAP_FIXED),
+ * attach.c - libmbroker's attachments: the attach round trip (and, for a
+ * bundle, the members pages that bring the rest of its descriptors, 8 to
+ * a message), detach, the move to a replacing generation, and mb_ack.
+ * Each attachment's mappings (member.c) sit in one region published in a
+ * slot with atomics, so that mb_ack, which may run in a signal handler at
+ * any moment, lets each go exactly once and never one that is half set
+ * up.  It does not unmap: it maps zero pages over the region (MAP_FIXED),
  * so the shared pages are let go at once while code it interrupted
  * mid-read reads zeros instead of faulting; mb_detach and mb_close unmap
  * what is left.
@@ -18,29 +19,15 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "client.h"
-#include "safetensors.h"
 
 /* mb_attach_wait asks again after 5 ms, then twice as late each time, up
  * to every 100 ms. */
 #define ATTACH_WAIT_FIRST_MS 5
 #define ATTACH_WAIT_MAX_MS 100
-
-struct mb_attachment {
-	struct mb_client *client;
-	int slot;
-	uint64_t id;
-	char name[MB_NAME_MAX + 1];
-	char format[16];
-	uint64_t generation;
-	uint64_t checksum;
-	size_t size;
-	const unsigned char *data;
-	struct st_table *tensors;
-};
 
 static int
 attach_free_slot(const struct mb_client *c)
@@ -67,10 +54,84 @@ attach_notify_detach(struct mb_client *c, uint64_t id)
 	return r == MB_ENOTATTACHED ? 0 : r;
 }
 
-/* Fills att from the attach reply; 0 or MB_EPROTOCOL. */
+/* Whether a bundle member's name is a path that stays inside the
+ * bundle: relative, no empty, "." or ".." component, no control byte. */
+static bool
+attach_member_name_valid(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > ATTACH_MEMBER_NAME_MAX || name[0] == '/' ||
+	    name[len - 1] == '/' || strstr(name, "//") != NULL)
+		return false;
+	for (const char *p = name; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return false;
+	for (const char *part = name; part != NULL;
+	     part = strchr(part, '/')) {
+		part += *part == '/';
+		if (strncmp(part, ".", 2) == 0 || strncmp(part, "./", 2) == 0 ||
+		    strncmp(part, "..", 3) == 0 || strncmp(part, "../", 3) == 0)
+			return false;
+	}
+	return true;
+}
+
+/* Room for count members, each without a descriptor yet. */
+static int
+attach_members_new(struct mb_attachment *att, size_t count)
+{
+	att->members = calloc(count, sizeof *att->members);
+	att->keep.fds = calloc(count, sizeof *att->keep.fds);
+	if (att->members == NULL || att->keep.fds == NULL)
+		return -ENOMEM;
+	att->count = att->keep.count = count;
+	for (size_t i = 0; i < count; i++)
+		atomic_init(&att->keep.fds[i], -1);
+	return 0;
+}
+
+/* Fills a bundle's members from the reply's "members"; 0, MB_EPROTOCOL
+ * or -ENOMEM. */
+static int
+attach_parse_members(struct mb_attachment *att, const json_t *members)
+{
+	size_t total = 0, i;
+	const json_t *m;
+	int r;
+
+	if (!json_is_array(members) || json_array_size(members) == 0 ||
+	    json_array_size(members) > MB_MAX_MEMBERS)
+		return MB_EPROTOCOL;
+	if ((r = attach_members_new(att, json_array_size(members))) < 0)
+		return r;
+	json_array_foreach(members, i, m) {
+		struct attach_member *am = &att->members[i];
+		const char *name, *format, *sum;
+		json_int_t size;
+
+		if (json_unpack((json_t *)(uintptr_t)m, "{s:s, s:s, s:I, s:s}",
+				"name", &name, "format", &format, "size",
+				&size, "checksum", &sum) < 0 ||
+		    !attach_member_name_valid(name) || size < 0 ||
+		    strlen(format) >= sizeof am->format ||
+		    (i > 0 && strcmp(att->members[i - 1].name, name) >= 0))
+			return MB_EPROTOCOL;
+		if ((am->name = strdup(name)) == NULL)
+			return -ENOMEM;
+		strcpy(am->format, format);
+		am->size = (size_t)size;
+		am->checksum = strtoull(sum, NULL, 16);
+		total += am->size;
+	}
+	return total == att->size ? 0 : MB_EPROTOCOL;
+}
+
+/* Fills att from the attach reply; 0, MB_EPROTOCOL or -ENOMEM. */
 static int
 attach_parse_reply(struct mb_attachment *att, const json_t *reply)
 {
+	const json_t *members = json_object_get(reply, "members");
 	const char *name, *format, *sum;
 	json_int_t id, gen, size;
 
@@ -78,7 +139,7 @@ attach_parse_reply(struct mb_attachment *att, const json_t *reply)
 			"{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment", &id,
 			"name", &name, "format", &format, "generation", &gen,
 			"size", &size, "checksum", &sum) < 0 ||
-	    size <= 0 || strlen(name) > MB_NAME_MAX ||
+	    size < (members != NULL ? 0 : 1) || strlen(name) > MB_NAME_MAX ||
 	    strlen(format) >= sizeof att->format)
 		return MB_EPROTOCOL;
 	att->id = (uint64_t)id;
@@ -87,36 +148,170 @@ attach_parse_reply(struct mb_attachment *att, const json_t *reply)
 	att->checksum = strtoull(sum, NULL, 16);
 	strcpy(att->name, name);
 	strcpy(att->format, format);
+	if (members != NULL) {
+		att->bundle = true;
+		return attach_parse_members(att, members);
+	}
+	/* A single file is a bundle of one member named after the model. */
+	if (attach_members_new(att, 1) < 0 ||
+	    (att->members[0].name = strdup(name)) == NULL)
+		return -ENOMEM;
+	strcpy(att->members[0].format, format);
+	att->members[0].size = att->size;
+	att->members[0].checksum = att->checksum;
 	return 0;
 }
 
-/* Maps fd read-only after checking it is the size the broker said. */
+/*
+ * Takes the descriptors of members from.. that came with a message saying
+ * it carries count of them (those of a single file's reply: the first).
+ * 0 or MB_EPROTOCOL; what is not taken stays in fds for the caller to
+ * close.
+ */
 static int
-attach_map(struct mb_attachment *att, int fd)
+attach_take_fds(struct mb_attachment *att, size_t from, json_int_t count,
+		struct client_fds *fds)
 {
-	struct stat st;
-	void *p;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size != att->size)
+	if (!att->bundle)
+		count = fds->count > 0 ? 1 : 0;
+	if (count < 1 || (size_t)count != (att->bundle ? fds->count : 1) ||
+	    from + (size_t)count > att->count ||
+	    atomic_load(&att->keep.fds[from]) >= 0)
 		return MB_EPROTOCOL;
-	p = mmap(NULL, att->size, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		return -errno;
-	att->data = p;
+	for (size_t i = 0; i < (size_t)count; i++)
+		atomic_store(&att->keep.fds[from + i], fds->fd[i]);
+	memmove(fds->fd, fds->fd + count,
+		(fds->count - (size_t)count) * sizeof *fds->fd);
+	fds->count -= (size_t)count;
 	return 0;
 }
 
-/* Attaches name with one round trip that ends by deadline (-1: none). */
+/* The descriptors of a bundle's reply: {"from":0,"count":K}. */
 static int
-attach_once(struct mb_client *c, const char *name, int64_t deadline,
-	    struct mb_attachment **out)
+attach_take_first(struct mb_attachment *att, const json_t *reply,
+		  struct client_fds *fds)
 {
+	json_int_t from = -1, count = 0;
+
+	if (att->bundle &&
+	    json_unpack((json_t *)(uintptr_t)reply, "{s:{s:I, s:I}}",
+			"descriptors", "from", &from, "count", &count) < 0)
+		return MB_EPROTOCOL;
+	if (att->bundle && from != 0)
+		return MB_EPROTOCOL;
+	return attach_take_fds(att, 0, count, fds);
+}
+
+/*
+ * Asks for the descriptors of members from..from+7 (the members op) and
+ * takes them.  Returns how many came (> 0) or an error.
+ */
+static int
+attach_fetch_page(struct mb_client *c, struct mb_attachment *att,
+		  size_t from, int64_t deadline)
+{
+	json_t *req = json_pack("{s:s, s:I, s:I}", "op", "members",
+				"attachment", (json_int_t)att->id, "from",
+				(json_int_t)from);
+	json_t *reply = NULL;
+	struct client_fds fds = {.count = 0};
+	json_int_t got_id, got_from, count;
+	int64_t id;
+	int r;
+
+	if (req == NULL)
+		return -ENOMEM;
+	id = client_send(c, req, deadline);
+	json_decref(req);
+	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, &fds);
+	if (r == 0 &&
+	    (json_unpack(reply, "{s:I, s:I, s:I}", "attachment", &got_id,
+			 "from", &got_from, "count", &count) < 0 ||
+	     (uint64_t)got_id != att->id || got_from != (json_int_t)from))
+		r = MB_EPROTOCOL;
+	if (r == 0)
+		r = attach_take_fds(att, from, count, &fds);
+	client_fds_close(&fds);
+	json_decref(reply);
+	return r < 0 ? r : (int)count;
+}
+
+/* Fetches every bundle member's descriptor beyond the first message's. */
+static int
+attach_fetch_pages(struct mb_client *c, struct mb_attachment *att,
+		   int64_t deadline)
+{
+	size_t from = 0;
+	int r;
+
+	while (from < att->count && atomic_load(&att->keep.fds[from]) >= 0)
+		from++;
+	while (from < att->count) {
+		if ((r = attach_fetch_page(c, att, from, deadline)) < 0)
+			return r;
+		from += (size_t)r;
+	}
+	return 0;
+}
+
+/* Frees an attachment that was never published, handing it back to the
+ * broker when it granted one. */
+static void
+attach_discard(struct mb_client *c, struct mb_attachment *att)
+{
+	char why[sizeof c->last_error];
+
+	if (att->region != NULL)
+		munmap(att->region, att->region_len);
+	/* The reason the attach failed outlives the detach's round trip. */
+	memcpy(why, c->last_error, sizeof why);
+	if (att->id != 0)
+		attach_notify_detach(c, att->id);
+	memcpy(c->last_error, why, sizeof why);
+	tensor_free(att);
+	member_free(att);
+	free(att);
+}
+
+/* The descriptors of the reply to attach request id, every page of them,
+ * and the mappings, tensors and kept descriptors they give. */
+static int
+attach_receive(struct mb_client *c, struct mb_attachment *att, int64_t id,
+	       int64_t deadline)
+{
+	struct client_fds fds = {.count = 0};
+	json_t *reply = NULL;
+	char err[256];
+	int r;
+
+	r = client_wait(c, id, deadline, &reply, &fds);
+	if (r == 0)
+		r = attach_parse_reply(att, reply);
+	if (r == 0)
+		r = attach_take_first(att, reply, &fds);
+	client_fds_close(&fds);
+	json_decref(reply);
+	if (r == 0)
+		r = attach_fetch_pages(c, att, deadline);
+	if (r == 0)
+		r = member_map(att);
+	if (r == 0 && !(att->flags & MB_ATTACH_KEEP_FDS))
+		member_let_go(&att->keep);
+	if (r == 0 && (r = tensor_load(att, err, sizeof err)) < 0)
+		snprintf(c->last_error, sizeof c->last_error, "%s", err);
+	return r;
+}
+
+/* Attaches name with round trips that end by deadline (-1: none). */
+static int
+attach_once(struct mb_client *c, const char *name, unsigned flags,
+	    int64_t deadline, struct mb_attachment **out)
+{
+	struct client_slot *s;
 	struct mb_attachment *att;
-	json_t *req, *reply = NULL;
+	json_t *req;
 	unsigned acks;
-	int fd = -1, r, slot;
+	int r, slot;
 	int64_t id;
 
 	*out = NULL;
@@ -126,6 +321,7 @@ attach_once(struct mb_client *c, const char *name, int64_t deadline,
 		return -ENOMEM;
 	att->client = c;
 	att->slot = slot;
+	att->flags = flags;
 	if ((req = json_pack("{s:s, s:s}", "op", "attach", "name", name)) ==
 	    NULL) {
 		free(att);
@@ -134,42 +330,24 @@ attach_once(struct mb_client *c, const char *name, int64_t deadline,
 	acks = atomic_load(&c->ack_count);
 	id = client_send(c, req, deadline);
 	json_decref(req);
-	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, &fd);
-	if (r == 0 && (r = attach_parse_reply(att, reply)) == 0 && fd < 0)
-		r = MB_EPROTOCOL;
-	json_decref(reply);
-	if (r == 0)
-		r = attach_map(att, fd);
-	if (fd >= 0)
-		close(fd);
-	if (r == 0 && strcmp(att->format, "safetensors") == 0) {
-		char err[256];
-
-		r = st_parse(att->data, att->size, att->size, &att->tensors,
-			     err, sizeof err);
-		if (r < 0)
-			snprintf(c->last_error, sizeof c->last_error, "%s", err);
-	}
+	r = id < 0 ? (int)id : attach_receive(c, att, id, deadline);
 	if (r < 0) {
-		if (att->data != NULL)
-			munmap((void *)(uintptr_t)att->data, att->size);
-		if (att->id != 0)
-			attach_notify_detach(c, att->id);
-		st_table_free(att->tensors);
-		free(att);
+		attach_discard(c, att);
 		return r;
 	}
-	atomic_store(&c->slots[slot].len, att->size);
-	atomic_store(&c->slots[slot].released, false);
-	atomic_store(&c->slots[slot].addr, (void *)(uintptr_t)att->data);
+	s = &c->slots[slot];
+	atomic_store(&s->len, att->region_len);
+	atomic_store(&s->released, false);
+	atomic_store(&s->keep, &att->keep);
+	atomic_store(&s->addr, (void *)att->region);
 	c->atts[slot] = att;
 	if (atomic_load(&c->ack_count) != acks) {
 		/* mb_ack ran meanwhile: whatever it missed is undone here. */
-		void *p = atomic_exchange(&c->slots[slot].addr, NULL);
+		void *p = atomic_exchange(&s->addr, NULL);
 
-		atomic_store(&c->slots[slot].released, false);
+		atomic_store(&s->released, false);
 		if (p != NULL)
-			munmap(p, att->size);
+			munmap(p, att->region_len);
 		attach_notify_detach(c, att->id);
 		attach_forget(att);
 		return -ECANCELED;
@@ -181,7 +359,7 @@ attach_once(struct mb_client *c, const char *name, int64_t deadline,
 int
 mb_attach(struct mb_client *c, const char *name, struct mb_attachment **out)
 {
-	return attach_once(c, name, client_deadline(c->timeout_ms), out);
+	return mb_attach_ex(c, name, 0, 0, out);
 }
 
 /* The deadline of one try: the caller's or the client's bound per round
@@ -194,15 +372,18 @@ attach_try_deadline(const struct mb_client *c, int64_t deadline)
 	return each < 0 || (deadline >= 0 && deadline < each) ? deadline : each;
 }
 
-int
-mb_attach_wait(struct mb_client *c, const char *name, int timeout_ms,
-	       struct mb_attachment **out)
+/* Attaches name, asking again while it is not ready, until timeout_ms. */
+static int
+attach_wait(struct mb_client *c, const char *name, unsigned flags,
+	    int timeout_ms, struct mb_attachment **out)
 {
 	int64_t deadline = client_deadline(timeout_ms), left;
 	int step = ATTACH_WAIT_FIRST_MS, r;
 
-	while ((r = attach_once(c, name, attach_try_deadline(c, deadline),
-				out)) == MB_ENOTREADY || r == MB_ENOMODEL) {
+	while ((r = attach_once(c, name, flags,
+				attach_try_deadline(c, deadline), out)) ==
+		       MB_ENOTREADY ||
+	       r == MB_ENOMODEL) {
 		left = deadline < 0 ? step : deadline - clock_monotonic_ms();
 		if (left < 0)
 			left = 0;
@@ -216,11 +397,30 @@ mb_attach_wait(struct mb_client *c, const char *name, int timeout_ms,
 	return r;
 }
 
+int
+mb_attach_wait(struct mb_client *c, const char *name, int timeout_ms,
+	       struct mb_attachment **out)
+{
+	return attach_wait(c, name, 0, timeout_ms, out);
+}
+
+int
+mb_attach_ex(struct mb_client *c, const char *name, unsigned flags,
+	     int wait_ms, struct mb_attachment **out)
+{
+	if (wait_ms == 0)
+		return attach_once(c, name, flags,
+				   client_deadline(c->timeout_ms), out);
+	return attach_wait(c, name, flags, wait_ms, out);
+}
+
 void
 attach_forget(struct mb_attachment *att)
 {
 	att->client->atts[att->slot] = NULL;
-	st_table_free(att->tensors);
+	atomic_store(&att->client->slots[att->slot].keep, NULL);
+	tensor_free(att);
+	member_free(att);
 	free(att);
 }
 
@@ -238,7 +438,7 @@ mb_detach(struct mb_attachment *att)
 	p = atomic_exchange(&c->slots[att->slot].addr, NULL);
 	released = atomic_exchange(&c->slots[att->slot].released, false);
 	if (p != NULL) {
-		munmap(p, att->size);
+		munmap(p, att->region_len);
 		/* Not acked: the broker has not heard of its release. */
 		if (!released)
 			r = attach_notify_detach(c, att->id);
@@ -258,7 +458,7 @@ mb_follow_replace(struct mb_client *c, struct mb_attachment **att,
 	    strcmp((*att)->name, ev->model) != 0 ||
 	    (*att)->generation >= ev->generation)
 		return 0;
-	if ((r = mb_attach(c, ev->model, &next)) < 0)
+	if ((r = mb_attach_ex(c, ev->model, (*att)->flags, 0, &next)) < 0)
 		return r;
 	/* The new one is held: letting go of the old leaves no gap.  A
 	 * notification that fails is the broker's to clean up (the drain
@@ -277,6 +477,7 @@ mb_ack(struct mb_client *c)
 	for (int i = 0; i < MB_MAX_ATTACHMENTS; i++) {
 		struct client_slot *s = &c->slots[i];
 		void *p = atomic_load(&s->addr);
+		struct attach_keep *keep;
 
 		/* Zero pages over the segment: its pages are let go now, and
 		 * a read this interrupted goes on harmlessly. */
@@ -285,6 +486,8 @@ mb_ack(struct mb_client *c)
 			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
 			    MAP_FAILED)
 			munmap(p, atomic_load(&s->len));
+		if ((keep = atomic_load(&s->keep)) != NULL)
+			member_let_go(keep);
 	}
 	if (send(c->fd, c->ack_msg, c->ack_len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		r = -errno;
@@ -297,7 +500,7 @@ mb_ack(struct mb_client *c)
 const void *
 mb_attachment_data(const struct mb_attachment *att)
 {
-	return att->data;
+	return att->bundle ? NULL : att->members[0].data;
 }
 
 size_t
@@ -328,45 +531,4 @@ uint64_t
 mb_attachment_checksum(const struct mb_attachment *att)
 {
 	return att->checksum;
-}
-
-size_t
-mb_tensor_count(const struct mb_attachment *att)
-{
-	return att->tensors != NULL ? att->tensors->count : 0;
-}
-
-static void
-attach_tensor_fill(const struct mb_attachment *att, const struct st_tensor *t,
-		   struct mb_tensor *out)
-{
-	out->name = t->name;
-	out->dtype = t->dtype;
-	out->ndim = t->ndim;
-	memcpy(out->shape, t->shape, sizeof out->shape);
-	out->data = att->data + t->offset;
-	out->nbytes = (size_t)t->nbytes;
-}
-
-int
-mb_tensor_at(const struct mb_attachment *att, size_t index,
-	     struct mb_tensor *out)
-{
-	if (att->tensors == NULL || index >= att->tensors->count)
-		return MB_ENOTENSOR;
-	attach_tensor_fill(att, &att->tensors->tensors[index], out);
-	return 0;
-}
-
-int
-mb_tensor_find(const struct mb_attachment *att, const char *name,
-	       struct mb_tensor *out)
-{
-	const struct st_tensor *t;
-
-	if (att->tensors == NULL || (t = st_table_find(att->tensors, name)) ==
-						   NULL)
-		return MB_ENOTENSOR;
-	attach_tensor_fill(att, t, out);
-	return 0;
 }

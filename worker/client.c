@@ -154,7 +154,8 @@ client_drop_stale(struct mb_client *c, const json_t *msg)
  * MB_ELOST, MB_EPROTOCOL or -errno.
  */
 static json_t *
-client_read(struct mb_client *c, int64_t deadline, int *fd, int *err)
+client_read(struct mb_client *c, int64_t deadline, struct client_fds *fds,
+	    int *err)
 {
 	char reason[128];
 	json_t *msg;
@@ -162,25 +163,26 @@ client_read(struct mb_client *c, int64_t deadline, int *fd, int *err)
 
 	/* Reads first and polls only when nothing is there yet: a reply to
 	 * a quick request costs no extra system call. */
-	while ((n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd,
-			      MSG_DONTWAIT)) == -EAGAIN)
+	while ((n = wire_recv_fds(c->fd, c->buf, WIRE_MAX_REPLY, fds->fd,
+				  MB_FDS_PER_MESSAGE, &fds->count, MSG_DONTWAIT)) ==
+	       -EAGAIN)
 		if ((*err = client_poll(c, POLLIN, deadline)) < 0)
 			return NULL;
 	/* The broker closed with our request unread (it refused us): the
 	 * kernel reports the reset first, then still delivers what it said
 	 * before closing. */
 	if (n == -ECONNRESET)
-		n = wire_recv(c->fd, c->buf, WIRE_MAX_REPLY, fd, MSG_DONTWAIT);
+		n = wire_recv_fds(c->fd, c->buf, WIRE_MAX_REPLY, fds->fd,
+				  MB_FDS_PER_MESSAGE, &fds->count, MSG_DONTWAIT);
 	if (n <= 0) {
+		client_fds_close(fds);
 		client_mark_lost(c);
 		*err = MB_ELOST;
 		return NULL;
 	}
 	if ((msg = wire_decode(c->buf, (size_t)n, reason, sizeof reason)) ==
 	    NULL) {
-		if (*fd >= 0)
-			close(*fd);
-		*fd = -1;
+		client_fds_close(fds);
 		*err = MB_EPROTOCOL;
 	}
 	return msg;
@@ -207,11 +209,11 @@ client_reply_error(struct mb_client *c, const json_t *reply)
 static int
 client_refused(struct mb_client *c)
 {
-	int fd, err = 0, r = MB_ELOST;
-	json_t *msg = client_read(c, 0, &fd, &err);
+	struct client_fds fds;
+	int err = 0, r = MB_ELOST;
+	json_t *msg = client_read(c, 0, &fds, &err);
 
-	if (fd >= 0)
-		close(fd);
+	client_fds_close(&fds);
 	if (msg != NULL && json_is_false(json_object_get(msg, "ok")))
 		r = client_reply_error(c, msg);
 	json_decref(msg);
@@ -254,20 +256,28 @@ client_send(struct mb_client *c, json_t *req, int64_t deadline)
 	return r < 0 ? r : id;
 }
 
+void
+client_fds_close(struct client_fds *fds)
+{
+	while (fds->count > 0)
+		close(fds->fd[--fds->count]);
+}
+
 int
 client_wait(struct mb_client *c, int64_t id, int64_t deadline,
-	    json_t **reply, int *fd_out)
+	    json_t **reply, struct client_fds *fds_out)
 {
 	int64_t start = clock_monotonic_ms();
 	int r;
 
 	if (reply != NULL)
 		*reply = NULL;
-	if (fd_out != NULL)
-		*fd_out = -1;
+	if (fds_out != NULL)
+		fds_out->count = 0;
 	for (;;) {
-		int fd, err = 0;
-		json_t *msg = client_read(c, deadline, &fd, &err);
+		struct client_fds fds = {.count = 0};
+		int err = 0;
+		json_t *msg = client_read(c, deadline, &fds, &err);
 		const json_t *rid;
 
 		if (msg == NULL) {
@@ -288,8 +298,8 @@ client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 		     !json_is_false(json_object_get(msg, "ok")))) {
 			/* An event, the reply to an mb_ack or to a request
 			 * that timed out. */
-			if (fd >= 0) {
-				close(fd);
+			if (fds.count > 0) {
+				client_fds_close(&fds);
 				client_drop_stale(c, msg);
 			}
 			json_decref(msg);
@@ -297,10 +307,10 @@ client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 		}
 		r = json_is_true(json_object_get(msg, "ok"))
 			    ? 0 : client_reply_error(c, msg);
-		if (fd_out != NULL)
-			*fd_out = fd;
-		else if (fd >= 0)
-			close(fd);
+		if (fds_out != NULL)
+			*fds_out = fds;
+		else
+			client_fds_close(&fds);
 		if (reply != NULL)
 			*reply = msg;
 		else
@@ -310,18 +320,19 @@ client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 }
 
 int
-client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd_out)
+client_call(struct mb_client *c, json_t *req, json_t **reply,
+	    struct client_fds *fds_out)
 {
 	int64_t deadline = client_deadline(c->timeout_ms);
 	int64_t id = client_send(c, req, deadline);
 
 	if (reply != NULL)
 		*reply = NULL;
-	if (fd_out != NULL)
-		*fd_out = -1;
+	if (fds_out != NULL)
+		fds_out->count = 0;
 	if (id < 0)
 		return (int)id;
-	return client_wait(c, id, deadline, reply, fd_out);
+	return client_wait(c, id, deadline, reply, fds_out);
 }
 
 /* Says hello; on success opens the ack semaphore the broker named. */
@@ -555,8 +566,9 @@ mb_next_event(struct mb_client *c, struct mb_event *out)
 	struct client_event *e;
 
 	while (c->events == NULL && !c->lost) {
-		int fd, err = 0;
-		json_t *msg = client_read(c, 0, &fd, &err);
+		struct client_fds fds = {.count = 0};
+		int err = 0;
+		json_t *msg = client_read(c, 0, &fds, &err);
 
 		if (msg == NULL) {
 			if (err == MB_EPROTOCOL)
@@ -564,10 +576,9 @@ mb_next_event(struct mb_client *c, struct mb_event *out)
 			break;
 		}
 		/* Anything but an event: a reply nobody waits for. */
-		if (!client_take_event(c, msg) && fd >= 0)
+		if (!client_take_event(c, msg) && fds.count > 0)
 			client_drop_stale(c, msg);
-		if (fd >= 0)
-			close(fd);
+		client_fds_close(&fds);
 		json_decref(msg);
 	}
 	/* Also when nothing was queued: a process that shares the connection

@@ -21,15 +21,25 @@
 #define CLIENT_ACK_ID 0
 
 /*
- * One mapping, published so that mb_ack can let it go from a signal
- * handler: mb_ack replaces it in place with zero pages (released), and
- * mb_detach or mb_close unmap whatever is there.
+ * One attachment's mappings, published so that mb_ack can let them go
+ * from a signal handler: mb_ack replaces them in place with zero pages
+ * (released) and closes the kept descriptors, and mb_detach or mb_close
+ * unmap whatever is there.
  */
 struct client_slot {
 	_Atomic(void *) addr;
 	_Atomic size_t len;
 	atomic_bool released;
+	_Atomic(struct attach_keep *) keep; /* what mb_ack also lets go of */
 };
+
+/* The descriptors that came with one message. */
+struct client_fds {
+	size_t count;
+	int fd[MB_FDS_PER_MESSAGE];
+};
+
+struct attach_keep;
 
 struct client_event {
 	struct client_event *next;
@@ -87,22 +97,28 @@ int64_t client_deadline(int timeout_ms);
  */
 int64_t client_send(struct mb_client *c, json_t *req, int64_t deadline);
 
+/* Closes every descriptor of fds and empties it. */
+void client_fds_close(struct client_fds *fds);
+
 /*
  * Waits until deadline (-1: forever) for the reply to request id; events
  * that arrive meanwhile are queued.  *reply gets the reply (new reference)
- * and *fd a descriptor that came with it (or -1); either may be NULL.
+ * and *fds the descriptors that came with it (the caller's to close);
+ * either may be NULL.
  * Returns 0 when the reply is ok, its error code when not (message in
  * last_error), -ETIMEDOUT when the deadline passed first (the request
  * stays outstanding: wait again, or its late reply is dropped), or a
  * transport error.
  */
 int client_wait(struct mb_client *c, int64_t id, int64_t deadline,
-		json_t **reply, int *fd);
+		json_t **reply, struct client_fds *fds);
 
 /* client_send then client_wait, bounded by the client's timeout_ms. */
-int client_call(struct mb_client *c, json_t *req, json_t **reply, int *fd);
+int client_call(struct mb_client *c, json_t *req, json_t **reply,
+		struct client_fds *fds);
 
-/* Frees an attachment handle whose mapping is already gone (attach.c). */
+/* Frees an attachment handle whose mapping is already gone, closing its
+ * kept descriptors (attach.c). */
 void attach_forget(struct mb_attachment *att);
 
 #endif

@@ -320,6 +320,21 @@ mbctl_idle(const json_t *mod, char *buf, size_t len)
 		mbctl_duration(buf, len, mbctl_int(mod, "idle_ms"));
 }
 
+/* What list says of a loaded model: its checksum, a bundle's number of
+ * files, the tensors. */
+static void
+mbctl_loaded_detail(const json_t *mod, char *buf, size_t len)
+{
+	char members[32] = "";
+
+	if (json_object_get(mod, "members") != NULL)
+		snprintf(members, sizeof members, "%lld members, ",
+			 (long long)mbctl_int(mod, "members"));
+	snprintf(buf, len, "xxh3 %s, %s%lld tensors",
+		 mbctl_str(mod, "checksum"), members,
+		 (long long)mbctl_int(mod, "tensors"));
+}
+
 static void
 mbctl_print_model(const json_t *mod)
 {
@@ -337,9 +352,7 @@ mbctl_print_model(const json_t *mod)
 	else if (strcmp(state, "ERROR") == 0)
 		snprintf(detail, sizeof detail, "%s", mbctl_str(mod, "error"));
 	else if (json_object_get(mod, "checksum") != NULL)
-		snprintf(detail, sizeof detail, "xxh3 %s, %lld tensors",
-			 mbctl_str(mod, "checksum"),
-			 (long long)mbctl_int(mod, "tensors"));
+		mbctl_loaded_detail(mod, detail, sizeof detail);
 	printf("%-24s %-10s %-12s %10s %-8s %-10s %-8s %4lld %8lld  %s\n",
 	       mbctl_str(mod, "name"), state, mbctl_str(mod, "format"), size,
 	       reason[0] != '\0' ? reason : "-", keep_alive, idle,

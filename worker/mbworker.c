@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * mbworker.c - the reference worker: attaches one model, verifies that the
- * bytes it maps are the ones the broker loaded, then runs inference-like
+ * bytes it maps are the ones the broker loaded (every member of a bundle,
+ * and its list of members), then runs inference-like
  * passes that read every weight until the broker asks for the model back
  * (an event on the connection or SIGUSR1), and then acknowledges.  When
  * the broker replaces the model it moves to the new generation between
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checksum.h"
 #include "mbroker.h"
 
 /* Bytes read between two looks at the unload flag. */
@@ -152,9 +154,10 @@ mbworker_parse(int argc, char **argv, struct mbworker_options *o)
 	}
 }
 
-/* One pass over every weight, stopping early when asked to unload. */
+/* One pass over the bytes of a member, stopping early when asked to
+ * unload. */
 static uint64_t
-mbworker_pass(const unsigned char *data, size_t size)
+mbworker_pass_member(const unsigned char *data, size_t size)
 {
 	uint64_t sum = 0;
 
@@ -172,6 +175,18 @@ mbworker_pass(const unsigned char *data, size_t size)
 		for (; i < end; i++)
 			sum += data[i];
 	}
+	return sum;
+}
+
+/* One pass over every weight of every member. */
+static uint64_t
+mbworker_pass(const struct mb_attachment *att)
+{
+	struct mb_member m;
+	uint64_t sum = 0;
+
+	for (size_t i = 0; mb_member_at(att, i, &m) == 0; i++)
+		sum += mbworker_pass_member(m.data, m.size);
 	return sum;
 }
 
@@ -193,11 +208,28 @@ mbworker_sleep_ms(long ms)
 		;
 }
 
+/* Where tensor t starts in the member holding it (*in). */
+static size_t
+mbworker_tensor_offset(const struct mb_attachment *att,
+		       const struct mb_tensor *t, struct mb_member *in)
+{
+	const unsigned char *at = t->data;
+
+	for (size_t i = 0; mb_member_at(att, i, in) == 0; i++) {
+		const unsigned char *start = in->data;
+
+		if (start != NULL && at >= start && at < start + in->size)
+			return (size_t)(at - start);
+	}
+	return 0;
+}
+
 /* Prints one tensor as read through the mapping; 0 or -1. */
 static int
 mbworker_print_tensor(const struct mb_attachment *att, const char *name)
 {
 	const unsigned char *p;
+	struct mb_member in;
 	struct mb_tensor t;
 
 	if (mb_tensor_find(att, name, &t) < 0) {
@@ -207,9 +239,11 @@ mbworker_print_tensor(const struct mb_attachment *att, const char *name)
 	printf("tensor %s %s [", t.name, t.dtype);
 	for (int d = 0; d < t.ndim; d++)
 		printf("%s%" PRId64, d ? "," : "", t.shape[d]);
-	printf("] %zu bytes at offset %zu, first bytes", t.nbytes,
-	       (size_t)((const unsigned char *)t.data -
-			(const unsigned char *)mb_attachment_data(att)));
+	printf("] %zu bytes at offset %zu", t.nbytes,
+	       mbworker_tensor_offset(att, &t, &in));
+	if (strcmp(mb_attachment_format(att), "bundle") == 0)
+		printf(" of %s", in.name);
+	printf(", first bytes");
 	p = t.data;
 	for (size_t i = 0; i < 8 && i < t.nbytes; i++)
 		printf(" %02x", p[i]);
@@ -217,12 +251,33 @@ mbworker_print_tensor(const struct mb_attachment *att, const char *name)
 	return 0;
 }
 
-/* Whether the mapping reads as what the broker loaded. */
+/* A bundle's checksum from its members' names, sizes and checksums (see
+ * docs/protocol.md). */
+static uint64_t
+mbworker_bundle_checksum(const struct mb_attachment *att)
+{
+	struct bundle_sum sum;
+	struct mb_member m;
+
+	bundle_sum_begin(&sum);
+	for (size_t i = 0; mb_member_at(att, i, &m) == 0; i++)
+		bundle_sum_add(&sum, m.name, m.size, m.checksum);
+	return bundle_sum_end(&sum);
+}
+
+/* Whether the mappings read as what the broker loaded: each member's
+ * bytes, and for a bundle the list of members too. */
 static bool
 mbworker_verified(const struct mb_attachment *att)
 {
-	return mb_checksum(mb_attachment_data(att), mb_attachment_size(att)) ==
-	       mb_attachment_checksum(att);
+	struct mb_member m;
+
+	for (size_t i = 0; mb_member_at(att, i, &m) == 0; i++)
+		if (mb_checksum(m.data, m.size) != m.checksum)
+			return false;
+	if (strcmp(mb_attachment_format(att), "bundle") != 0)
+		return true;
+	return mbworker_bundle_checksum(att) == mb_attachment_checksum(att);
 }
 
 /*
@@ -331,8 +386,7 @@ mbworker_say_replaced(const struct mbworker *w)
 static int
 mbworker_serve(struct mbworker *w, long pass)
 {
-	volatile uint64_t sink = mbworker_pass(mb_attachment_data(w->att),
-					       mb_attachment_size(w->att));
+	volatile uint64_t sink = mbworker_pass(w->att);
 	bool ok;
 
 	(void)sink;

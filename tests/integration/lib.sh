@@ -194,3 +194,14 @@ worker_exited_with() {
 	wait "$pid" || status=$?
 	[ "$status" -eq "$want" ] || fail "worker $pid exited $status, not $want"
 }
+
+# LIBMBROKER_ENV: the command prefix (an env) for a python3 that loads
+# $BIN/libmbroker.so with ctypes: under `make asan` the sanitizer runtimes
+# that library links must be loaded first.  The command keeps its pid.
+LIBMBROKER_ENV=(env)
+libmbroker_rt=$(ldd "$BIN/libmbroker.so" 2>/dev/null |
+	awk '/lib(asan|ubsan|tsan)\.so/ { print $3 }' | paste -sd:)
+if [ -n "$libmbroker_rt" ]; then
+	LIBMBROKER_ENV=(env LD_PRELOAD="$libmbroker_rt" ASAN_OPTIONS=detect_leaks=0
+		TSAN_OPTIONS=report_bugs=0)
+fi

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: MIT
-# The catalog of --model-dir: `mbctl catalog` lists DIR/NAME.safetensors
-# and DIR/NAME.bin, sorted by name, with format, size, path and whether
-# each is loaded (the first dir that has a name wins, .safetensors before
-# .bin); other files, invalid names and files outside every --model-dir
-# are not in it, and no name reaches them (a slash, "..", a symlink that
-# climbs out); `load NAME` without a path loads the catalog's file.
+# The catalog of --model-dir: `mbctl catalog` lists DIR/NAME.safetensors,
+# DIR/NAME.bin and the subdirectories DIR/NAME/ (bundles, their size the
+# total of their files), sorted by name, with format, size, path and
+# whether each is loaded (the first dir that has a name wins, .safetensors
+# before .bin); other files, empty directories, invalid names and files
+# outside every --model-dir are not in it, and no name reaches them (a
+# slash, "..", a symlink that climbs out); `load NAME` without a path
+# loads the catalog's file, or directory as a bundle.
 . "$(dirname "$0")/lib.sh"
 
 D1="$T/models"
@@ -37,12 +39,13 @@ row alpha safetensors "$(size_of "$D1/alpha.safetensors")" "$D1/alpha.safetensor
 row beta raw 200000 "$D1/beta.bin" no
 row both safetensors "$(size_of "$D1/both.safetensors")" "$D1/both.safetensors" no
 row zeta raw 80000 "$D2/zeta.bin" no
+row sub bundle 50000 "$D1/sub" no
 names=$(awk 'NR > 1 { print $1 }' "$T/catalog" | tr '\n' ' ')
 case "$names" in
-"alpha beta both "*) ;;
+"alpha beta both sub "*) ;;
 *) fail "catalog not sorted or holds strangers: $names" ;;
 esac
-for stranger in deep sub notes bad dir secret; do
+for stranger in deep notes bad dir dir.bin secret; do
 	grep -q "^$stranger " "$T/catalog" && fail "$stranger is in the catalog"
 done
 # A symlink that climbs out is never reachable: not listed, or not loadable.
@@ -65,7 +68,11 @@ assert got["beta"] == {"name": "beta", "path": d1 + "/beta.bin",
                        "loaded": False}, got["beta"]
 assert got["zeta"]["path"] == d2 + "/zeta.bin", got["zeta"]
 assert got["both"]["format"] == "safetensors", got["both"]
-assert not {"deep", "sub", "notes", "bad name", "dir", "secret"} & set(got)
+assert got["sub"] == {"name": "sub", "path": d1 + "/sub",
+                      "format": "bundle", "size": 50000,
+                      "loaded": False}, got["sub"]
+assert not {"deep", "notes", "bad name", "dir", "dir.bin",
+            "secret"} & set(got)
 PY
 
 # load NAME without a path: the catalog's file, in its format.
@@ -86,7 +93,11 @@ listed beta path "$D1/beta.bin" && listed beta format raw ||
 mbctl load both --wait >/dev/null || fail "load both failed"
 listed both path "$D1/both.safetensors" && listed both format safetensors ||
 	fail "both not loaded from its .safetensors: $(mbctl --json list)"
+mbctl load sub --wait >/dev/null || fail "load sub (a bundle) failed"
+listed sub path "$D1/sub" && listed sub format bundle && listed sub members 1 ||
+	fail "sub not loaded as a bundle of $D1/sub: $(mbctl --json list)"
 mbctl catalog >"$T/catalog" || fail "catalog failed"
+row sub bundle 50000 "$D1/sub" yes
 row beta raw 200000 "$D1/beta.bin" yes
 row both safetensors "$(size_of "$D1/both.safetensors")" "$D1/both.safetensors" yes
 row alpha safetensors "$(size_of "$D1/alpha.safetensors")" "$D1/alpha.safetensors" no
@@ -112,6 +123,6 @@ mbctl load x "$T/secret.bin" --wait >"$T/out" 2>&1 || status=$?
 [ "$status" -eq 1 ] && grep -q "(permission denied)" "$T/out" ||
 	fail "a file outside --model-dir: exit $status, $(cat "$T/out")"
 if state_is x READY; then fail "$T/secret.bin was loaded"; fi
-[ "$(grep -c "model [a-z]*: loading" "$BROKER_LOG")" -eq 2 ] ||
-	fail "loads besides beta and both: $(grep "loading" "$BROKER_LOG")"
+[ "$(grep -c "model [a-z]*: loading" "$BROKER_LOG")" -eq 3 ] ||
+	fail "loads besides beta, both and sub: $(grep "loading" "$BROKER_LOG")"
 shutdown_clean

@@ -2,8 +2,10 @@
 # Descriptors.  At start the broker raises RLIMIT_NOFILE to its hard limit
 # and checks that every connection fits with the reserve kept for models:
 # a --max-connections that does not fit is refused (exit 2, saying what to
-# change), the default is lowered, and the log says what was chosen.  Then
-# a non-root broker (as root, run as another uid) with 1024 descriptors
+# change), the default is lowered, and the log says what was chosen (the
+# reserve is 2752: 64 of its own, one per segment for BROKER_MAX_SEGMENTS
+# = 2048, two per model for a load, 128 for a bundle's walk).  Then a
+# non-root broker (as root, run as another uid) with 4096 descriptors
 # serves a client that reads its replies (240 attaches, 12 at a time),
 # then faces 8 clients that each send 250 attaches and never read a reply:
 # each is dropped at 16 unread descriptors with the reason logged, while
@@ -26,9 +28,9 @@ expect_refused() {
 	grep -q -- "$message" "$T/refused.log" ||
 		fail "no '$message': $(cat "$T/refused.log")"
 }
-expect_refused 1000:1000 "RLIMIT_NOFILE is 1000 (hard limit 1000) but 1024 connection(s) need 19008 descriptors (18 each and 576 kept for models): raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections" \
+expect_refused 1000:1000 "RLIMIT_NOFILE is 1000 (hard limit 1000) but 1024 connection(s) need 21184 descriptors (18 each and 2752 kept for models): raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections" \
 	--max-connections 1024
-expect_refused 300:300 "RLIMIT_NOFILE is 300 (hard limit 300) but 1 connection(s) need 594"
+expect_refused 300:300 "RLIMIT_NOFILE is 300 (hard limit 300) but 1 connection(s) need 2770"
 [ ! -e "$SOCK" ] || fail "a refused start left its socket"
 
 # The soft limit is raised to the hard one, the default lowered to fit
@@ -36,21 +38,21 @@ expect_refused 300:300 "RLIMIT_NOFILE is 300 (hard limit 300) but 1 connection(s
 BASE_WRAPPER=("${BROKER_WRAPPER[@]}")
 if [ "${MB_VALGRIND:-}" != 1 ]; then
 	BROKER_LOG="$T/lowered.log"
-	BROKER_WRAPPER=(prlimit --nofile=256:2048 "${BASE_WRAPPER[@]}")
+	BROKER_WRAPPER=(prlimit --nofile=256:4096 "${BASE_WRAPPER[@]}")
 	start_broker
-	assert_log "max-connections lowered from 1024 to 81 to fit RLIMIT_NOFILE 2048"
-	assert_log "descriptors: RLIMIT_NOFILE 2048 (was 256, hard limit 2048), 81 connection(s) of 18 each, 576 kept for models"
-	grep -q "^Max open files *2048 *2048" "/proc/$BROKER_PID/limits" ||
+	assert_log "max-connections lowered from 1024 to 74 to fit RLIMIT_NOFILE 4096"
+	assert_log "descriptors: RLIMIT_NOFILE 4096 (was 256, hard limit 4096), 74 connection(s) of 18 each, 2752 kept for models"
+	grep -q "^Max open files *4096 *4096" "/proc/$BROKER_PID/limits" ||
 		fail "limit not raised: $(grep "open files" "/proc/$BROKER_PID/limits")"
 	shutdown_clean
 fi
 
 # Clients that never read their attach replies.
 BROKER_LOG="$T/broker.log"
-BROKER_WRAPPER=(prlimit --nofile=1024:1024 "${BASE_WRAPPER[@]}")
+BROKER_WRAPPER=(prlimit --nofile=4096:4096 "${BASE_WRAPPER[@]}")
 if [ "$(id -u)" -eq 0 ]; then
 	chown 5001:5001 "$T/run"
-	BROKER_WRAPPER=(prlimit --nofile=1024:1024 setpriv --reuid 5001
+	BROKER_WRAPPER=(prlimit --nofile=4096:4096 setpriv --reuid 5001
 		--regid 5001 --clear-groups "${BASE_WRAPPER[@]}")
 	# valgrind writes its reports beside the logs.
 	chown 5001 "$T"

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Every bad load gets a clear error and leaves no segment: a missing file
-# (io_error), a directory, an empty file, a broken safetensors header, an
+# (io_error), a directory as a file (format_error: load it as a bundle),
+# an empty file, a broken safetensors header, an
 # invalid name, a name already loaded.  The broker keeps serving throughout.
 . "$(dirname "$0")/lib.sh"
 
@@ -19,7 +20,7 @@ make_model "$T/ok.safetensors" 1000000
 expect_refusal "cannot open $T/missing" load x "$T/missing" --wait
 reply=$(mbctl --json load x "$T/missing" --wait 2>&1) && fail "missing file loaded"
 case "$reply" in *'"code":"io_error"'*) ;; *) fail "missing file: $reply" ;; esac
-expect_refusal "is not a regular file" load x "$T" --wait
+expect_refusal "is a directory: load it as a bundle" load x "$T" --format raw --wait
 expect_refusal "is empty" load x "$T/empty.bin" --wait
 expect_refusal "runs past the end of the file" load x "$T/bad.safetensors" --wait
 expect_refusal "unknown dtype 'Q9'" load x "$T/dtype.safetensors" --wait

@@ -2,7 +2,8 @@
 # --model-dir: only files beneath it load.  A path outside, a "..", a
 # symlink that climbs out, an absolute symlink and /proc are refused with
 # permission_denied and logged; a symlink that stays inside is fine.  Only
-# regular files load (a FIFO or a device is refused), a file that changes
+# regular files load (a FIFO or a device is refused; a directory is a
+# bundle, confined the same way), a file that changes
 # while it loads is caught, and a newline in a path cannot forge a log
 # line.  Nothing is left behind by any refusal.
 . "$(dirname "$0")/lib.sh"
@@ -15,7 +16,9 @@ ln -s sub/deep.bin "$T/models/inner.bin"
 ln -s ../outside.bin "$T/models/climb.bin"
 ln -s "$T/outside.bin" "$T/models/absolute.bin"
 mkfifo "$T/models/fifo.bin"
-mkdir "$T/models/dir.bin"
+mkdir "$T/models/dir.bin" "$T/outdir"
+printf 'x' >"$T/outdir/f"
+ln -s ../outdir "$T/models/climbdir"
 if [ "$(id -u)" -eq 0 ]; then
 	mknod "$T/models/null.bin" c 1 3
 else
@@ -39,7 +42,12 @@ expect_refusal "resolves outside --model-dir" load x "$T/models/../outside.bin" 
 expect_refusal "resolves outside --model-dir" load x "$T/models/climb.bin" --wait
 expect_refusal "resolves outside --model-dir" load x "$T/models/absolute.bin" --wait
 expect_refusal "is not a regular file" load x "$T/models/fifo.bin" --wait
-expect_refusal "is not a regular file" load x "$T/models/dir.bin" --wait
+expect_refusal "is a directory: load it as a bundle" load x "$T/models/dir.bin" --format raw --wait
+expect_refusal "holds no file" load x "$T/models/dir.bin" --wait
+# A bundle is confined the same way: a directory outside, or a symlink to
+# one, is refused.
+expect_refusal "is not under any --model-dir" load x "$T/outdir" --wait
+expect_refusal "resolves outside --model-dir" load x "$T/models/climbdir" --wait
 if [ -e "$T/models/null.bin" ]; then
 	expect_refusal "is not a regular file" load x "$T/models/null.bin" --wait
 fi

@@ -18,16 +18,28 @@ no_space when the request's policy is "availability"; a load with
 "replace" also makes a new generation current and sends "replaced" to
 each connection holding an older one (one whose path ends in "corrupt"
 is advertised with a wrong checksum); an unload sends "unload" to every
-holder."""
+holder.
+
+A bundle (a model made of the files of a directory, ``fake.bundles[name]
+= DIR`` or ``NAME=DIR`` arguments after LIST_JSON) is attached as the
+broker does it: "members" (every regular file under DIR, in bytewise
+name order, with its checksum and the bundle's when checksums are on),
+descriptors 8 to a message, and the rest through the "members" op (logged
+"members #ID FROM"); a corrupt generation advertises a wrong bundle
+checksum.  Each message of a bundle named in ``stray`` (or
+``--stray=NAME``) carries one descriptor too many, as a broken broker's
+would."""
 import ctypes
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 
 SIZE = 8192
 MAX_MESSAGE = 160 * 1024
+FDS_PER_MESSAGE = 8
 
 
 def _checksummer():
@@ -52,6 +64,9 @@ class FakeBroker:
         self.listed = listed  # the model object list returns
         self.on_load = None  # request -> reply, for load
         self.on_unload = None  # request -> reply, for unload
+        self.bundles = {}  # model name -> directory served as a bundle
+        self.stray = set()  # bundles whose messages carry a stray descriptor
+        self._bundle_bodies = {}  # attachment -> (connection, [bytes])
         self.log = []
         self.echo = False  # print the log as it grows
         self._next_id = 0
@@ -93,6 +108,70 @@ class FakeBroker:
             for fd in fds:
                 os.close(fd)
 
+    @staticmethod
+    def _memfd(body):
+        fd = os.memfd_create("fake-model")
+        os.write(fd, body)
+        return fd
+
+    def _bundle_members(self, root):
+        """The members of the bundle at root: (name, bytes), in bytewise
+        order of their names."""
+        found = []
+        for top, _, files in os.walk(root):
+            for f in files:
+                path = os.path.join(top, f)
+                if os.path.isfile(path):
+                    with open(path, "rb") as fh:
+                        found.append((os.path.relpath(path, root), fh.read()))
+        return sorted(found, key=lambda m: m[0].encode())
+
+    def _page(self, attachment, start):
+        """The descriptors of members start.. (at most 8), and a stray."""
+        _, bodies, stray = self._bundle_bodies[attachment]
+        fds = [self._memfd(b) for b in bodies[start:start + FDS_PER_MESSAGE]]
+        return fds + ([self._memfd(b"stray")] if stray else [])
+
+    def _attach_bundle(self, req, conn, reply):
+        members = self._bundle_members(self.bundles[req["name"]])
+        self._bundle_bodies[self._next_id] = (conn, [b for _, b in members],
+                                              req["name"] in self.stray)
+        listed, bundle_sum = [], b""
+        for name, body in members:
+            checksum = self._checksum(body) if self._checksum else 0
+            listed.append({"name": name, "size": len(body),
+                           "checksum": "%016x" % checksum,
+                           "format": "safetensors"
+                           if name.endswith(".safetensors") else "raw"})
+            bundle_sum += (name.encode() + b"\0" +
+                           struct.pack("<QQ", len(body), checksum))
+        total = self._checksum(bundle_sum) if self._checksum else 0
+        total ^= int(self.corrupt)
+        reply.update(attachment=self._next_id, name=req["name"],
+                     format="bundle", generation=self.generation,
+                     size=sum(len(b) for _, b in members),
+                     checksum="%016x" % total, members=listed,
+                     descriptors={"from": 0, "count": min(
+                         FDS_PER_MESSAGE, len(members))})
+        return self._page(self._next_id, 0)
+
+    def _members_page(self, req, conn):
+        """The reply to a members request and its descriptors."""
+        att, start = req.get("attachment"), req.get("from")
+        held = self._bundle_bodies.get(att)
+        if held is None or held[0] is not conn:
+            return {"ok": False, "error": {"code": "not_attached",
+                                           "message": "no such attachment"}}, []
+        if (not isinstance(start, int) or isinstance(start, bool)
+                or not 0 <= start < len(held[1])):
+            return {"ok": False, "error": {"code": "bad_request",
+                                           "message": "from out of range"}}, []
+        self._record(f"members #{att} {start}")
+        fds = self._page(att, start)
+        count = min(FDS_PER_MESSAGE, len(held[1]) - start)
+        return {"ok": True, "attachment": att, "from": start,
+                "count": count}, fds
+
     def _answer(self, req, conn):
         op, reply, fds = req.get("op"), {"ok": True}, []
         if op == "attach" and self.refuse:
@@ -102,17 +181,22 @@ class FakeBroker:
             self._next_id += 1
             self._record(f"attach {req['name']} {self.generation} "
                          f"#{self._next_id}")
-            body = bytes([self.generation & 0xff]) * SIZE
-            fd = os.memfd_create("fake-model")
-            os.write(fd, body)
-            fds = [fd]
             self._holders[conn] = self.generation
+            if req["name"] in self.bundles:
+                fds = self._attach_bundle(req, conn, reply)
+                reply["id"] = req.get("id")
+                return reply, fds
+            body = bytes([self.generation & 0xff]) * SIZE
+            fds = [self._memfd(body)]
             checksum = self._checksum(body) if self._checksum else 0
             reply.update(attachment=self._next_id, name=req["name"],
                          format="raw", generation=self.generation, size=SIZE,
                          checksum="%016x" % (checksum ^ int(self.corrupt)))
+        elif op == "members":
+            reply, fds = self._members_page(req, conn)
         elif op == "detach":
             self._record(f"detach #{req['attachment']}")
+            self._bundle_bodies.pop(req.get("attachment"), None)
         elif op == "list":
             reply.update(models=[self.listed] if self.listed else [],
                          total=1 if self.listed else 0)
@@ -198,6 +282,11 @@ if __name__ == "__main__":
     with open(sys.argv[2]) as f:
         model = json.load(f)
     fake = FakeBroker(sys.argv[1], model, checksums=True)
+    for arg in sys.argv[3:]:
+        if arg.startswith("--stray="):
+            fake.stray.add(arg[len("--stray="):])
+        else:
+            fake.bundles.update([arg.split("=", 1)])
     fake.on_load, fake.on_unload = fake.replace, fake.unload
     fake.echo = True
     threading.Event().wait()

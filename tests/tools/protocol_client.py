@@ -258,6 +258,9 @@ SHUTDOWN = {n: int for n in (
     "shmem_after_kb", "elapsed_us", "notify_us", "wait_us", "release_us")}
 ATTACH = {"attachment": int, "name": str, "format": str, "generation": int,
           "size": int, "checksum": str}
+ATTACH_BUNDLE = dict(ATTACH, members=list, descriptors=dict)
+MEMBER = {"name": str, "format": str, "size": int, "checksum": str}
+MEMBERS = {"attachment": int, "from": int, "count": int}
 WORKER = {"pid": int, "uid": int, "gid": int, "exited": bool, "conn": int,
           "role": str, "attachments": list}
 
@@ -277,13 +280,16 @@ def check_model(m, what):
         spec["idle_ms"] = int
     if state == "ERROR":
         spec["error"] = str
+    if m.get("format") == "bundle" and state in ("READY", "UNLOADING"):
+        spec["members"] = int
     members(m, spec, what + " model", exact=False)
     extra = set(m) - set(spec) - {"segment", "id", "ok"}
     check(not extra, "%s model: members not in the document: %s"
           % (what, sorted(extra)))
     check(state in ("LOADING", "READY", "UNLOADING", "ERROR"),
           "%s: state %r" % (what, state))
-    check(m.get("format") in ("raw", "safetensors"), "%s: format" % what)
+    check(m.get("format") in ("raw", "safetensors", "bundle"),
+          "%s: format" % what)
     check(m.get("reason") in ("preload", "explicit", "autoload"),
           "%s: reason %r" % (what, m.get("reason")))
     check(m.get("keep_alive_ms", -1) >= -1 and m.get("idle_ms", 0) >= 0,
@@ -634,11 +640,14 @@ def part_models(b, work):
     check(len(e["error"]["message"].encode()) == 1023,
           "a long message is cut at %d bytes, not 1023"
           % len(e["error"]["message"].encode()))
-    for path in (os.path.join(work, "missing"), work):
-        c.err({"op": "load", "name": "x", "path": path}, "io_error",
-                  ("model",))
-        c.err({"op": "load", "name": "x", "path": path, "wait": True},
-                  "io_error", ("model",))
+    missing = os.path.join(work, "missing")
+    c.err({"op": "load", "name": "x", "path": missing}, "io_error",
+          ("model",))
+    c.err({"op": "load", "name": "x", "path": missing, "wait": True},
+          "io_error", ("model",))
+    # a directory is a bundle: as a single file, it is format_error
+    c.err({"op": "load", "name": "x", "path": work, "format": "raw",
+           "wait": True}, "format_error", ("model",))
     bad = write(os.path.join(work, "bad.safetensors"), b"\xff" * 16)
     e = c.err({"op": "load", "name": "x", "path": bad, "wait": True},
               "format_error", ("model",))
@@ -856,6 +865,76 @@ def part_models(b, work):
     c.ok({"op": "unload", "name": "st"})
     c.ok({"op": "unload", "name": "raw"})
     c.close()
+
+
+def part_bundle(b, work):
+    """load of a directory (a bundle), its model object, attach and the
+    members op with their descriptors, and their errors."""
+    c = b.conn(role="worker")
+    d = os.path.join(work, "bundle")
+    os.makedirs(os.path.join(d, "sub"))
+    files = {"a.bin": os.urandom(5000), "zero": b"",
+             "sub/m.safetensors": safetensors({"w": 64})}
+    for i in range(7):
+        files["sub/f%d" % i] = os.urandom(100 + i)
+    for name, data in files.items():
+        write(os.path.join(d, name), data)
+    names = sorted(files, key=lambda n: n.encode())
+    m = c.ok({"op": "load", "name": "bun", "path": d, "wait": True})
+    check_model(m, "bundle load")
+    check(m["format"] == "bundle" and m.get("members") == len(files) and
+          m["size"] == sum(len(x) for x in files.values()) and
+          m["tensors"] == 1, "bundle model %r" % trim(m))
+    r, fds = c.call({"op": "attach", "name": "bun"}, want_fds=True)
+    members(r, ATTACH_BUNDLE, "bundle attach")
+    check(r.get("descriptors") == {"from": 0, "count": 8},
+          "bundle attach descriptors %r" % r.get("descriptors"))
+    check(len(fds) == 8, "bundle attach passes %d descriptors" % len(fds))
+    listed = r.get("members", [])
+    for x in listed:
+        members(x, MEMBER, "bundle attach member")
+    check([x.get("name") for x in listed] == names,
+          "bundle members %r" % [x.get("name") for x in listed])
+    page, more = c.call({"op": "members", "attachment": r["attachment"],
+                         "from": 8}, want_fds=True)
+    members(page, MEMBERS, "members")
+    check(page.get("from") == 8 and page.get("count") == 2 and
+          len(more) == 2, "members page %r, %d descriptors"
+          % (page, len(more)))
+    for fd, x in zip(fds + more, listed):
+        check(os.fstat(fd).st_size == x["size"] and
+              fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY,
+              "member %s: segment" % x["name"])
+        if x["size"]:
+            mm = mmap.mmap(fd, x["size"], mmap.MAP_SHARED, mmap.PROT_READ)
+            check(mm[:] == files[x["name"]], "member %s: bytes" % x["name"])
+            mm.close()
+        os.close(fd)
+    att = r["attachment"]
+    for bad in (10, -1, "8", None):
+        c.err({"op": "members", "attachment": att, "from": bad},
+              "bad_request")
+    c.err({"op": "members", "attachment": att + 99, "from": 0},
+          "not_attached")
+    one = write(os.path.join(work, "one.bin"), b"x" * 100)
+    c.ok({"op": "load", "name": "one", "path": one, "wait": True})
+    r1, fds1 = c.call({"op": "attach", "name": "one"}, want_fds=True)
+    members(r1, ATTACH, "single-file attach")
+    for fd in fds1:
+        os.close(fd)
+    c.err({"op": "members", "attachment": r1["attachment"], "from": 0},
+          "bad_request")
+    c.ok({"op": "ack"})
+    c.err({"op": "load", "name": "x", "path": one, "format": "bundle"},
+          "format_error", ("model",))
+    many = os.path.join(work, "many")
+    os.mkdir(many)
+    for i in range(257):
+        write(os.path.join(many, str(i)), b"")
+    c.err({"op": "load", "name": "x", "path": many}, "limit", ("model",))
+    u = c.ok({"op": "unload", "name": "bun"})
+    members(u, UNLOAD, "unload of a bundle")
+    check(u["segments_unlinked"] == len(files), "unload of a bundle %r" % u)
 
 
 def part_pages(b, work):
@@ -1410,6 +1489,7 @@ def main():
     parts = [
         (part_framing, []),
         (part_models, []),
+        (part_bundle, []),
         (part_pages, []),
         (part_loading, ["--load-rate", "4M"]),
         (part_unload, ["--kill-after", "1", "--shutdown-timeout", "5"]),

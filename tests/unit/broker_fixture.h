@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "bundle.h"
 #include "conn.h"
 #include "registry.h"
 #include "request.h"
@@ -84,6 +85,36 @@ broker_fixture_registry_empty(void)
 	return registry_count() == 0;
 }
 
+/* Gives g n members of size bytes each (provider p), each a sealed
+ * segment named as the loader names them, as a finished load leaves it. */
+static inline void
+broker_fixture_members(struct generation *g, const struct provider *p,
+		       unsigned n, uint64_t size)
+{
+	char base[NAMES_SHM_MAX], shm[NAMES_SHM_MAX], err[256];
+	int result;
+
+	assert_int_equal(segment_name_for(base, sizeof base,
+					  model_name(g->model), g->number), 0);
+	assert_non_null(g->members = calloc(n, sizeof *g->members));
+	g->nmembers = n;
+	for (unsigned i = 0; i < n; i++) {
+		struct member *x = &g->members[i];
+
+		snprintf(x->name, sizeof x->name, "f%02u", i);
+		x->provider = p;
+		x->size = size;
+		assert_int_equal(segment_name_member(shm, sizeof shm, base, i),
+				 0);
+		x->segment = segment_create(shm, size, 0, &result, err,
+					    sizeof err);
+		if (x->segment == NULL)
+			fail_msg("segment_create: %s", err);
+		assert_int_equal(segment_seal(x->segment), 0);
+		g->size += size;
+	}
+}
+
 /* A next generation of m, as a finished load of path by provider p
  * leaves it: a sealed segment of size bytes (promote it to serve it). */
 static inline struct generation *
@@ -91,17 +122,22 @@ broker_fixture_loaded_generation(struct model *m, const char *path,
 				 const struct provider *p, uint64_t size)
 {
 	struct generation *g = registry_generation_new(m, p, path);
-	char shm[NAMES_SHM_MAX], err[256];
-	int result;
 
 	assert_non_null(g);
-	assert_int_equal(segment_name_for(shm, sizeof shm, model_name(m),
-					  g->number), 0);
-	g->segment = segment_create(shm, size, 0, &result, err, sizeof err);
-	if (g->segment == NULL)
-		fail_msg("segment_create: %s", err);
-	assert_int_equal(segment_seal(g->segment), 0);
-	g->size = size;
+	broker_fixture_members(g, p, 1, size);
+	return g;
+}
+
+/* The same for a bundle of n raw files of size bytes each. */
+static inline struct generation *
+broker_fixture_loaded_bundle(struct model *m, const char *path, unsigned n,
+			     uint64_t size)
+{
+	struct generation *g = registry_generation_new(m, &provider_bundle,
+						       path);
+
+	assert_non_null(g);
+	broker_fixture_members(g, &provider_raw, n, size);
 	return g;
 }
 
@@ -115,8 +151,8 @@ broker_fixture_ready_model(const char *name, const char *path,
 
 	assert_non_null(m);
 	registry_set_state(m, MODEL_LOADING);
-	broker_fixture_loaded_generation(m, path, p, 4096)->provider_state =
-		provider_state;
+	broker_fixture_loaded_generation(m, path, p, 4096)->members[0]
+		.provider_state = provider_state;
 	assert_null(registry_generation_promote(m));
 	registry_set_state(m, MODEL_READY);
 	return m;

@@ -24,18 +24,25 @@ replace(struct model *m, uint64_t size)
 	return registry_generation_promote(m);
 }
 
-/* Lets go of g's segment as an unload or a drain does; returns the bytes
- * it reports freed, and asserts it removed the name. */
+/* Lets go of g's n segments as an unload or a drain does; returns the
+ * bytes it reports freed, and asserts it removed the names. */
 static uint64_t
-release(struct generation *g)
+release_all(struct generation *g, unsigned n)
 {
 	uint64_t freed = 0;
 	unsigned unlinked = 0;
 
 	registry_generation_release(g, &freed, &unlinked);
-	assert_int_equal(unlinked, 1);
-	assert_null(g->segment);
+	assert_int_equal(unlinked, n);
+	assert_null(g->members);
 	return freed;
+}
+
+/* The same for a single file's one segment. */
+static uint64_t
+release(struct generation *g)
+{
+	return release_all(g, 1);
 }
 
 static void
@@ -94,6 +101,48 @@ test_lease_bytes_held_until_last_release(void **state)
 }
 
 static void
+test_lease_bundle_holds_every_member(void **state)
+{
+	struct model *m = registry_add("b");
+	int fds[MB_FDS_PER_MESSAGE], px;
+	struct generation *g;
+	struct lease *l;
+	struct conn *x;
+
+	(void)state;
+	assert_non_null(m);
+	registry_set_state(m, MODEL_LOADING);
+	g = broker_fixture_loaded_bundle(m, "/models/b", 10, 4096);
+	assert_null(registry_generation_promote(m));
+	registry_set_state(m, MODEL_READY);
+	assert_true(generation_is_bundle(g));
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 10);
+	x = broker_fixture_conn_new(&px);
+	assert_non_null(l = lease_add(x, g));
+	assert_int_equal(lease_members(l), 10);
+	/* Pages of 8, in member order. */
+	assert_int_equal(lease_descriptors(l, 0, fds), 8);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(fds[i], segment_fd(g->members[i].segment));
+	assert_int_equal(lease_descriptors(l, 8, fds), 2);
+	assert_int_equal(fds[1], segment_fd(g->members[9].segment));
+	assert_int_equal(lease_descriptors(l, 10, fds), 0);
+	/* Unloaded while held: every name goes, every byte stays counted
+	 * (none reported freed) until the lease is released. */
+	assert_int_equal(segment_bytes_held(), 10 * 4096);
+	assert_int_equal(release_all(g, 10), 0);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
+	assert_int_equal(segment_bytes_held(), 10 * 4096);
+	assert_int_equal(segment_count(), 10);
+	lease_release(l);
+	assert_int_equal(segment_bytes_held(), 0);
+	assert_int_equal(segment_count(), 0);
+	conn_close_all();
+	close(px);
+	registry_clear();
+}
+
+static void
 test_lease_lost_connection_releases(void **state)
 {
 	struct model *m = broker_fixture_ready_model("m", "/models/m",
@@ -127,6 +176,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lease_bytes_held_until_last_release),
+		cmocka_unit_test(test_lease_bundle_holds_every_member),
 		cmocka_unit_test(test_lease_lost_connection_releases),
 	};
 

@@ -217,8 +217,8 @@ test_loader_raw_ready(void **state)
 	assert_int_equal(g->size, sizeof raw_bytes);
 	assert_int_equal(g->checksum, mb_checksum(raw_bytes, sizeof raw_bytes));
 	assert_int_equal(unit_shm_count(broker.cfg.instance), base_names + 1);
-	snprintf(path, sizeof path, "/dev/shm%s", segment_name(g->segment));
-	fd = segment_fd(g->segment);
+	snprintf(path, sizeof path, "/dev/shm%s", segment_name(g->members[0].segment));
+	fd = segment_fd(g->members[0].segment);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0400);
 	assert_int_equal(st.st_size, sizeof raw_bytes);
@@ -247,7 +247,7 @@ test_loader_safetensors_ready(void **state)
 	m = load_sync(st_path);
 	assert_int_equal(model_state(m), MODEL_READY);
 	assert_int_equal(model_current(m)->ntensors, 1);
-	assert_non_null(model_current(m)->provider_state);
+	assert_non_null(model_current(m)->members[0].provider_state);
 	registry_clear();
 }
 

@@ -169,10 +169,11 @@ test_registry_model_json(void **state)
 	assert_int_equal(json_integer_value(json_object_get(o, "generation")),
 			 g->number);
 	assert_string_equal(json_string_value(json_object_get(o, "segment")),
-			    segment_name(g->segment));
+			    segment_name(g->members[0].segment));
 	assert_int_equal(json_array_size(json_object_get(o, "generations")), 1);
 	assert_null(json_object_get(o, "error"));
 	assert_null(json_object_get(o, "pids"));
+	assert_null(json_object_get(o, "members"));
 	json_decref(o);
 	broker_fixture_drop_generations(m);
 	registry_set_state(m, MODEL_UNLOADING);
@@ -186,6 +187,33 @@ test_registry_model_json(void **state)
 	assert_int_equal(json_array_size(json_object_get(o, "pids")), 0);
 	assert_int_equal(json_array_size(json_object_get(o, "generations")), 0);
 	json_decref(o);
+	registry_clear();
+}
+
+/* A bundle: format "bundle", its file count in "members", its size the
+ * sum of its files', the segment its first member's. */
+static void
+test_registry_bundle_json(void **state)
+{
+	struct model *m = registry_add("b");
+	struct generation *g;
+	json_t *o;
+
+	(void)state;
+	registry_set_state(m, MODEL_LOADING);
+	g = broker_fixture_loaded_bundle(m, "/models/b", 3, 1000);
+	registry_generation_promote(m);
+	registry_set_state(m, MODEL_READY);
+	o = registry_model_json(m);
+	assert_string_equal(json_string_value(json_object_get(o, "format")),
+			    "bundle");
+	assert_int_equal(json_integer_value(json_object_get(o, "members")), 3);
+	assert_int_equal(json_integer_value(json_object_get(o, "size")), 3000);
+	assert_string_equal(json_string_value(json_object_get(o, "segment")),
+			    segment_name(g->members[0].segment));
+	json_decref(o);
+	broker_fixture_drop_generations(m);
+	assert_int_equal(unit_shm_count(broker.cfg.instance), 0);
 	registry_clear();
 }
 
@@ -282,6 +310,7 @@ main(void)
 		cmocka_unit_test(test_registry_full),
 		cmocka_unit_test(test_registry_generation_promote),
 		cmocka_unit_test(test_registry_model_json),
+		cmocka_unit_test(test_registry_bundle_json),
 		cmocka_unit_test(test_registry_model_json_generations),
 		cmocka_unit_test(test_registry_provider_for_path),
 	};

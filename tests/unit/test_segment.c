@@ -2,12 +2,15 @@
 /*
  * test_segment.c - a segment's life as /dev/shm and the budget show it:
  * its name (the instance's prefix, the model, the generation, the run's
- * token), created 0600 within --max-shm-bytes, sealed read-only; its name
+ * token; a bundle's later members add ".i"), created 0600 within
+ * --max-shm-bytes and counted among the broker's segments, sealed
+ * read-only (0400, or 0440 and the --allow-gid group); its name
  * removed by segment_unlink while a holder keeps mapping the bytes, and
  * the budget given back only when the last reference is put (the last put
  * also removes a name still there).
  */
 #include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -49,6 +52,47 @@ test_segment_name(void **state)
 		 broker.cfg.instance);
 	assert_string_equal(name, want);
 	assert_true(segment_name_for(name, 8, "m", 3) < 0);
+	/* A bundle's members: the first has the name, the others .i. */
+	assert_int_equal(segment_name_member(want, sizeof want, name, 0), 0);
+	assert_string_equal(want, name);
+	assert_int_equal(segment_name_member(want, sizeof want, name, 17), 0);
+	assert_true(strncmp(want, name, strlen(name)) == 0);
+	assert_string_equal(want + strlen(name), ".17");
+	assert_true(segment_name_member(want, strlen(name) + 2, name, 17) < 0);
+}
+
+/* With --allow-gid, a sealed segment is 0440 and of that group (the
+ * test's own, which it may give without privilege; any for root, whose
+ * own is 0, "none"); every segment made counts until its last put, a
+ * 0-byte one too. */
+static void
+test_segment_sealed_for_group(void **state)
+{
+	gid_t gid = getegid() != 0 ? getegid() : 4242;
+	struct segment *s, *z;
+	struct stat st;
+	int result;
+
+	(void)state;
+	broker.cfg.allow_gid = gid;
+	assert_int_equal(segment_count(), 0);
+	s = create(1, 4096, &result);
+	z = create(2, 0, &result);
+	assert_non_null(s);
+	assert_non_null(z);
+	assert_int_equal(segment_count(), 2);
+	assert_int_equal(segment_seal(s), 0);
+	assert_int_equal(segment_seal(z), 0);
+	assert_int_equal(fstat(segment_fd(s), &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0440);
+	assert_int_equal(st.st_gid, gid);
+	assert_int_equal(fstat(segment_fd(z), &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0440);
+	assert_int_equal(st.st_size, 0);
+	segment_put(s);
+	segment_put(z);
+	assert_int_equal(segment_count(), 0);
+	broker.cfg.allow_gid = 0;
 }
 
 static void
@@ -137,6 +181,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_segment_name),
 		cmocka_unit_test(test_segment_sealed_read_only),
+		cmocka_unit_test(test_segment_sealed_for_group),
 		cmocka_unit_test(test_segment_budget_until_last_put),
 	};
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_wire.c - message framing over SOCK_SEQPACKET: one JSON object per
- * record, a descriptor travelling with its message, oversized records
+ * record, descriptors travelling with their message (at most as many
+ * as the receiver takes, the others closed), oversized records
  * refused on both sides, and the decoder's refusals.
  */
 #include <errno.h>
@@ -11,6 +12,7 @@
 
 #include "unit.h"
 
+#include "mbroker.h"
 #include "wire.h"
 
 static int sv[2];
@@ -72,6 +74,67 @@ test_wire_passes_descriptor(void **state)
 	assert_int_equal(buf[0], 'x');
 	close(got);
 	close(p[0]);
+}
+
+/* Sends "{}" with count descriptors of /dev/null in one SCM_RIGHTS. */
+static void
+send_many(int count)
+{
+	char body[] = "{}";
+	int fds[12];
+	union {
+		char buf[CMSG_SPACE(sizeof fds)];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = {.iov_base = body, .iov_len = 2};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = control.buf,
+			     .msg_controllen = CMSG_SPACE(sizeof(int) *
+							  (size_t)count)};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+	for (int i = 0; i < count; i++)
+		assert_true((fds[i] = open("/dev/null", O_RDONLY)) >= 0);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+	memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)count);
+	assert_int_equal(sendmsg(sv[0], &msg, 0), 2);
+	for (int i = 0; i < count; i++)
+		close(fds[i]);
+}
+
+static void
+test_wire_recv_fds_keeps_at_most_max(void **state)
+{
+	int fds[MB_FDS_PER_MESSAGE], before = unit_fd_count();
+	char buf[64];
+	size_t count;
+
+	(void)state;
+	send_many(MB_FDS_PER_MESSAGE);
+	assert_int_equal(wire_recv_fds(sv[1], buf, sizeof buf, fds,
+				       MB_FDS_PER_MESSAGE, &count, 0),
+			 2);
+	assert_int_equal(count, MB_FDS_PER_MESSAGE);
+	assert_int_equal(unit_fd_count(), before + MB_FDS_PER_MESSAGE);
+	for (size_t i = 0; i < count; i++) {
+		assert_true(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+		close(fds[i]);
+	}
+	/* More than max: the rest are closed, none is left open. */
+	send_many(12);
+	assert_int_equal(wire_recv_fds(sv[1], buf, sizeof buf, fds, 3, &count,
+				       0),
+			 2);
+	assert_int_equal(count, 3);
+	assert_int_equal(unit_fd_count(), before + 3);
+	for (size_t i = 0; i < count; i++)
+		close(fds[i]);
+	send_many(2);
+	assert_int_equal(wire_recv(sv[1], buf, sizeof buf, &fds[0], 0), 2);
+	assert_int_equal(unit_fd_count(), before + 1);
+	close(fds[0]);
 }
 
 static void
@@ -193,6 +256,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wire_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wire_passes_descriptor, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_wire_recv_fds_keeps_at_most_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wire_oversize, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wire_eof_and_eagain, setup,
 						teardown),

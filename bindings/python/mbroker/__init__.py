@@ -9,6 +9,15 @@ array that views the mapping without copying (numpy is optional; without
 it ``tensor_bytes`` gives a memoryview).  docs/protocol.md is the
 protocol; include/mbroker.h the C library this mirrors.
 
+A model may be a bundle, a directory of files: ``Attachment.members``
+lists them (each mapped on its own), ``Attachment.member(path)`` finds
+one, and tensors span every safetensors shard (through the bundle's
+``*.safetensors.index.json`` when it has one).  ``attach(name,
+keep_fds=True)`` also keeps each member's read-only descriptor, so that
+code which opens files by path can be given ``member.path``
+("/proc/self/fd/N") or ``model.member_dir()``, a directory of links laid
+out like the bundle; all are let go at detach, ack and close.
+
     import mbroker
     with mbroker.connect() as client, client.attach("whisper") as model:
         weights = model.tensor("encoder.conv1.weight")
@@ -34,20 +43,34 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
+import errno
 import json
 import mmap
 import os
 import select
+import shutil
 import signal
 import socket
 import stat
 import struct
+import sys
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 PROTOCOL_VERSION = 1
 MAX_REPLY = 160 * 1024
+# Most descriptors one message carries; a bundle's come 8 at a time.
+FDS_PER_MESSAGE = 8
+# Largest *.safetensors.index.json read, as libmbroker.
+INDEX_MAX = 16 << 20
+INDEX_SUFFIX = ".safetensors.index.json"
+# mmap keeps a duplicate of the descriptor for each mapping unless told
+# not to (Python 3.13): one more descriptor per member of a bundle.
+_MMAP_NO_FD = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 _DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "uint16",
@@ -106,8 +129,59 @@ class TensorInfo:
     name: str
     dtype: str
     shape: Tuple[int, ...]
-    offset: int
+    offset: int  # in its member
     nbytes: int
+    member: int = 0  # the index of the member holding it
+
+
+class Member:
+    """One file of an attached model: a bundle's member (``name`` its path
+    in the bundle) or, for a single file, the model itself (``name`` the
+    model's).  ``data`` is a read-only memoryview of its mapping (empty
+    for a 0-byte member); ``fd`` and ``path`` ("/proc/self/fd/N") its
+    kept descriptor with keep_fds, else None.  Valid until the attachment
+    is detached, acked or its client closes."""
+
+    def __init__(self, name: str, format: str, size: int, checksum: int):
+        self.name = name
+        self.format = format
+        self.size = size
+        self.checksum = checksum
+        self.data = memoryview(b"")
+        self.fd: Optional[int] = None
+        self._map: Optional[mmap.mmap] = None
+
+    @property
+    def path(self) -> Optional[str]:
+        return None if self.fd is None else f"/proc/self/fd/{self.fd}"
+
+    def _map_fd(self, fd: int, reply: Dict[str, Any]) -> None:
+        if os.fstat(fd).st_size != self.size:
+            raise BrokerError("protocol_error",
+                              f"{self.name}: size mismatch", reply)
+        if self.size > 0:
+            self._map = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED,
+                                  prot=mmap.PROT_READ, **_MMAP_NO_FD)
+            self.data = memoryview(self._map)
+
+    def _release(self) -> None:
+        try:
+            self.data.release()
+        except BufferError:
+            pass  # numpy views still use it; unmapped when they go
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass
+            self._map = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __repr__(self) -> str:
+        return (f"Member({self.name!r}, {self.format!r}, size={self.size}, "
+                f"fd={self.fd})")
 
 
 def default_socket_path() -> str:
@@ -194,11 +268,29 @@ def _parse_safetensors(buf: memoryview) -> Dict[str, TensorInfo]:
     return tensors
 
 
-class Attachment:
-    """One attached model: a read-only mapping and, for safetensors, its
-    tensors.  Valid until detached, acked or the client closes."""
+def _member_specs(reply: Dict[str, Any]) -> List[Member]:
+    """The members an attach reply announces: a bundle's "members", or the
+    single file as one member named after the model."""
+    if "members" not in reply:
+        return [Member(reply["name"], reply["format"], reply["size"],
+                       int(reply["checksum"], 16))]
+    specs = reply["members"]
+    if (not isinstance(specs, list) or not specs
+            or sum(m["size"] for m in specs) != reply["size"]):
+        raise BrokerError("protocol_error", "members do not add up", reply)
+    return [Member(m["name"], m["format"], m["size"],
+                   int(m["checksum"], 16)) for m in specs]
 
-    def __init__(self, client: "Client", reply: Dict[str, Any], fd: int):
+
+class Attachment:
+    """One attached model: its members' read-only mappings and, for
+    safetensors members, their tensors.  ``data`` is a single file's
+    mapping (None for a bundle: see ``members``).  Valid until detached,
+    acked or the client closes."""
+
+    def __init__(self, client: "Client", reply: Dict[str, Any],
+                 fds: List[int], keep_fds: bool = False):
+        """Takes fds (one per member, in order) in every case."""
         self._client = client
         self.id: int = reply["attachment"]
         self.name: str = reply["name"]
@@ -206,37 +298,151 @@ class Attachment:
         self.generation: int = reply["generation"]
         self.size: int = reply["size"]
         self.checksum: int = int(reply["checksum"], 16)
+        self.keep_fds = keep_fds
+        self.bundle = "members" in reply
+        self._dir: Optional[Tuple[str, weakref.finalize]] = None
+        self._live = True
+        self.members: List[Member] = []
         try:
-            if os.fstat(fd).st_size != self.size:
-                raise BrokerError("protocol_error", "size mismatch", reply)
-            self._map: Optional[mmap.mmap] = mmap.mmap(
-                fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            self.members = _member_specs(reply)
+            if len(fds) != len(self.members):
+                raise BrokerError("protocol_error",
+                                  "descriptors do not match the members",
+                                  reply)
+            for member, fd in zip(self.members, fds):
+                member._map_fd(fd, reply)
+            if keep_fds:
+                for member, fd in zip(self.members, fds):
+                    member.fd = fd
+                fds = []
+            self.tensors, self._weight_map = self._read_tensors(reply)
+        except BaseException:
+            self._release()
+            raise
         finally:
-            os.close(fd)
-        self.data = memoryview(self._map)
-        self.tensors: Dict[str, TensorInfo] = (
-            _parse_safetensors(self.data) if self.format == "safetensors"
-            else {})
+            for fd in fds:
+                os.close(fd)
+        self.data: Optional[memoryview] = (
+            None if self.bundle else self.members[0].data)
+
+    def _read_tensors(self, reply: Dict[str, Any]):
+        """The tensors of every safetensors member (members in order, names
+        in order within each) and the weight map of the bundle's index,
+        when it has one: only tensors it places are found then."""
+        tables = {}
+        for i, m in enumerate(self.members):
+            if m.format == "safetensors":
+                table = _parse_safetensors(m.data)
+                tables[i] = table if i == 0 else {
+                    n: dataclasses.replace(t, member=i)
+                    for n, t in table.items()}
+        weight_map: Optional[Dict[str, int]] = None
+        for m in self.members if self.bundle else []:
+            if "/" in m.name or not m.name.endswith(INDEX_SUFFIX) or \
+                    m.name == INDEX_SUFFIX:
+                continue
+            weight_map = weight_map or {}
+            for name, shard in self._read_index(m, tables, reply).items():
+                weight_map.setdefault(name, shard)
+        tensors: Dict[str, TensorInfo] = {}
+        for i, table in tables.items():
+            for name in sorted(table):
+                if weight_map is None or weight_map.get(name) == i:
+                    tensors.setdefault(name, table[name])
+        return tensors, weight_map
+
+    def _read_index(self, m: Member, tables: Dict[int, Any],
+                    reply: Dict[str, Any]) -> Dict[str, int]:
+        """An index member's weight_map, as tensor name -> member index."""
+        def bad(why: str) -> BrokerError:
+            return BrokerError("format_error", f"{m.name}: {why}", reply)
+        if m.size > INDEX_MAX:
+            raise bad(f"an index of {m.size} bytes is over the bound of "
+                      f"{INDEX_MAX}")
+        try:
+            index = json.loads(bytes(m.data))
+        except ValueError as e:
+            raise bad(f"not a JSON index: {e}") from None
+        if not isinstance(index, dict) or \
+                not isinstance(index.get("weight_map"), dict):
+            raise bad("no weight_map object")
+        shards = {self.members[i].name: i for i in tables}
+        placed = {}
+        for name, shard in index["weight_map"].items():
+            if not isinstance(shard, str) or shard not in shards:
+                raise bad(f"the weight_map puts {name} in {shard}, which "
+                          "is no safetensors member")
+            placed[name] = shards[shard]
+        return placed
+
+    def member(self, name: str) -> Member:
+        """The member called name (its path in the bundle); KeyError when
+        there is none."""
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def fd(self) -> Optional[int]:
+        """Member 0's kept descriptor (keep_fds), else None."""
+        return self.members[0].fd if self.members else None
+
+    @property
+    def path(self) -> Optional[str]:
+        """Member 0's "/proc/self/fd/N" (keep_fds), else None."""
+        return self.members[0].path if self.members else None
+
+    def member_dir(self) -> str:
+        """A private directory (under $TMPDIR or /tmp, mode 0700) of one
+        symlink per member at its path in the bundle (one named after the
+        model for a single file), each to the member's /proc/self/fd/N:
+        for code that wants a model directory.  Made once; removed at
+        detach, ack and close.  Needs keep_fds (else OSError EBADF)."""
+        if self.fd is None:
+            raise OSError(errno.EBADF, "attached without keep_fds")
+        if self._dir is None:
+            root = tempfile.mkdtemp(prefix="mbroker.")
+            # Also removed when the interpreter exits without a detach.
+            self._dir = (root, weakref.finalize(self, shutil.rmtree, root,
+                                                True))
+            for m in self.members:
+                name = m.name if self.bundle else self.name
+                parent = root
+                for part in name.split("/")[:-1]:
+                    parent = os.path.join(parent, part)
+                    if not os.path.isdir(parent):
+                        os.mkdir(parent, 0o700)
+                os.symlink(m.path, os.path.join(root, name))
+        return self._dir[0]
+
+    def _tensor_view(self, name: str) -> Tuple[TensorInfo, memoryview]:
+        if self._weight_map is not None and name not in self._weight_map:
+            raise KeyError(name)
+        t = self.tensors[name]
+        return t, self.members[t.member].data
 
     def tensor_bytes(self, name: str) -> memoryview:
-        """The bytes of a tensor, a view into the mapping (no copy)."""
-        t = self.tensors[name]
-        return self.data[t.offset:t.offset + t.nbytes]
+        """The bytes of a tensor, a view into its member's mapping (no
+        copy).  KeyError when there is no such tensor."""
+        t, data = self._tensor_view(name)
+        return data[t.offset:t.offset + t.nbytes]
 
     def tensor(self, name: str):
-        """A numpy array viewing the tensor in the mapping: no copy, not
-        writable.  BF16 comes as uint16 (numpy has no bfloat16)."""
+        """A numpy array viewing the tensor in its member's mapping: no
+        copy, not writable.  BF16 comes as uint16 (numpy has no
+        bfloat16)."""
         import numpy as np
-        t = self.tensors[name]
+        t, data = self._tensor_view(name)
         count = t.nbytes // np.dtype(_DTYPES[t.dtype]).itemsize
-        array = np.frombuffer(self.data, dtype=_DTYPES[t.dtype], count=count,
+        array = np.frombuffer(data, dtype=_DTYPES[t.dtype], count=count,
                               offset=t.offset)
         return array.reshape(t.shape)
 
     def detach(self) -> None:
         """Tells the broker this worker let go.  Arrays still viewing the
         mapping keep it mapped until they are gone."""
-        if self._map is None:
+        if not self._live:
             return
         self._release()
         self._client._forget(self)
@@ -248,12 +454,14 @@ class Attachment:
                     raise
 
     def _release(self) -> None:
-        self.data.release()
-        try:
-            self._map.close()
-        except BufferError:
-            pass  # numpy views still use it; unmapped when they go
-        self._map = None
+        """Unmaps every member, closes the kept descriptors and removes the
+        member directory."""
+        self._live = False
+        for m in self.members:
+            m._release()
+        if self._dir is not None:
+            self._dir[1]()
+            self._dir = None
 
     def __enter__(self) -> "Attachment":
         return self
@@ -368,24 +576,32 @@ class Client:
                 raise TimeoutError("no reply from the broker in time")
 
     def _recv(self, deadline: Optional[float] = None,
-              blocking: bool = True) -> Tuple[Optional[dict], int]:
+              blocking: bool = True) -> Tuple[Optional[dict], List[int]]:
+        """One message and the descriptors that came with it (at most
+        FDS_PER_MESSAGE: any more are closed)."""
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self._sock, MAX_REPLY, 4)
+                data, fds, _, _ = socket.recv_fds(self._sock, MAX_REPLY,
+                                                  2 * FDS_PER_MESSAGE)
                 break
             except BlockingIOError:
                 if not blocking:
-                    return None, -1
+                    return None, []
                 self._poll(select.POLLIN, deadline)
             except ConnectionResetError:
                 data, fds = b"", []
                 break
-        for extra in fds[1:]:
-            os.close(extra)
+        _close_all(fds[FDS_PER_MESSAGE:])
+        fds = fds[:FDS_PER_MESSAGE]
         if not data:
+            _close_all(fds)
             self._lose()
             raise BrokerLost("connection to the broker lost")
-        return json.loads(data), (fds[0] if fds else -1)
+        try:
+            return json.loads(data), fds
+        except ValueError:
+            _close_all(fds)
+            raise
 
     def _lose(self) -> None:
         if not self.lost:
@@ -403,12 +619,12 @@ class Client:
         self._sync_pending()
         return True
 
-    def _drop_stale(self, msg: dict, fd: int) -> None:
+    def _drop_stale(self, msg: dict, fds: List[int]) -> None:
         """A reply nobody waits for (its request timed out): an attachment
         it granted is handed back at once."""
-        if fd < 0:
+        if not fds:
             return
-        os.close(fd)
+        _close_all(fds)
         if msg.get("ok") and isinstance(msg.get("attachment"), int):
             self._next_id += 1
             try:
@@ -431,7 +647,9 @@ class Client:
                 raise BrokerLost("connection to the broker lost") from None
 
     def _call(self, op: str, fields: Dict[str, Any],
-              deadline: Optional[float] = None) -> Tuple[dict, int]:
+              deadline: Optional[float] = None) -> Tuple[dict, List[int]]:
+        """Sends a request and waits for its reply; returns it with the
+        descriptors that came with it, which the caller closes."""
         if self.lost:
             raise BrokerLost("connection to the broker lost")
         if deadline is None:
@@ -440,41 +658,75 @@ class Client:
         want = self._next_id
         self._send(dict(fields, op=op, id=want), deadline)
         while True:
-            msg, fd = self._recv(deadline)
+            msg, fds = self._recv(deadline)
             if self._take_event(msg):
+                _close_all(fds)
                 continue
             rid = msg.get("id")
             if rid == want or (rid is None and msg.get("ok") is False):
                 break
-            self._drop_stale(msg, fd)
+            self._drop_stale(msg, fds)
         if not msg.get("ok"):
-            if fd >= 0:
-                os.close(fd)
+            _close_all(fds)
             err = msg.get("error", {})
             raise BrokerError(err.get("code", "?"), err.get("message", ""),
                               msg)
-        return msg, fd
+        return msg, fds
 
     def request(self, op: str, **fields: Any) -> Dict[str, Any]:
         """Sends one request and returns the broker's reply; raises
         BrokerError when it says no, TimeoutError past ``timeout``."""
-        reply, fd = self._call(op, fields)
-        if fd >= 0:
-            os.close(fd)
+        reply, fds = self._call(op, fields)
+        _close_all(fds)
         return reply
 
-    def attach(self, name: str) -> Attachment:
-        """Maps a READY model read-only.  Raises AttachCancelled when an
-        ack ran (in a signal handler) while it waited for the reply."""
-        return self._attach(name, None)
+    def attach(self, name: str, keep_fds: bool = False) -> Attachment:
+        """Maps a READY model read-only, every member of a bundle.  With
+        keep_fds each member's read-only descriptor stays open (see
+        Member.fd, Member.path, Attachment.member_dir) until detach, ack
+        or close.  Raises AttachCancelled when an ack ran (in a signal
+        handler) while it waited for the reply."""
+        return self._attach(name, None, keep_fds)
 
-    def _attach(self, name: str, deadline: Optional[float]) -> Attachment:
-        acks = self._acks
-        reply, fd = self._call("attach", {"name": name}, deadline)
-        try:
-            if fd < 0:
+    def _descriptors(self, reply: Dict[str, Any], fds: List[int],
+                     deadline: Optional[float]) -> List[int]:
+        """Every member's descriptor: a single file's one, or a bundle's
+        first page and the rest asked for 8 at a time.  Takes fds."""
+        if "members" not in reply:
+            _close_all(fds[1:])
+            if not fds:
                 raise BrokerError("protocol_error", "no descriptor", reply)
-            att = Attachment(self, reply, fd)
+            return fds[:1]
+        want, given = len(reply["members"]), reply.get("descriptors", {})
+        try:
+            if given.get("from") != 0 or given.get("count") != len(fds) \
+                    or not fds:
+                raise BrokerError("protocol_error",
+                                  "descriptors do not match", reply)
+            while len(fds) < want:
+                page, more = self._call("members", {
+                    "attachment": reply["attachment"], "from": len(fds)},
+                    deadline)
+                if (page.get("attachment") != reply["attachment"]
+                        or page.get("from") != len(fds) or not more
+                        or page.get("count") != len(more)
+                        or len(fds) + len(more) > want):
+                    _close_all(more)
+                    raise BrokerError("protocol_error",
+                                      "members page does not match", page)
+                fds += more
+        except BaseException:
+            _close_all(fds)
+            raise
+        return fds
+
+    def _attach(self, name: str, deadline: Optional[float],
+                keep_fds: bool = False) -> Attachment:
+        acks = self._acks
+        reply, fds = self._call("attach", {"name": name}, deadline)
+        try:
+            fds = self._descriptors(reply, fds, deadline)
+            att = Attachment(self, reply, fds, keep_fds)
         except Exception:
             # The broker counts the attachment: hand it back, as
             # libmbroker does.
@@ -498,7 +750,8 @@ class Client:
         except (BrokerError, OSError, TimeoutError):
             pass
 
-    def attach_wait(self, name: str, timeout: Optional[float]) -> Attachment:
+    def attach_wait(self, name: str, timeout: Optional[float],
+                    keep_fds: bool = False) -> Attachment:
         """attach() that waits up to timeout seconds (None: no bound) for a
         model called name to be READY, asking again while the broker says
         not_ready or unknown_model; then raises the last BrokerError (or
@@ -510,7 +763,7 @@ class Client:
             if each is None or (deadline is not None and deadline < each):
                 each = deadline
             try:
-                return self._attach(name, each)
+                return self._attach(name, each, keep_fds)
             except BrokerError as e:
                 if e.code not in ("not_ready", "unknown_model"):
                     raise
@@ -535,7 +788,7 @@ class Client:
                 or event.generation is None
                 or att.generation >= event.generation):
             return att
-        new = self.attach(event.model)
+        new = self.attach(event.model, keep_fds=att.keep_fds)
         try:
             att.detach()
         except (BrokerError, OSError, TimeoutError):
@@ -551,14 +804,14 @@ class Client:
         while True:
             if not self._events and not self.lost:
                 try:
-                    msg, fd = self._recv(blocking=False)
+                    msg, fds = self._recv(blocking=False)
                 except BrokerLost:
-                    msg, fd = None, -1
+                    msg, fds = None, []
                 if msg is not None:
                     if not self._take_event(msg):
-                        self._drop_stale(msg, fd)
-                    elif fd >= 0:
-                        os.close(fd)
+                        self._drop_stale(msg, fds)
+                    else:
+                        _close_all(fds)
                     continue
             if not self._events:
                 self._sync_pending()  # a forked sibling may have set it
@@ -569,9 +822,10 @@ class Client:
             yield event
 
     def ack(self) -> None:
-        """Lets go of every attachment, tells the broker so (what it waits
-        for after an unload or shutdown event) and posts its ack semaphore
-        to wake it at once.  Safe to call from a signal handler: one send,
+        """Lets go of every attachment (mappings, kept descriptors, member
+        directories), tells the broker so (what it waits for after an
+        unload or shutdown event) and posts its ack semaphore to wake it
+        at once.  Safe to call from a signal handler: one send,
         no reply awaited; an attach it interrupts is undone.  A mapping
         that numpy arrays still view stays mapped until they are gone."""
         self._acks += 1
@@ -603,6 +857,11 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _close_all(fds: List[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def handle_unload_signal(client: Client, ack: bool = True) -> None:

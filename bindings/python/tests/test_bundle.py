@@ -1,0 +1,248 @@
+# SPDX-License-Identifier: MIT
+"""A Python worker attaching bundles (models made of many files), against
+a fake broker (tests/tools/fake_broker.py serves a directory as the broker
+does: members in name order, descriptors 8 to a message, the rest through
+the "members" op).  Checked: every member of a 20-file bundle mapped with
+its bytes, found by name, a 0-byte member; kept descriptors opening by
+/proc/self/fd/N; the member directory laid out like the bundle and gone
+after detach, ack and close; no descriptor left after detach; tensors of
+a sharded safetensors checkpoint found through its index as zero-copy
+numpy views; an index that is cut short or too large refused with
+format_error; stray descriptors refused and closed; follow_replace
+keeping keep_fds; a single file unchanged."""
+import errno
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tests", "tools"))
+import mbroker  # noqa: E402
+from fake_broker import SIZE, FakeBroker  # noqa: E402
+
+
+def safetensors(tensors):
+    """A safetensors file of float32 tensors: {name: numpy array}."""
+    header, data = {}, b""
+    for name in sorted(tensors):
+        raw = tensors[name].astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def write(root, name, body):
+    path = os.path.join(root, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(body)
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def settled_fds(want):
+    """How many descriptors this process has once the fake broker (a
+    thread here) has closed those it sent: want, or what is open after 5
+    seconds."""
+    deadline = time.monotonic() + 5
+    while open_fds() != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return open_fds()
+
+
+class BundleTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.files = {}
+        root = os.path.join(self.tmp.name, "b")
+        for i in range(17):
+            self.files[f"f{i:02d}"] = os.urandom(1000 + 4099 * i)
+        self.files["empty"] = b""
+        self.files["sub/file"] = b"a file in a subdirectory\n"
+        self.files["sub/deeper/x"] = b"x" * 5000
+        for name, body in self.files.items():
+            write(root, name, body)
+        self.first = np.arange(12, dtype=np.float32).reshape(3, 4)
+        self.second = np.linspace(0, 1, 5, dtype=np.float32)
+        ckpt = os.path.join(self.tmp.name, "ckpt")
+        write(ckpt, "model-00001-of-00002.safetensors",
+              safetensors({"layer.0.w": self.first}))
+        write(ckpt, "model-00002-of-00002.safetensors",
+              safetensors({"layer.1.w": self.second,
+                           "unindexed": self.second}))
+        write(ckpt, "model.safetensors.index.json", json.dumps({
+            "metadata": {"total_size": 68},
+            "weight_map": {
+                "layer.0.w": "model-00001-of-00002.safetensors",
+                "layer.1.w": "model-00002-of-00002.safetensors"}}).encode())
+        write(ckpt, "config.json", b"{}")
+        sock = os.path.join(self.tmp.name, "b.sock")
+        self.fake = FakeBroker(sock)
+        self.fake.bundles = {"b": root, "ckpt": ckpt}
+        self.addCleanup(self.fake.close)
+        self.client = mbroker.connect(sock, timeout=10)
+        self.client.timeout = 10
+        self.addCleanup(self.client.close)
+
+    def bad_index(self, name, body):
+        root = os.path.join(self.tmp.name, name)
+        write(root, "a.safetensors", safetensors({"t": self.second}))
+        write(root, "model.safetensors.index.json", body)
+        self.fake.bundles[name] = root
+
+    def test_every_member_is_mapped_across_pages(self):
+        att = self.client.attach("b")
+        names = sorted(self.files, key=str.encode)
+        self.assertEqual([m.name for m in att.members], names)
+        for m in att.members:
+            self.assertEqual(bytes(m.data), self.files[m.name], m.name)
+            self.assertEqual(m.size, len(self.files[m.name]))
+            self.assertEqual(m.format, "raw")
+            self.assertIsNone(m.fd)
+        self.assertEqual(att.format, "bundle")
+        self.assertIsNone(att.data)
+        self.assertEqual(att.size, sum(map(len, self.files.values())))
+        self.assertIn("members #1 8", self.fake.log)
+        self.assertIn("members #1 16", self.fake.log)
+
+    def test_member_found_by_name(self):
+        att = self.client.attach("b")
+        self.assertEqual(bytes(att.member("sub/file").data),
+                         self.files["sub/file"])
+        empty = att.member("empty")
+        self.assertEqual((empty.size, bytes(empty.data)), (0, b""))
+        with self.assertRaises(KeyError):
+            att.member("sub")
+
+    def test_kept_descriptors_open_by_path(self):
+        before = open_fds()
+        att = self.client.attach("b", keep_fds=True)
+        for m in att.members:
+            self.assertEqual(os.fstat(m.fd).st_size, m.size)
+            self.assertEqual(m.path, f"/proc/self/fd/{m.fd}")
+            with open(m.path, "rb") as f:
+                self.assertEqual(f.read(), self.files[m.name], m.name)
+        self.assertEqual(att.fd, att.members[0].fd)
+        att.detach()
+        self.assertEqual(settled_fds(before), before)
+        self.assertIsNone(att.members[0].fd)
+
+    def test_no_descriptor_left_without_keep_fds(self):
+        before = open_fds()
+        att = self.client.attach("b")
+        self.assertEqual([m.fd for m in att.members], [None] * 20)
+        with self.assertRaises(OSError) as cm:
+            att.member_dir()
+        self.assertEqual(cm.exception.errno, errno.EBADF)
+        att.detach()
+        self.assertEqual(settled_fds(before), before)
+
+    def test_member_dir_is_laid_out_like_the_bundle(self):
+        att = self.client.attach("b", keep_fds=True)
+        top = att.member_dir()
+        self.assertEqual(att.member_dir(), top)
+        self.assertEqual(os.stat(top).st_mode & 0o777, 0o700)
+        for sub in ("sub", "sub/deeper"):
+            self.assertEqual(os.stat(os.path.join(top, sub)).st_mode & 0o777,
+                             0o700)
+        with open(os.path.join(top, "sub", "deeper", "x"), "rb") as f:
+            self.assertEqual(f.read(), self.files["sub/deeper/x"])
+        self.assertEqual(sorted(os.listdir(top)),
+                         sorted(n for n in self.files if "/" not in n)
+                         + ["sub"])
+        att.detach()
+        self.assertFalse(os.path.exists(top))
+
+    def test_member_dir_removed_by_ack_and_close(self):
+        acked = self.client.attach("b", keep_fds=True)
+        top = acked.member_dir()
+        self.client.ack()
+        self.assertFalse(os.path.exists(top))
+        self.assertIsNone(acked.fd)
+        closed = self.client.attach("b", keep_fds=True)
+        top = closed.member_dir()
+        self.client.close()
+        self.assertFalse(os.path.exists(top))
+
+    def test_tensors_across_shards_through_the_index(self):
+        att = self.client.attach("ckpt")
+        self.assertEqual(list(att.tensors), ["layer.0.w", "layer.1.w"])
+        first, second = att.tensor("layer.0.w"), att.tensor("layer.1.w")
+        np.testing.assert_array_equal(first, self.first)
+        np.testing.assert_array_equal(second, self.second)
+        self.assertFalse(first.flags.writeable)
+        shard = att.member("model-00002-of-00002.safetensors")
+        self.assertTrue(np.shares_memory(
+            second, np.frombuffer(shard.data, dtype=np.uint8)))
+        with self.assertRaises(KeyError):
+            att.tensor("unindexed")
+        with self.assertRaises(KeyError):
+            att.tensor_bytes("missing")
+        del first, second
+
+    def test_index_cut_short_is_refused(self):
+        self.bad_index("cut", b'{"weight_map": {"t": "a.safe')
+        with self.assertRaises(mbroker.BrokerError) as cm:
+            self.client.attach("cut")
+        self.assertEqual(cm.exception.code, "format_error")
+        self.assertIn("model.safetensors.index.json: not a JSON index",
+                      str(cm.exception))
+        self.assertEqual(self.fake.log[-1], "detach #1")
+
+    def test_index_too_large_is_refused(self):
+        self.bad_index("large", b" " * (mbroker.INDEX_MAX + 1) + b"{}")
+        with self.assertRaises(mbroker.BrokerError) as cm:
+            self.client.attach("large")
+        self.assertEqual(cm.exception.code, "format_error")
+        self.assertIn("over the bound", str(cm.exception))
+
+    def test_stray_descriptors_are_refused_and_closed(self):
+        self.fake.stray = {"b"}
+        before = open_fds()
+        with self.assertRaises(mbroker.BrokerError) as cm:
+            self.client.attach("b", keep_fds=True)
+        self.assertEqual(cm.exception.code, "protocol_error")
+        self.assertEqual(settled_fds(before), before)
+        self.assertEqual(self.fake.log[-1], "detach #1")
+
+    def test_follow_replace_keeps_keep_fds(self):
+        att = self.client.attach("b", keep_fds=True)
+        self.fake.generation = 2
+        new = self.client.follow_replace(
+            att, mbroker.Event("replaced", "b", 2, 5000, 1))
+        self.assertIsNot(new, att)
+        self.assertTrue(new.keep_fds)
+        self.assertIsNotNone(new.member("sub/file").fd)
+        self.assertIsNone(att.member("sub/file").fd)
+
+    def test_single_file_is_one_member(self):
+        before = open_fds()
+        att = self.client.attach("m")
+        self.assertEqual(bytes(att.data), bytes([1]) * SIZE)
+        self.assertEqual([m.name for m in att.members], ["m"])
+        self.assertEqual(bytes(att.members[0].data), bytes([1]) * SIZE)
+        self.assertIsNone(att.fd)
+        att.detach()
+        self.assertEqual(settled_fds(before), before)
+        att = self.client.attach("m", keep_fds=True)
+        with open(att.path, "rb") as f:
+            self.assertEqual(f.read(), bytes([1]) * SIZE)
+        with open(os.path.join(att.member_dir(), "m"), "rb") as f:
+            self.assertEqual(f.read(), bytes([1]) * SIZE)
+
+
+if __name__ == "__main__":
+    unittest.main()
