@@ -2,17 +2,23 @@
 /*
  * pocketsphinx_pool.c - a pool of C speech recognisers (pocketsphinx with
  * its en-us model) and what each one costs in memory.  The parent forks N
- * workers; each gets a decoder one of two ways: `disk` opens the model
+ * workers; each gets a decoder one of three ways: `disk` opens the model
  * directory itself, `fork` inherits the decoder the parent opened before
- * forking (copy-on-write).  Each worker decodes the clips (16 kHz 16-bit
- * mono, WAV or raw) and prints one transcript per clip.  Once every
- * worker has decoded, all read /proc/self/smaps at the same moment and
- * the parent prints the memory table: model bytes the engine maps in
- * place (pocketsphinx mmaps only mdef and sendump), private heap (it
- * reads everything else into malloc'd memory), total Pss, and the model
- * files it never maps.
+ * forking (copy-on-write), `broker` attaches the model as an mbroker
+ * bundle, keeping each member's descriptor, and points pocketsphinx at
+ * the attachment's member directory.  Each worker decodes the clips
+ * (16 kHz 16-bit mono, WAV or raw) and prints one transcript per clip; a
+ * broker worker that the broker asks to let go (unload, shutdown)
+ * finishes the clip in hand, frees its decoder, acknowledges and exits 0.
+ * Once every worker has decoded, all read /proc/self/smaps at the same
+ * moment and the parent prints the memory table: model bytes the engine
+ * maps in place (pocketsphinx mmaps only mdef and sendump), private heap
+ * (it reads everything else into malloc'd memory), total Pss, and the
+ * model files, or bundle members, it never maps.
  *
  *     build/examples/pocketsphinx_pool --mode disk --workers 4 clip.wav
+ *     mbctl load en-us /usr/share/pocketsphinx/model/en-us
+ *     build/examples/pocketsphinx_pool --mode broker --socket S clip.wav
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,19 +41,24 @@
 #include <pocketsphinx.h>
 #include <sphinxbase/err.h>
 
+#include "mbroker.h"
+
 #define POOL_MAX_WORKERS 64
-#define POOL_MAX_FILES 256
+#define POOL_MAX_FILES MB_MAX_MEMBERS
 #define POOL_SAMPLE_RATE 16000
 #define POOL_DEFAULT_MODEL "/usr/share/pocketsphinx/model/en-us"
 #define MIB(bytes) ((double)(bytes) / (1024.0 * 1024.0))
 
-enum pool_mode { POOL_DISK, POOL_FORK };
+enum pool_mode { POOL_DISK, POOL_FORK, POOL_BROKER };
 
 struct pool_options {
 	enum pool_mode mode;
 	int workers;
-	long rounds; /* passes over the clips */
+	long rounds; /* passes over the clips; 0: until the broker stops us */
 	const char *model_dir;
+	const char *socket;
+	const char *bundle;
+	int wait_ms;
 	char **clips;
 	int nclips;
 };
@@ -58,7 +69,8 @@ struct pool_file {
 	dev_t dev;
 	ino_t ino;
 	uint64_t size;
-	bool in_place; /* the engine maps it */
+	uintptr_t library_map; /* libmbroker's own mapping of it, or 0 */
+	bool in_place;         /* the engine maps it */
 };
 
 struct pool_files {
@@ -70,10 +82,10 @@ struct pool_files {
 struct pool_memory {
 	uint64_t in_place_rss; /* model files the engine maps */
 	uint64_t in_place_pss;
+	uint64_t library_rss;  /* what libmbroker's mappings have in memory */
 	uint64_t heap_private; /* anonymous memory only this process has */
 	uint64_t heap_pss;
 	uint64_t total_pss;
-	uint64_t model_bytes;
 	uint64_t unmapped_bytes; /* model files the engine does not map */
 	unsigned files;
 	unsigned unmapped_files;
@@ -106,20 +118,29 @@ struct pool_worker {
 	int index;
 	ps_decoder_t *ps;
 	struct pool_files files;
+	struct mb_client *client; /* broker mode */
+	struct mb_attachment *att;
+	enum mb_event_type stopped_by; /* the broker's event that stops us */
 	int report_fd;
 	int go_fd;
 	struct pool_report report;
 };
 
 static const char pool_usage[] =
-	"usage: pocketsphinx_pool [--mode disk|fork] [--workers N]\n"
-	"                         [--rounds N] [--model DIR] CLIP...\n"
+	"usage: pocketsphinx_pool [--mode disk|fork|broker] [--workers N]\n"
+	"                         [--rounds N] [--model DIR] [--socket PATH]\n"
+	"                         [--bundle NAME] [--wait-ms MS] CLIP...\n"
 	"\n"
 	"Runs N (default 4) pocketsphinx workers that decode every CLIP\n"
-	"(16 kHz 16-bit mono, WAV or raw) --rounds times (default 1), printing\n"
-	"'worker K clip NAME: TRANSCRIPT', then the memory table.\n"
+	"(16 kHz 16-bit mono, WAV or raw) --rounds times (default 1; 0, broker\n"
+	"mode only: until the broker unloads the bundle or shuts down),\n"
+	"printing 'worker K clip NAME: TRANSCRIPT', then the memory table.\n"
 	"  --mode disk    each worker opens the model directory (default)\n"
 	"  --mode fork    the parent opens one decoder, workers fork after it\n"
+	"  --mode broker  each worker attaches the bundle --bundle (default\n"
+	"                 en-us, waiting --wait-ms for it, default 10000) from\n"
+	"                 the broker at --socket, and opens the model through\n"
+	"                 the attachment's member directory\n"
 	"  --model DIR    the model directory (default " POOL_DEFAULT_MODEL ")\n"
 	"Exit status: 0 every worker done, 1 a worker failed, 2 usage.\n";
 
@@ -157,6 +178,9 @@ pool_parse(int argc, char **argv, struct pool_options *o)
 		{"workers", required_argument, NULL, 'n'},
 		{"rounds", required_argument, NULL, 'r'},
 		{"model", required_argument, NULL, 'd'},
+		{"socket", required_argument, NULL, 's'},
+		{"bundle", required_argument, NULL, 'b'},
+		{"wait-ms", required_argument, NULL, 'w'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -169,6 +193,8 @@ pool_parse(int argc, char **argv, struct pool_options *o)
 				o->mode = POOL_DISK;
 			else if (strcmp(optarg, "fork") == 0)
 				o->mode = POOL_FORK;
+			else if (strcmp(optarg, "broker") == 0)
+				o->mode = POOL_BROKER;
 			else {
 				fputs(pool_usage, stderr);
 				exit(2);
@@ -177,15 +203,21 @@ pool_parse(int argc, char **argv, struct pool_options *o)
 		case 'n':
 			o->workers = (int)pool_number(optarg, "--workers", 1);
 			break;
-		case 'r': o->rounds = pool_number(optarg, "--rounds", 1); break;
+		case 'r': o->rounds = pool_number(optarg, "--rounds", 0); break;
 		case 'd': o->model_dir = optarg; break;
+		case 's': o->socket = optarg; break;
+		case 'b': o->bundle = optarg; break;
+		case 'w':
+			o->wait_ms = (int)pool_number(optarg, "--wait-ms", 0);
+			break;
 		case 'h': fputs(pool_usage, stdout); exit(0);
 		default: fputs(pool_usage, stderr); exit(2);
 		}
 	}
 	o->clips = argv + optind;
 	o->nclips = argc - optind;
-	if (o->nclips == 0 || o->workers > POOL_MAX_WORKERS) {
+	if (o->nclips == 0 || o->workers > POOL_MAX_WORKERS ||
+	    (o->rounds == 0 && o->mode != POOL_BROKER)) {
 		fputs(pool_usage, stderr);
 		exit(2);
 	}
@@ -203,26 +235,54 @@ pool_le(const unsigned char *p, int bytes)
 }
 
 /*
- * The samples of a clip: a WAV file's data chunk when its format is
- * 16 kHz 16-bit mono PCM, else the whole file as raw samples.  Returns a
- * malloc'd array and its length, or NULL (having said why).
+ * Where the samples of a WAV file are: its data chunk, when its format
+ * chunk, before it, says 16 kHz 16-bit mono PCM.  Returns true and the
+ * chunk's offset and length, or false.
+ */
+static bool
+pool_wav_data(const unsigned char *buf, size_t len, size_t *off,
+	      size_t *bytes)
+{
+	bool pcm16 = false;
+	size_t at = 12, size;
+
+	while (at + 8 <= len) {
+		size = pool_le(buf + at + 4, 4);
+		if (memcmp(buf + at, "fmt ", 4) == 0 && size >= 16 &&
+		    at + 8 + 16 <= len)
+			pcm16 = pool_le(buf + at + 8, 2) == 1 &&
+				pool_le(buf + at + 10, 2) == 1 &&
+				pool_le(buf + at + 12, 4) == POOL_SAMPLE_RATE &&
+				pool_le(buf + at + 22, 2) == 16;
+		if (memcmp(buf + at, "data", 4) == 0) {
+			*off = at + 8;
+			*bytes = size < len - *off ? size : len - *off;
+			return pcm16;
+		}
+		at += 8 + size + (size & 1);
+	}
+	return false;
+}
+
+/*
+ * The samples of a clip: a WAV file's (16 kHz 16-bit mono PCM only), or
+ * the whole file as raw samples.  Returns a malloc'd array and sets its
+ * length, or returns NULL having said why.
  */
 static int16_t *
 pool_clip_read(const char *path, size_t *nsamples)
 {
-	unsigned char *buf = NULL;
-	size_t len = 0, cap = 0, off, got;
+	unsigned char *buf = NULL, *grown;
+	size_t len = 0, cap = 0, off = 0, bytes, got;
 	FILE *f;
 
-	if ((f = fopen(path, "rb")) == NULL) {
+	if ((f = fopen(path, "rbe")) == NULL) {
 		fprintf(stderr, "pocketsphinx_pool: %s: %s\n", path,
 			strerror(errno));
 		return NULL;
 	}
 	do {
 		if (len == cap) {
-			unsigned char *grown;
-
 			cap = cap ? cap * 2 : 1 << 16;
 			if ((grown = realloc(buf, cap)) == NULL) {
 				free(buf);
@@ -235,36 +295,17 @@ pool_clip_read(const char *path, size_t *nsamples)
 		len += got;
 	} while (got > 0);
 	fclose(f);
-	off = 0;
+	bytes = len;
 	if (len >= 12 && memcmp(buf, "RIFF", 4) == 0 &&
-	    memcmp(buf + 8, "WAVE", 4) == 0) {
-		bool pcm16 = false;
-
-		for (off = 12; off + 8 <= len;) {
-			uint32_t size = pool_le(buf + off + 4, 4);
-
-			if (memcmp(buf + off, "fmt ", 4) == 0 && size >= 16)
-				pcm16 = pool_le(buf + off + 8, 2) == 1 &&
-					pool_le(buf + off + 10, 2) == 1 &&
-					pool_le(buf + off + 12, 4) ==
-						POOL_SAMPLE_RATE &&
-					pool_le(buf + off + 22, 2) == 16;
-			if (memcmp(buf + off, "data", 4) == 0) {
-				off += 8;
-				len = off + size < len ? off + size : len;
-				break;
-			}
-			off += 8 + size + (size & 1);
-		}
-		if (!pcm16 || off > len) {
-			fprintf(stderr, "pocketsphinx_pool: %s: not 16 kHz "
-				"16-bit mono PCM\n", path);
-			free(buf);
-			return NULL;
-		}
+	    memcmp(buf + 8, "WAVE", 4) == 0 &&
+	    !pool_wav_data(buf, len, &off, &bytes)) {
+		fprintf(stderr, "pocketsphinx_pool: %s: not 16 kHz 16-bit "
+			"mono PCM\n", path);
+		free(buf);
+		return NULL;
 	}
-	*nsamples = (len - off) / 2;
-	memmove(buf, buf + off, len - off);
+	*nsamples = bytes / 2;
+	memmove(buf, buf + off, bytes);
 	return (int16_t *)(void *)buf;
 }
 
@@ -322,10 +363,13 @@ pool_decode(ps_decoder_t *ps, const int16_t *samples, size_t n, char *text,
 	return 0;
 }
 
-/* Adds one file of the model; 0 or -1 when there are too many. */
+/*
+ * Adds one file of the model (st says which, size how much of it is the
+ * model's); 0 or -1 when there are too many.
+ */
 static int
 pool_files_add(struct pool_files *files, const char *name,
-	       const struct stat *st)
+	       const struct stat *st, uint64_t size, uintptr_t library_map)
 {
 	struct pool_file *f;
 
@@ -335,7 +379,8 @@ pool_files_add(struct pool_files *files, const char *name,
 	snprintf(f->name, sizeof f->name, "%s", name);
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
-	f->size = (uint64_t)st->st_size;
+	f->size = size;
+	f->library_map = library_map;
 	f->in_place = false;
 	return 0;
 }
@@ -365,7 +410,8 @@ pool_files_scan(struct pool_files *files, int dirfd, const char *prefix)
 			    sizeof name || fstatat(dirfd, e->d_name, &st, 0) < 0)
 			r = -1;
 		else if (S_ISREG(st.st_mode))
-			r = pool_files_add(files, name, &st);
+			r = pool_files_add(files, name, &st,
+					   (uint64_t)st.st_size, 0);
 		else if (S_ISDIR(st.st_mode)) {
 			sub = openat(dirfd, e->d_name,
 				     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -386,6 +432,27 @@ pool_files_from_dir(struct pool_files *files, const char *dir)
 	return fd < 0 ? -1 : pool_files_scan(files, fd, "");
 }
 
+/*
+ * The members of a bundle attached with their descriptors kept: each
+ * one's segment, and where libmbroker mapped it.  Returns 0 or -1.
+ */
+static int
+pool_files_from_attachment(struct pool_files *files,
+			   const struct mb_attachment *att)
+{
+	struct mb_member m;
+	struct stat st;
+
+	files->n = 0;
+	for (size_t i = 0; i < mb_member_count(att); i++)
+		if (mb_member_at(att, i, &m) < 0 ||
+		    fstat(mb_member_fd(att, i), &st) < 0 ||
+		    pool_files_add(files, m.name, &st, m.size,
+				   (uintptr_t)m.data) < 0)
+			return -1;
+	return 0;
+}
+
 static struct pool_file *
 pool_files_find(struct pool_files *files, unsigned dev_major,
 		unsigned dev_minor, ino_t ino)
@@ -403,6 +470,7 @@ pool_files_find(struct pool_files *files, unsigned dev_major,
 /* One mapping of /proc/self/smaps being read. */
 struct pool_mapping {
 	struct pool_file *file; /* a model file, or NULL */
+	bool library;           /* libmbroker's mapping of that file */
 	bool anonymous;
 };
 
@@ -413,15 +481,16 @@ pool_memory_count(struct pool_memory *mem, const struct pool_mapping *m,
 {
 	if (strcmp(field, "Pss") == 0) {
 		mem->total_pss += bytes;
-		if (m->file != NULL)
+		if (m->file != NULL && !m->library)
 			mem->in_place_pss += bytes;
 		if (m->anonymous)
 			mem->heap_pss += bytes;
 	} else if (strcmp(field, "Rss") == 0) {
-		if (m->file != NULL) {
+		if (m->file != NULL && !m->library) {
 			mem->in_place_rss += bytes;
 			m->file->in_place = true;
-		}
+		} else if (m->file != NULL)
+			mem->library_rss += bytes;
 	} else if (m->anonymous && (strcmp(field, "Private_Dirty") == 0 ||
 				    strcmp(field, "Private_Clean") == 0))
 		mem->heap_private += bytes;
@@ -429,8 +498,10 @@ pool_memory_count(struct pool_memory *mem, const struct pool_mapping *m,
 
 /*
  * This process's memory from /proc/self/smaps: the model files' mappings
- * (found by device and inode), anonymous memory, total Pss; and which
- * files the engine maps.  Returns 0 or -1.
+ * (found by device and inode, so a broker segment counts whatever its
+ * path), anonymous memory, total Pss; and which files the engine maps (a
+ * mapping of a file at another address than libmbroker's is the
+ * engine's).  Returns 0 or -1.
  */
 static int
 pool_memory_read(struct pool_files *files, struct pool_memory *mem)
@@ -453,6 +524,8 @@ pool_memory_read(struct pool_files *files, struct pool_memory *mem)
 		    path > 0) {
 			m.file = ino ? pool_files_find(files, dev_major,
 						       dev_minor, ino) : NULL;
+			m.library = m.file != NULL &&
+				    m.file->library_map == start;
 			m.anonymous = ino == 0 &&
 				      (line[path] == '\0' ||
 				       strncmp(line + path, "[heap]", 6) == 0 ||
@@ -464,7 +537,6 @@ pool_memory_read(struct pool_files *files, struct pool_memory *mem)
 	fclose(f);
 	for (size_t i = 0; i < files->n; i++) {
 		mem->files++;
-		mem->model_bytes += files->f[i].size;
 		if (!files->f[i].in_place) {
 			mem->unmapped_files++;
 			mem->unmapped_bytes += files->f[i].size;
@@ -482,6 +554,51 @@ pool_report_send(int fd, const struct pool_report *r)
 }
 
 /*
+ * Attaches the bundle, keeping its members' descriptors, and opens a
+ * decoder on its member directory: pocketsphinx opens and reads the
+ * broker's segments through the links to /proc/self/fd.  Returns 0, or
+ * -1 having said why.
+ */
+static int
+pool_worker_attach(struct pool_worker *w)
+{
+	const struct pool_options *o = w->o;
+	char dir[PATH_MAX];
+	int r;
+
+	if ((r = mb_connect(o->socket, &w->client)) < 0) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d cannot connect: "
+			"%s\n", w->index, mb_strerror(r));
+		return -1;
+	}
+	if ((r = mb_attach_ex(w->client, o->bundle, MB_ATTACH_KEEP_FDS,
+			      o->wait_ms, &w->att)) < 0) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d cannot attach "
+			"%s: %s%s%s\n", w->index, o->bundle, mb_strerror(r),
+			mb_last_error(w->client)[0] ? ": " : "",
+			mb_last_error(w->client));
+		return -1;
+	}
+	if ((r = mb_member_dir(w->att, dir, sizeof dir)) < 0) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d: no member "
+			"directory for %s: %s\n", w->index, o->bundle,
+			mb_strerror(r));
+		return -1;
+	}
+	if (pool_files_from_attachment(&w->files, w->att) < 0) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d: the members of "
+			"%s: %s\n", w->index, o->bundle, strerror(errno));
+		return -1;
+	}
+	if ((w->ps = pool_decoder_new(dir)) == NULL) {
+		fprintf(stderr, "pocketsphinx_pool: worker %d: pocketsphinx "
+			"cannot open bundle %s\n", w->index, o->bundle);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Opens the worker's decoder the way its mode says.  Returns 0, or -1
  * having said why.
  */
@@ -490,6 +607,8 @@ pool_worker_open(struct pool_worker *w, ps_decoder_t *inherited)
 {
 	const struct pool_options *o = w->o;
 
+	if (o->mode == POOL_BROKER)
+		return pool_worker_attach(w);
 	if (o->mode == POOL_FORK) {
 		w->ps = inherited;
 		return pool_files_from_dir(&w->files, o->model_dir);
@@ -508,8 +627,29 @@ pool_worker_open(struct pool_worker *w, ps_decoder_t *inherited)
 }
 
 /*
- * Decodes every clip o->rounds times, one transcript line each.  Returns
- * 0 or -1.
+ * Whether the broker asks for the bundle back: an unload of it, a
+ * shutdown, or a lost connection (a replacement is not followed: a
+ * decoder holds its generation until it ends).  Sets w->stopped_by.
+ */
+static bool
+pool_worker_stopping(struct pool_worker *w)
+{
+	struct mb_event ev;
+
+	while (w->client != NULL && w->stopped_by == MB_EVENT_NONE &&
+	       mb_next_event(w->client, &ev) == 1)
+		if ((ev.type == MB_EVENT_UNLOAD &&
+		     strcmp(ev.model, w->o->bundle) == 0) ||
+		    ev.type == MB_EVENT_SHUTDOWN ||
+		    ev.type == MB_EVENT_BROKER_LOST)
+			w->stopped_by = ev.type;
+	return w->stopped_by != MB_EVENT_NONE;
+}
+
+/*
+ * Decodes every clip o->rounds times (0: until the broker stops us), one
+ * transcript line each; looks at the broker's events between two clips.
+ * Returns 0, 1 when the broker stopped us, or -1.
  */
 static int
 pool_worker_decode(struct pool_worker *w)
@@ -520,8 +660,10 @@ pool_worker_decode(struct pool_worker *w)
 	size_t n;
 	double t0;
 
-	for (long round = 0; round < o->rounds; round++) {
+	for (long round = 0; o->rounds == 0 || round < o->rounds; round++) {
 		for (int i = 0; i < o->nclips; i++) {
+			if (pool_worker_stopping(w))
+				return 1;
 			if ((samples = pool_clip_read(o->clips[i], &n)) == NULL)
 				return -1;
 			t0 = pool_now_ms();
@@ -543,22 +685,62 @@ pool_worker_decode(struct pool_worker *w)
 	return 0;
 }
 
-/* Waits for the parent's next byte.  Returns 0, or -1 when it is gone. */
+/*
+ * Waits for the parent's next byte, following the broker's events.
+ * Returns 0 when it came, 1 when the broker stopped us meanwhile, -1 when
+ * the parent is gone.
+ */
 static int
 pool_worker_wait_parent(struct pool_worker *w)
 {
+	struct pollfd p[2] = {
+		{.fd = w->go_fd, .events = POLLIN},
+		{.fd = w->client ? mb_event_fd(w->client) : -1,
+		 .events = POLLIN},
+	};
 	char byte;
-	ssize_t r;
 
-	while ((r = read(w->go_fd, &byte, 1)) < 0 && errno == EINTR)
-		;
-	return r == 1 ? 0 : -1;
+	for (;;) {
+		if (pool_worker_stopping(w))
+			return 1;
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			return -1;
+		if (p[0].revents != 0)
+			return read(w->go_fd, &byte, 1) == 1 ? 0 : -1;
+	}
+}
+
+/*
+ * Lets go of the decoder, and then of the bundle: pocketsphinx's own
+ * mappings and descriptors of the segments go with ps_free, so once the
+ * broker has the ack nothing of the bundle is left here.
+ */
+static void
+pool_worker_close(struct pool_worker *w)
+{
+	if (w->o->mode != POOL_FORK)
+		ps_free(w->ps);
+	if (w->client == NULL)
+		return;
+	if (w->stopped_by == MB_EVENT_BROKER_LOST)
+		printf("worker %d: broker lost after %ld clip(s), decoder "
+		       "freed\n", w->index, w->report.clips);
+	else if (w->stopped_by != MB_EVENT_NONE) {
+		mb_ack(w->client);
+		printf("worker %d: stopped by %s after %ld clip(s), decoder "
+		       "freed, acknowledged\n", w->index,
+		       w->stopped_by == MB_EVENT_UNLOAD ? "an unload"
+							: "a shutdown",
+		       w->report.clips);
+	}
+	mb_close(w->client);
 }
 
 /* Prints which model files this worker maps in place: tests read it. */
 static void
 pool_worker_say_in_place(const struct pool_worker *w)
 {
+	const struct pool_memory *m = &w->report.mem;
 	char line[4096];
 	size_t off = 0;
 
@@ -566,12 +748,15 @@ pool_worker_say_in_place(const struct pool_worker *w)
 		if (w->files.f[i].in_place)
 			off += (size_t)snprintf(line + off, sizeof line - off,
 						" %s", w->files.f[i].name);
-	printf("worker %d mapped in place:%s\n", w->index, off ? line : "");
+	printf("worker %d mapped in place (rss=%" PRIu64 " pss=%" PRIu64
+	       "):%s\n", w->index, m->in_place_rss, m->in_place_pss,
+	       off ? line : "");
 }
 
 /*
  * A worker's life: open, decode, report, measure with the others at the
- * parent's word, exit at its next word.  Returns the exit status.
+ * parent's word, exit at its next word; or stop early when the broker
+ * asks.  Returns the exit status.
  */
 static int
 pool_worker_run(struct pool_worker *w, ps_decoder_t *inherited)
@@ -579,24 +764,27 @@ pool_worker_run(struct pool_worker *w, ps_decoder_t *inherited)
 	double t0 = pool_now_ms();
 	int r;
 
-	if (pool_worker_open(w, inherited) < 0)
+	/* The broker's signal says what its event says: the event is read. */
+	signal(SIGUSR1, SIG_IGN);
+	if (pool_worker_open(w, inherited) < 0) {
+		mb_close(w->client);
 		return 1;
+	}
 	w->report.init_ms = pool_now_ms() - t0;
 	if ((r = pool_worker_decode(w)) == 0) {
 		w->report.kind = POOL_DECODED;
 		pool_report_send(w->report_fd, &w->report);
 		r = pool_worker_wait_parent(w);
 	}
+	if (r == 0 && pool_memory_read(&w->files, &w->report.mem) < 0)
+		r = -1;
 	if (r == 0) {
-		if (pool_memory_read(&w->files, &w->report.mem) < 0)
-			return 1;
 		w->report.kind = POOL_MEASURED;
 		pool_worker_say_in_place(w);
 		pool_report_send(w->report_fd, &w->report);
 		r = pool_worker_wait_parent(w);
 	}
-	if (w->o->mode != POOL_FORK)
-		ps_free(w->ps);
+	pool_worker_close(w);
 	return r < 0 ? 1 : 0;
 }
 
@@ -699,7 +887,8 @@ pool_collect(struct pool_child *children, int n, enum pool_report_kind kind)
 static const char *
 pool_mode_name(enum pool_mode mode)
 {
-	return mode == POOL_DISK ? "disk" : "fork";
+	return mode == POOL_DISK ? "disk" : mode == POOL_FORK ? "fork"
+							       : "broker";
 }
 
 static void
@@ -707,11 +896,11 @@ pool_table_row(const char *who, const struct pool_report *r)
 {
 	const struct pool_memory *m = &r->mem;
 
-	printf("%-8s %8.0f %9.0f %8.1f %8.1f %9.1f %8.1f %8.1f %3u/%-3u "
-	       "%6.1f\n", who, r->init_ms, r->decode_ms, MIB(m->in_place_rss),
-	       MIB(m->in_place_pss), MIB(m->heap_private), MIB(m->heap_pss),
-	       MIB(m->total_pss), m->unmapped_files, m->files,
-	       MIB(m->unmapped_bytes));
+	printf("%-8s %7.0f %9.0f %8.1f %8.1f %7.1f %9.1f %8.1f %7.1f "
+	       "%3u/%-3u %5.1f\n", who, r->init_ms, r->decode_ms,
+	       MIB(m->in_place_rss), MIB(m->in_place_pss), MIB(m->library_rss),
+	       MIB(m->heap_private), MIB(m->heap_pss), MIB(m->total_pss),
+	       m->unmapped_files, m->files, MIB(m->unmapped_bytes));
 }
 
 /*
@@ -726,11 +915,17 @@ pool_table(const struct pool_options *o, const struct pool_child *children,
 	char who[32];
 	int rows = 0;
 
+	for (int i = 0; i < o->workers; i++)
+		rows += children[i].measured;
+	if (rows == 0) {
+		printf("memory: no worker measured\n");
+		return;
+	}
 	printf("memory (%s mode, %d workers; MiB):\n", pool_mode_name(o->mode),
 	       o->workers);
-	printf("%-8s %8s %9s %8s %8s %9s %8s %8s %7s %6s\n", "process",
-	       "init_ms", "decode_ms", "inpl_rss", "inpl_pss", "heap_priv",
-	       "heap_pss", "pss", "unmapd", "MiB");
+	printf("%-8s %7s %9s %8s %8s %7s %9s %8s %7s %7s %5s\n", "process",
+	       "init_ms", "decode_ms", "inpl_rss", "inpl_pss", "lib_rss",
+	       "heap_priv", "heap_pss", "pss", "unmapd", "MiB");
 	if (parent != NULL) {
 		pool_table_row("parent", parent);
 		sum = *parent;
@@ -742,11 +937,11 @@ pool_table(const struct pool_options *o, const struct pool_child *children,
 			continue;
 		snprintf(who, sizeof who, "worker%d", i + 1);
 		pool_table_row(who, r);
-		rows++;
 		sum.init_ms += r->init_ms;
 		sum.decode_ms += r->decode_ms;
 		sum.mem.in_place_rss += r->mem.in_place_rss;
 		sum.mem.in_place_pss += r->mem.in_place_pss;
+		sum.mem.library_rss += r->mem.library_rss;
 		sum.mem.heap_private += r->mem.heap_private;
 		sum.mem.heap_pss += r->mem.heap_pss;
 		sum.mem.total_pss += r->mem.total_pss;
@@ -754,8 +949,7 @@ pool_table(const struct pool_options *o, const struct pool_child *children,
 		sum.mem.unmapped_files = r->mem.unmapped_files;
 		sum.mem.unmapped_bytes = r->mem.unmapped_bytes;
 	}
-	if (rows > 0)
-		pool_table_row("sum", &sum);
+	pool_table_row("sum", &sum);
 	printf("memory sum: in_place_pss=%" PRIu64 " heap_private=%" PRIu64
 	       " pss=%" PRIu64 " workers=%d\n", sum.mem.in_place_pss,
 	       sum.mem.heap_private, sum.mem.total_pss, rows);
@@ -795,7 +989,8 @@ int
 main(int argc, char **argv)
 {
 	struct pool_options o = {.workers = 4, .rounds = 1,
-				 .model_dir = POOL_DEFAULT_MODEL};
+				 .model_dir = POOL_DEFAULT_MODEL,
+				 .bundle = "en-us", .wait_ms = 10000};
 	struct pool_child children[POOL_MAX_WORKERS];
 	struct pool_report parent = {0};
 	ps_decoder_t *inherited = NULL;
