@@ -4,9 +4,9 @@
 # bundle, and their transcripts are exactly those of a decoder opened
 # from disk.  Their memory table shows what is shared: the members
 # pocketsphinx maps in place (mdef, sendump) are mappings of the broker's
-# segments in every worker, one copy across the four by Pss.  An unload,
-# then a shutdown, while they decode ends each worker with exit 0 and
-# leaves /dev/shm clean.
+# segments in every worker, one copy across the four by Pss (as the
+# broker's memory request says too).  An unload, then a shutdown, while
+# they decode ends each worker with exit 0 and leaves /dev/shm clean.
 . "$(dirname "$0")/lib.sh"
 
 POOL="$BIN/examples/pocketsphinx_pool"
@@ -123,5 +123,13 @@ mbctl load en-us "$MODEL" --wait >/dev/null || fail "reload of the bundle failed
 start_pool shutdown
 wait_until 40 all_decoding "$T/shutdown.out" ||
 	fail "the workers do not decode: $(tail -n 5 "$T/shutdown.out")"
+# The broker's own account (the memory request) agrees: 4 holders with
+# one copy of the members mapped in place between them.
+mbctl --json memory >"$T/memory.json" || fail "memory failed"
+[ "$(grep -o '"pid":' "$T/memory.json" | wc -l)" -eq 4 ] ||
+	fail "not 4 holders: $(cat "$T/memory.json")"
+assert_between "$(json_int holders_pss_kb <"$T/memory.json")" \
+	$((in_place * 9 / 10240)) $((in_place * 11 / 10240)) \
+	"the broker's holders_pss_kb of en-us (one copy: $((in_place / 1024)) kB)"
 shutdown_clean
 pool_stopped_by "a shutdown" shutdown
