@@ -109,7 +109,8 @@ $(O)/mbbench: $(O)/obj/bench/mbbench.o $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 $(O)/obj/bench/%.o: CPPFLAGS += -Iworker
 
-$(O)/examples/pocketsphinx_pool: $(O)/obj/examples/pocketsphinx_pool.o $(O)/libmbroker.a
+$(O)/examples/pocketsphinx_pool: $(call obj,examples/pocketsphinx_pool.c \
+		examples/clip.c examples/model_memory.c) $(O)/libmbroker.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) $(SPHINX_LIBS)
 $(O)/obj/examples/%.o: CPPFLAGS += $(SPHINX_CFLAGS)

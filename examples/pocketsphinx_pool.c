@@ -10,17 +10,16 @@
  * (16 kHz 16-bit mono, WAV or raw) and prints one transcript per clip; a
  * broker worker that the broker asks to let go (unload, shutdown)
  * finishes the clip in hand, frees its decoder, acknowledges and exits 0.
- * Once every worker has decoded, all read /proc/self/smaps at the same
- * moment and the parent prints the memory table: model bytes the engine
- * maps in place (pocketsphinx mmaps only mdef and sendump), private heap
- * (it reads everything else into malloc'd memory), total Pss, and the
- * model files, or bundle members, it never maps.
+ * Once every worker has decoded, all measure their memory at the same
+ * moment (model_memory.c) and the parent prints the table: model bytes
+ * the engine maps in place (pocketsphinx mmaps only mdef and sendump),
+ * private heap (it reads everything else into malloc'd memory), total
+ * Pss, and the model files, or bundle members, it never maps.
  *
  *     build/examples/pocketsphinx_pool --mode disk --workers 4 clip.wav
  *     mbctl load en-us /usr/share/pocketsphinx/model/en-us
  *     build/examples/pocketsphinx_pool --mode broker --socket S clip.wav
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -32,8 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,11 +38,11 @@
 #include <pocketsphinx.h>
 #include <sphinxbase/err.h>
 
+#include "clip.h"
 #include "mbroker.h"
+#include "model_memory.h"
 
 #define POOL_MAX_WORKERS 64
-#define POOL_MAX_FILES MB_MAX_MEMBERS
-#define POOL_SAMPLE_RATE 16000
 #define POOL_DEFAULT_MODEL "/usr/share/pocketsphinx/model/en-us"
 #define MIB(bytes) ((double)(bytes) / (1024.0 * 1024.0))
 
@@ -63,34 +60,6 @@ struct pool_options {
 	int nclips;
 };
 
-/* One file of the model as the kernel names it, to find its mappings. */
-struct pool_file {
-	char name[256];
-	dev_t dev;
-	ino_t ino;
-	uint64_t size;
-	uintptr_t library_map; /* libmbroker's own mapping of it, or 0 */
-	bool in_place;         /* the engine maps it */
-};
-
-struct pool_files {
-	struct pool_file f[POOL_MAX_FILES];
-	size_t n;
-};
-
-/* What one process costs, from its smaps; bytes. */
-struct pool_memory {
-	uint64_t in_place_rss; /* model files the engine maps */
-	uint64_t in_place_pss;
-	uint64_t library_rss;  /* what libmbroker's mappings have in memory */
-	uint64_t heap_private; /* anonymous memory only this process has */
-	uint64_t heap_pss;
-	uint64_t total_pss;
-	uint64_t unmapped_bytes; /* model files the engine does not map */
-	unsigned files;
-	unsigned unmapped_files;
-};
-
 /* A worker's messages to the parent on its pipe. */
 enum pool_report_kind { POOL_DECODED = 1, POOL_MEASURED };
 
@@ -99,7 +68,7 @@ struct pool_report {
 	double init_ms;
 	double decode_ms;
 	long clips;
-	struct pool_memory mem;
+	struct model_memory mem;
 };
 
 /* A worker as the parent sees it. */
@@ -117,7 +86,7 @@ struct pool_worker {
 	const struct pool_options *o;
 	int index;
 	ps_decoder_t *ps;
-	struct pool_files files;
+	struct model_files files;
 	struct mb_client *client; /* broker mode */
 	struct mb_attachment *att;
 	enum mb_event_type stopped_by; /* the broker's event that stops us */
@@ -223,104 +192,6 @@ pool_parse(int argc, char **argv, struct pool_options *o)
 	}
 }
 
-/* The little-endian 16- and 32-bit numbers of a WAV header. */
-static uint32_t
-pool_le(const unsigned char *p, int bytes)
-{
-	uint32_t v = 0;
-
-	for (int i = bytes - 1; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/*
- * Where the samples of a WAV file are: its data chunk, when its format
- * chunk, before it, says 16 kHz 16-bit mono PCM.  Returns true and the
- * chunk's offset and length, or false.
- */
-static bool
-pool_wav_data(const unsigned char *buf, size_t len, size_t *off,
-	      size_t *bytes)
-{
-	bool pcm16 = false;
-	size_t at = 12, size;
-
-	while (at + 8 <= len) {
-		size = pool_le(buf + at + 4, 4);
-		if (memcmp(buf + at, "fmt ", 4) == 0 && size >= 16 &&
-		    at + 8 + 16 <= len)
-			pcm16 = pool_le(buf + at + 8, 2) == 1 &&
-				pool_le(buf + at + 10, 2) == 1 &&
-				pool_le(buf + at + 12, 4) == POOL_SAMPLE_RATE &&
-				pool_le(buf + at + 22, 2) == 16;
-		if (memcmp(buf + at, "data", 4) == 0) {
-			*off = at + 8;
-			*bytes = size < len - *off ? size : len - *off;
-			return pcm16;
-		}
-		at += 8 + size + (size & 1);
-	}
-	return false;
-}
-
-/*
- * The samples of a clip: a WAV file's (16 kHz 16-bit mono PCM only), or
- * the whole file as raw samples.  Returns a malloc'd array and sets its
- * length, or returns NULL having said why.
- */
-static int16_t *
-pool_clip_read(const char *path, size_t *nsamples)
-{
-	unsigned char *buf = NULL, *grown;
-	size_t len = 0, cap = 0, off = 0, bytes, got;
-	FILE *f;
-
-	if ((f = fopen(path, "rbe")) == NULL) {
-		fprintf(stderr, "pocketsphinx_pool: %s: %s\n", path,
-			strerror(errno));
-		return NULL;
-	}
-	do {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 1 << 16;
-			if ((grown = realloc(buf, cap)) == NULL) {
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = grown;
-		}
-		got = fread(buf + len, 1, cap - len, f);
-		len += got;
-	} while (got > 0);
-	fclose(f);
-	bytes = len;
-	if (len >= 12 && memcmp(buf, "RIFF", 4) == 0 &&
-	    memcmp(buf + 8, "WAVE", 4) == 0 &&
-	    !pool_wav_data(buf, len, &off, &bytes)) {
-		fprintf(stderr, "pocketsphinx_pool: %s: not 16 kHz 16-bit "
-			"mono PCM\n", path);
-		free(buf);
-		return NULL;
-	}
-	*nsamples = bytes / 2;
-	memmove(buf, buf + off, bytes);
-	return (int16_t *)(void *)buf;
-}
-
-/* A clip's name in the transcript lines: its file name without suffix. */
-static void
-pool_clip_name(const char *path, char *buf, size_t len)
-{
-	const char *base = strrchr(path, '/');
-	char *dot;
-
-	snprintf(buf, len, "%s", base ? base + 1 : path);
-	if ((dot = strrchr(buf, '.')) != NULL && dot != buf)
-		*dot = '\0';
-}
-
 /*
  * A decoder for the en-us model laid out in dir (en-us/ acoustic model,
  * en-us.lm.bin, cmudict-en-us.dict), or NULL.  pocketsphinx keeps the
@@ -360,188 +231,6 @@ pool_decode(ps_decoder_t *ps, const int16_t *samples, size_t n, char *text,
 		return -1;
 	hyp = ps_get_hyp(ps, &score);
 	snprintf(text, len, "%s", hyp ? hyp : "");
-	return 0;
-}
-
-/*
- * Adds one file of the model (st says which, size how much of it is the
- * model's); 0 or -1 when there are too many.
- */
-static int
-pool_files_add(struct pool_files *files, const char *name,
-	       const struct stat *st, uint64_t size, uintptr_t library_map)
-{
-	struct pool_file *f;
-
-	if (files->n == POOL_MAX_FILES)
-		return -1;
-	f = &files->f[files->n++];
-	snprintf(f->name, sizeof f->name, "%s", name);
-	f->dev = st->st_dev;
-	f->ino = st->st_ino;
-	f->size = size;
-	f->library_map = library_map;
-	f->in_place = false;
-	return 0;
-}
-
-/*
- * Adds every regular file beneath the directory dirfd (which it closes),
- * named by its path under prefix.  Returns 0 or -1.
- */
-static int
-pool_files_scan(struct pool_files *files, int dirfd, const char *prefix)
-{
-	struct dirent *e;
-	struct stat st;
-	char name[256];
-	DIR *d;
-	int r = 0, sub;
-
-	if ((d = fdopendir(dirfd)) == NULL) {
-		close(dirfd);
-		return -1;
-	}
-	while (r == 0 && (e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if ((size_t)snprintf(name, sizeof name, "%s%s%s", prefix,
-				     prefix[0] ? "/" : "", e->d_name) >=
-			    sizeof name || fstatat(dirfd, e->d_name, &st, 0) < 0)
-			r = -1;
-		else if (S_ISREG(st.st_mode))
-			r = pool_files_add(files, name, &st,
-					   (uint64_t)st.st_size, 0);
-		else if (S_ISDIR(st.st_mode)) {
-			sub = openat(dirfd, e->d_name,
-				     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			r = sub < 0 ? -1 : pool_files_scan(files, sub, name);
-		}
-	}
-	closedir(d);
-	return r;
-}
-
-/* The files of the model directory a disk or fork worker opens. */
-static int
-pool_files_from_dir(struct pool_files *files, const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	files->n = 0;
-	return fd < 0 ? -1 : pool_files_scan(files, fd, "");
-}
-
-/*
- * The members of a bundle attached with their descriptors kept: each
- * one's segment, and where libmbroker mapped it.  Returns 0 or -1.
- */
-static int
-pool_files_from_attachment(struct pool_files *files,
-			   const struct mb_attachment *att)
-{
-	struct mb_member m;
-	struct stat st;
-
-	files->n = 0;
-	for (size_t i = 0; i < mb_member_count(att); i++)
-		if (mb_member_at(att, i, &m) < 0 ||
-		    fstat(mb_member_fd(att, i), &st) < 0 ||
-		    pool_files_add(files, m.name, &st, m.size,
-				   (uintptr_t)m.data) < 0)
-			return -1;
-	return 0;
-}
-
-static struct pool_file *
-pool_files_find(struct pool_files *files, unsigned dev_major,
-		unsigned dev_minor, ino_t ino)
-{
-	for (size_t i = 0; i < files->n; i++) {
-		struct pool_file *f = &files->f[i];
-
-		if (f->ino == ino && major(f->dev) == dev_major &&
-		    minor(f->dev) == dev_minor)
-			return f;
-	}
-	return NULL;
-}
-
-/* One mapping of /proc/self/smaps being read. */
-struct pool_mapping {
-	struct pool_file *file; /* a model file, or NULL */
-	bool library;           /* libmbroker's mapping of that file */
-	bool anonymous;
-};
-
-/* Counts one "Name: N kB" line of smaps into mem for the mapping m. */
-static void
-pool_memory_count(struct pool_memory *mem, const struct pool_mapping *m,
-		  const char *field, uint64_t bytes)
-{
-	if (strcmp(field, "Pss") == 0) {
-		mem->total_pss += bytes;
-		if (m->file != NULL && !m->library)
-			mem->in_place_pss += bytes;
-		if (m->anonymous)
-			mem->heap_pss += bytes;
-	} else if (strcmp(field, "Rss") == 0) {
-		if (m->file != NULL && !m->library) {
-			mem->in_place_rss += bytes;
-			m->file->in_place = true;
-		} else if (m->file != NULL)
-			mem->library_rss += bytes;
-	} else if (m->anonymous && (strcmp(field, "Private_Dirty") == 0 ||
-				    strcmp(field, "Private_Clean") == 0))
-		mem->heap_private += bytes;
-}
-
-/*
- * This process's memory from /proc/self/smaps: the model files' mappings
- * (found by device and inode, so a broker segment counts whatever its
- * path), anonymous memory, total Pss; and which files the engine maps (a
- * mapping of a file at another address than libmbroker's is the
- * engine's).  Returns 0 or -1.
- */
-static int
-pool_memory_read(struct pool_files *files, struct pool_memory *mem)
-{
-	struct pool_mapping m = {0};
-	char *line = NULL, field[64];
-	unsigned long start, end, offset, ino, kb;
-	unsigned dev_major, dev_minor;
-	size_t cap = 0;
-	FILE *f;
-	int path;
-
-	memset(mem, 0, sizeof *mem);
-	if ((f = fopen("/proc/self/smaps", "re")) == NULL)
-		return -1;
-	while (getline(&line, &cap, f) > 0) {
-		path = -1;
-		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu %n", &start, &end,
-			   &offset, &dev_major, &dev_minor, &ino, &path) >= 6 &&
-		    path > 0) {
-			m.file = ino ? pool_files_find(files, dev_major,
-						       dev_minor, ino) : NULL;
-			m.library = m.file != NULL &&
-				    m.file->library_map == start;
-			m.anonymous = ino == 0 &&
-				      (line[path] == '\0' ||
-				       strncmp(line + path, "[heap]", 6) == 0 ||
-				       strncmp(line + path, "[anon", 5) == 0);
-		} else if (sscanf(line, "%63[^:]: %lu kB", field, &kb) == 2)
-			pool_memory_count(mem, &m, field, (uint64_t)kb * 1024);
-	}
-	free(line);
-	fclose(f);
-	for (size_t i = 0; i < files->n; i++) {
-		mem->files++;
-		if (!files->f[i].in_place) {
-			mem->unmapped_files++;
-			mem->unmapped_bytes += files->f[i].size;
-		}
-	}
 	return 0;
 }
 
@@ -585,7 +274,7 @@ pool_worker_attach(struct pool_worker *w)
 			mb_strerror(r));
 		return -1;
 	}
-	if (pool_files_from_attachment(&w->files, w->att) < 0) {
+	if (model_memory_files_from_attachment(&w->files, w->att) < 0) {
 		fprintf(stderr, "pocketsphinx_pool: worker %d: the members of "
 			"%s: %s\n", w->index, o->bundle, strerror(errno));
 		return -1;
@@ -611,9 +300,9 @@ pool_worker_open(struct pool_worker *w, ps_decoder_t *inherited)
 		return pool_worker_attach(w);
 	if (o->mode == POOL_FORK) {
 		w->ps = inherited;
-		return pool_files_from_dir(&w->files, o->model_dir);
+		return model_memory_files_from_dir(&w->files, o->model_dir);
 	}
-	if (pool_files_from_dir(&w->files, o->model_dir) < 0) {
+	if (model_memory_files_from_dir(&w->files, o->model_dir) < 0) {
 		fprintf(stderr, "pocketsphinx_pool: %s: %s\n", o->model_dir,
 			strerror(errno));
 		return -1;
@@ -664,8 +353,13 @@ pool_worker_decode(struct pool_worker *w)
 		for (int i = 0; i < o->nclips; i++) {
 			if (pool_worker_stopping(w))
 				return 1;
-			if ((samples = pool_clip_read(o->clips[i], &n)) == NULL)
+			if ((samples = clip_read(o->clips[i], &n)) == NULL) {
+				fprintf(stderr, "pocketsphinx_pool: %s: %s\n",
+					o->clips[i], errno == EINVAL ?
+					"not 16 kHz 16-bit mono PCM" :
+					strerror(errno));
 				return -1;
+			}
 			t0 = pool_now_ms();
 			if (pool_decode(w->ps, samples, n, text, sizeof text) <
 			    0) {
@@ -678,7 +372,7 @@ pool_worker_decode(struct pool_worker *w)
 			w->report.decode_ms += pool_now_ms() - t0;
 			w->report.clips++;
 			free(samples);
-			pool_clip_name(o->clips[i], name, sizeof name);
+			clip_name(o->clips[i], name, sizeof name);
 			printf("worker %d clip %s: %s\n", w->index, name, text);
 		}
 	}
@@ -740,7 +434,7 @@ pool_worker_close(struct pool_worker *w)
 static void
 pool_worker_say_in_place(const struct pool_worker *w)
 {
-	const struct pool_memory *m = &w->report.mem;
+	const struct model_memory *m = &w->report.mem;
 	char line[4096];
 	size_t off = 0;
 
@@ -776,7 +470,7 @@ pool_worker_run(struct pool_worker *w, ps_decoder_t *inherited)
 		pool_report_send(w->report_fd, &w->report);
 		r = pool_worker_wait_parent(w);
 	}
-	if (r == 0 && pool_memory_read(&w->files, &w->report.mem) < 0)
+	if (r == 0 && model_memory_read(&w->files, &w->report.mem) < 0)
 		r = -1;
 	if (r == 0) {
 		w->report.kind = POOL_MEASURED;
@@ -894,7 +588,7 @@ pool_mode_name(enum pool_mode mode)
 static void
 pool_table_row(const char *who, const struct pool_report *r)
 {
-	const struct pool_memory *m = &r->mem;
+	const struct model_memory *m = &r->mem;
 
 	printf("%-8s %7.0f %9.0f %8.1f %8.1f %7.1f %9.1f %8.1f %7.1f "
 	       "%3u/%-3u %5.1f\n", who, r->init_ms, r->decode_ms,
@@ -976,12 +670,12 @@ pool_reap(struct pool_child *children, int n)
 
 /* The memory of the parent's decoder (fork mode), with the workers'. */
 static void
-pool_parent_measure(const char *model_dir, struct pool_memory *mem)
+pool_parent_measure(const char *model_dir, struct model_memory *mem)
 {
-	struct pool_files *files = malloc(sizeof *files);
+	struct model_files *files = malloc(sizeof *files);
 
-	if (files != NULL && pool_files_from_dir(files, model_dir) == 0)
-		pool_memory_read(files, mem);
+	if (files != NULL && model_memory_files_from_dir(files, model_dir) == 0)
+		model_memory_read(files, mem);
 	free(files);
 }
 
