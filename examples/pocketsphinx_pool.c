@@ -603,13 +603,13 @@ pool_table_row(const char *who, const struct pool_report *r)
  */
 static void
 pool_table(const struct pool_options *o, const struct pool_child *children,
-	   const struct pool_report *parent)
+	   int n, const struct pool_report *parent)
 {
 	struct pool_report sum = {0};
 	char who[32];
 	int rows = 0;
 
-	for (int i = 0; i < o->workers; i++)
+	for (int i = 0; i < n; i++)
 		rows += children[i].measured;
 	if (rows == 0) {
 		printf("memory: no worker measured\n");
@@ -624,7 +624,7 @@ pool_table(const struct pool_options *o, const struct pool_child *children,
 		pool_table_row("parent", parent);
 		sum = *parent;
 	}
-	for (int i = 0; i < o->workers; i++) {
+	for (int i = 0; i < n; i++) {
 		const struct pool_report *r = &children[i].report;
 
 		if (!children[i].measured)
@@ -654,12 +654,13 @@ static int
 pool_reap(struct pool_child *children, int n)
 {
 	int status, failed = 0;
+	pid_t pid;
 
 	for (int i = 0; i < n; i++) {
-		while (waitpid(children[i].pid, &status, 0) < 0 &&
+		while ((pid = waitpid(children[i].pid, &status, 0)) < 0 &&
 		       errno == EINTR)
 			;
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "pocketsphinx_pool: worker %d ended "
 				"with status %d\n", i + 1, status);
 			failed = 1;
@@ -718,7 +719,7 @@ main(int argc, char **argv)
 		pool_parent_measure(o.model_dir, &parent.mem);
 	pool_release(children, started);
 	pool_collect(children, started, POOL_MEASURED);
-	pool_table(&o, children, inherited ? &parent : NULL);
+	pool_table(&o, children, started, inherited ? &parent : NULL);
 	pool_release(children, started);
 	if (inherited != NULL)
 		ps_free(inherited);
