@@ -32,6 +32,9 @@ BROKER_LIBS = $(call lazy,BROKER_LIBS,--libs libevent_core jansson libxxhash)
 LIB_LIBS = $(call lazy,LIB_LIBS,--libs jansson libxxhash)
 TEST_CFLAGS = $(call lazy,TEST_CFLAGS,--cflags cmocka)
 TEST_LIBS = $(call lazy,TEST_LIBS,--libs cmocka)
+# pocketsphinx's headers are not warning-clean: -isystem keeps -Werror ours.
+SPHINX_CFLAGS = $(patsubst -I%,-isystem %,$(call lazy,SPHINX_RAW,--cflags pocketsphinx))
+SPHINX_LIBS = $(call lazy,SPHINX_LIBS,--libs pocketsphinx)
 
 COMMON_SRC := $(wildcard common/*.c)
 LIB_SRC := $(COMMON_SRC) worker/client.c worker/attach.c worker/member.c \
@@ -51,11 +54,12 @@ DEPS_OK := $(O)/.deps-ok
 
 PROGRAMS := $(O)/mbrokerd $(O)/mbctl $(O)/mbworker
 TEST_TOOLS := $(O)/mkmodel $(O)/mbfault $(O)/mbbench
+EXAMPLES := $(O)/examples/pocketsphinx_pool
 LIBRARIES = $(O)/libmbroker.a $(O)/$(REALNAME) $(O)/libmbroker.so
 
 .PHONY: all test unit integration demo soak bench asan tsan valgrind fuzz \
 	format clean install uninstall deps
-all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS)
+all: $(PROGRAMS) $(LIBRARIES) $(TEST_TOOLS) $(EXAMPLES)
 
 deps: $(DEPS_OK)
 $(DEPS_OK): scripts/install-deps.sh
@@ -104,6 +108,12 @@ $(O)/mbfault: $(O)/obj/tests/tools/mbfault.o $(O)/libmbroker.a
 $(O)/mbbench: $(O)/obj/bench/mbbench.o $(O)/libmbroker.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 $(O)/obj/bench/%.o: CPPFLAGS += -Iworker
+
+$(O)/examples/pocketsphinx_pool: $(call obj,examples/pocketsphinx_pool.c \
+		examples/clip.c examples/model_memory.c) $(O)/libmbroker.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) $(SPHINX_LIBS)
+$(O)/obj/examples/%.o: CPPFLAGS += $(SPHINX_CFLAGS)
 
 # Unit tests name the calls they make fail in a line "WRAP: f g ...".
 wraps = $(foreach f,$(shell sed -n 's/^.*WRAP: //p' $(1)),-Wl,--wrap=$(f))
