@@ -216,14 +216,12 @@ attach_fetch_page(struct mb_client *c, struct mb_attachment *att,
 	json_t *reply = NULL;
 	struct client_fds fds = {.count = 0};
 	json_int_t got_id, got_from, count;
-	int64_t id;
 	int r;
 
 	if (req == NULL)
 		return -ENOMEM;
-	id = client_send(c, req, deadline);
+	r = client_call_until(c, req, deadline, &reply, &fds);
 	json_decref(req);
-	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, &fds);
 	if (r == 0 &&
 	    (json_unpack(reply, "{s:I, s:I, s:I}", "attachment", &got_id,
 			 "from", &got_from, "count", &count) < 0 ||

@@ -320,10 +320,9 @@ client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 }
 
 int
-client_call(struct mb_client *c, json_t *req, json_t **reply,
-	    struct client_fds *fds_out)
+client_call_until(struct mb_client *c, json_t *req, int64_t deadline,
+		  json_t **reply, struct client_fds *fds_out)
 {
-	int64_t deadline = client_deadline(c->timeout_ms);
 	int64_t id = client_send(c, req, deadline);
 
 	if (reply != NULL)
@@ -335,6 +334,14 @@ client_call(struct mb_client *c, json_t *req, json_t **reply,
 	return client_wait(c, id, deadline, reply, fds_out);
 }
 
+int
+client_call(struct mb_client *c, json_t *req, json_t **reply,
+	    struct client_fds *fds_out)
+{
+	return client_call_until(c, req, client_deadline(c->timeout_ms),
+				 reply, fds_out);
+}
+
 /* Says hello; on success opens the ack semaphore the broker named. */
 static int
 client_hello(struct mb_client *c, const char *role, int64_t deadline)
@@ -343,14 +350,12 @@ client_hello(struct mb_client *c, const char *role, int64_t deadline)
 				MB_PROTOCOL_VERSION, "role", role);
 	json_t *reply = NULL;
 	const json_t *sem;
-	int64_t id;
 	int r;
 
 	if (req == NULL)
 		return -ENOMEM;
-	id = client_send(c, req, deadline);
+	r = client_call_until(c, req, deadline, &reply, NULL);
 	json_decref(req);
-	r = id < 0 ? (int)id : client_wait(c, id, deadline, &reply, NULL);
 	if (r == 0) {
 		sem = json_object_get(reply, "ack_semaphore");
 		/* Without it the ack message alone still counts. */

@@ -113,7 +113,10 @@ void client_fds_close(struct client_fds *fds);
 int client_wait(struct mb_client *c, int64_t id, int64_t deadline,
 		json_t **reply, struct client_fds *fds);
 
-/* client_send then client_wait, bounded by the client's timeout_ms. */
+/* client_send then client_wait, bounded by deadline. */
+int client_call_until(struct mb_client *c, json_t *req, int64_t deadline,
+		      json_t **reply, struct client_fds *fds);
+/* The same, bounded by the client's timeout_ms. */
 int client_call(struct mb_client *c, json_t *req, json_t **reply,
 		struct client_fds *fds);
 
