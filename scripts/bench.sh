@@ -13,6 +13,7 @@
 #   BENCH_REPLACE_WORKERS (cores - 1)  BENCH_REPLACE_SECONDS (2, at rest and after)
 #   BENCH_TORCH_WORKERS (8; 0 skips scenario 11)  BENCH_TORCH_PASSES (2)
 #   BENCH_TORCH_REPS (1: a run takes minutes on 2 cores)
+#   BENCH_SPHINX_WORKERS (4; 0 skips scenario 12)
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -36,6 +37,9 @@ BENCH_REPLACE_SECONDS=${BENCH_REPLACE_SECONDS:-2}
 BENCH_TORCH_WORKERS=${BENCH_TORCH_WORKERS:-8}
 BENCH_TORCH_PASSES=${BENCH_TORCH_PASSES:-2}
 BENCH_TORCH_REPS=${BENCH_TORCH_REPS:-1}
+# Scenario 12: pocketsphinx decoders (examples/pocketsphinx_pool.c) from
+# disk, forked after one load, and on the broker's bundle.
+BENCH_SPHINX_WORKERS=${BENCH_SPHINX_WORKERS:-4}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
 HUGE="$RUN/huge"
@@ -547,6 +551,47 @@ else
 	record "$scenario" "time to first output per worker, private" ms ${t_first[private]}
 	record "$scenario" "pass, shared" ms ${t_pass[shared]}
 	record "$scenario" "pass, private" ms ${t_pass[private]}
+fi
+
+# Scenario 12: BENCH_SPHINX_WORKERS pocketsphinx decoders of the en-us
+# model decode two LibriVox clips, from the model's files on disk, forked
+# after one decoder was made, and on the broker's bundle of the same
+# directory through member paths; from each pool's "memory sum" line: the
+# model bytes the decoders map in place (Pss summed), their private heap
+# and their whole Pss.  pocketsphinx parses most of its model into its own
+# heap, so the broker saves it nothing (docs/engines.md).
+sphinx_model=/usr/share/pocketsphinx/model/en-us
+sphinx_clips=/usr/share/pocketsphinx/test/data/librivox
+# sphinx_field MODE KEY: KEY of MODE's "memory sum" line.
+sphinx_field() {
+	sed -n 's/^memory sum: //p' "$RUN/sphinx-$1.log" | tr ' ' '\n' |
+		sed -n "s/^$2=//p"
+}
+if [ "$BENCH_SPHINX_WORKERS" -eq 0 ]; then
+	skip "pocketsphinx pool" "BENCH_SPHINX_WORKERS=0"
+elif [ ! -x "$BUILD/examples/pocketsphinx_pool" ] || [ ! -d "$sphinx_model" ] ||
+	[ ! -d "$sphinx_clips" ]; then
+	skip "pocketsphinx pool" "pocketsphinx, pocketsphinx-en-us or pocketsphinx-testdata missing (scripts/install-deps.sh installs them)"
+else
+	start_broker
+	mbctl load en-us "$sphinx_model" --wait >/dev/null
+	for mode in disk fork broker; do
+		"$BUILD/examples/pocketsphinx_pool" --mode "$mode" \
+			--workers "$BENCH_SPHINX_WORKERS" --socket "$SOCK" \
+			"$sphinx_clips"/*0880*.wav "$sphinx_clips"/*0930*.wav \
+			>"$RUN/sphinx-$mode.log" 2>&1 ||
+			{ say "the $mode pool failed: $(tail -n 5 "$RUN/sphinx-$mode.log")"; exit 1; }
+	done
+	stop_broker
+	scenario="pocketsphinx pool N=$BENCH_SPHINX_WORKERS"
+	for mode in disk fork broker; do
+		record "$scenario" "model mapped in place, Pss sum, $mode" MiB \
+			"$(calc "$(sphinx_field "$mode" in_place_pss) / 1048576")"
+		record "$scenario" "private heap sum, $mode" MiB \
+			"$(calc "$(sphinx_field "$mode" heap_private) / 1048576")"
+		record "$scenario" "whole-process Pss sum, $mode" MiB \
+			"$(calc "$(sphinx_field "$mode" pss) / 1048576")"
+	done
 fi
 
 "$(dirname "$0")/bench-report.sh" "$OUT"
