@@ -2,8 +2,8 @@
 # A tiny smoke of `make bench` (scripts/bench.sh), so that it cannot rot:
 # a 4 MiB model, one repetition, few workers, installing nothing, the
 # PyTorch and pocketsphinx pools skipped (minutes of CPU; their own tests
-# run them).  Every scenario must run or say why it was skipped, and the report must come out with the figures the
-# goals are judged on.
+# run them).  Every scenario must run or say why it was skipped, and the
+# report must come out with the figures the goals are judged on.
 . "$(dirname "$0")/lib.sh"
 
 BENCH_SIZES=4M BENCH_REPS=1 BENCH_WORKERS="1 2" BENCH_SHUTDOWN_WORKERS="1 2" \
