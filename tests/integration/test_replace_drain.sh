@@ -15,7 +15,7 @@ SIZE1=$(stat -c %s "$T/m1.safetensors")
 SIZE2=$(stat -c %s "$T/m2.safetensors")
 
 generation_in_error() {
-	generations w | grep -q "\"generation\":$1,.*\"state\":\"ERROR\""
+	generations w | grep "\"generation\":$1,.*\"state\":\"ERROR\"" >/dev/null
 }
 
 # 7a. A holder that never detaches: the deadline passes.

@@ -22,7 +22,7 @@ FILES=("$T/m1.safetensors" "$T/m2.safetensors")
 serves_only_generation() {
 	state_is w READY || fail "state $(model_state w)"
 	generation_count_is w 1 || fail "generations: $(generations w)"
-	generations w | grep -q "\"generation\":$1," ||
+	generations w | grep "\"generation\":$1," >/dev/null ||
 		fail "generations: $(generations w)"
 	[ "$(model_segments w | wc -l)" -eq 1 ] &&
 		[ -n "$(segment_of_generation w "$1")" ] ||

@@ -17,7 +17,7 @@ make_model --seed 4 "$T/big.safetensors" 16000000
 FILES=("$T/m1.safetensors" "$T/m2.safetensors" "$T/m3.safetensors")
 
 has_next_generation() {
-	generations w | grep -q '"role":"next"'
+	generations w | grep '"role":"next"' >/dev/null
 }
 
 # replace_in_background FILE TAG: a replace of w by FILE with wait, its
@@ -119,7 +119,7 @@ done
 generation_count_is w 3 || fail "three generations: $(generations w)"
 for g in "$g3 current" "$g2 draining" "1 draining"; do
 	set -- $g
-	generations w | grep -q "\"generation\":$1,.*\"role\":\"$2\"" ||
+	generations w | grep "\"generation\":$1,.*\"role\":\"$2\"" >/dev/null ||
 		fail "generation $1 not $2: $(generations w)"
 	[ -n "$(segment_of_generation w "$1")" ] || fail "no segment of $1: $(model_segments w)"
 done
