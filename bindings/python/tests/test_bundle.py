@@ -8,7 +8,9 @@ its bytes, found by name, a 0-byte member; kept descriptors opening by
 after detach, ack and close; no descriptor left after detach; tensors of
 a sharded safetensors checkpoint found through its index as zero-copy
 numpy views; an index that is cut short or too large refused with
-format_error; stray descriptors refused and closed; follow_replace
+format_error; stray descriptors refused and closed; member names that
+would leave the member directory, clash or come out of order, and a
+member that is no regular file, refused; follow_replace
 keeping keep_fds; a single file unchanged."""
 import errno
 import json
@@ -217,6 +219,37 @@ class BundleTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "protocol_error")
         self.assertEqual(settled_fds(before), before)
         self.assertEqual(self.fake.log[-1], "detach #1")
+
+    def test_hostile_member_names_are_refused(self):
+        """A broker's member names that would lead the member directory
+        out of its root, or clash, are refused before anything is made."""
+        outside = os.path.join(self.tmp.name, "escape")
+        os.environ["TMPDIR"] = self.tmp.name
+        self.addCleanup(os.environ.pop, "TMPDIR")
+        before = open_fds()
+        for members in ([("../escape", b"x")], [(outside, b"x")],
+                        [("a/../../escape", b"x")], [("./a", b"x")],
+                        [("", b"x")], [("a//b", b"x")], [("a/", b"x")],
+                        [("a\nb", b"x")], [("a", b"x"), ("a", b"y")],
+                        [("b", b"x"), ("a", b"y")]):
+            self.fake.forged["forged"] = members
+            with self.assertRaises(mbroker.BrokerError, msg=members) as cm:
+                att = self.client.attach("forged", keep_fds=True)
+                att.member_dir()
+            self.assertEqual(cm.exception.code, "protocol_error")
+            self.assertFalse(os.path.lexists(outside), members)
+        self.assertEqual(settled_fds(before), before)
+
+    def test_member_not_a_file_is_refused(self):
+        """A directory's descriptor for a member (of its size, 0) is
+        refused: member_dir's link to it would lead "a/x" out."""
+        self.fake.forged["forged"] = [("a", {"dir": "/proc/self"}),
+                                      ("b", b"x")]
+        before = open_fds()
+        with self.assertRaises(mbroker.BrokerError) as cm:
+            self.client.attach("forged", keep_fds=True)
+        self.assertEqual(cm.exception.code, "protocol_error")
+        self.assertEqual(settled_fds(before), before)
 
     def test_follow_replace_keeps_keep_fds(self):
         att = self.client.attach("b", keep_fds=True)
