@@ -10,7 +10,8 @@
  * removed by mb_detach, mb_ack and mb_close, no descriptor left behind,
  * tensors of a sharded checkpoint found through its index, an index cut
  * short or too large refused with a reason, stray descriptors refused and
- * closed, a member whose descriptor is no regular file refused,
+ * closed, a member whose descriptor is no regular file refused, a reply
+ * naming the model with a path ("../escape") refused,
  * mb_follow_replace keeping MB_ATTACH_KEEP_FDS, and a single file
  * that is still one member.
  */
@@ -501,6 +502,34 @@ test_bundle_member_not_a_file_refused(void **state)
 }
 
 static void
+test_model_name_that_leaves_member_dir_refused(void **state)
+{
+	struct mb_attachment *att = NULL;
+	char top[4096], tmp[128], escape[160];
+	int before = unit_fd_count();
+
+	(void)state;
+	/* The fake names the model in its reply as asked, as a hostile
+	 * broker may: a single file's link in mb_member_dir is named after
+	 * it, so "../escape" would be made beside the private directory. */
+	snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+	snprintf(escape, sizeof escape, "%s/escape", tmp);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	setenv("TMPDIR", tmp, 1);
+	if (mb_attach_ex(client, "../escape", MB_ATTACH_KEEP_FDS, 0, &att) ==
+	    0) {
+		mb_member_dir(att, top, sizeof top);
+		fail_msg("attached; %s is %s", escape,
+			 access(escape, F_OK) == 0 || errno != ENOENT
+			     ? "made" : "not made");
+	}
+	unsetenv("TMPDIR");
+	assert_null(att);
+	assert_int_equal(mb_attach(client, "a/b", &att), MB_EPROTOCOL);
+	assert_int_equal(unit_fd_count(), before);
+}
+
+static void
 test_bundle_follow_replace_keeps_fds(void **state)
 {
 	struct mb_event ev = {.type = MB_EVENT_REPLACED,
@@ -564,6 +593,7 @@ main(void)
 	    cmocka_unit_test(test_bundle_bad_index_refused),
 	    cmocka_unit_test(test_bundle_stray_fds_closed),
 	    cmocka_unit_test(test_bundle_member_not_a_file_refused),
+	    cmocka_unit_test(test_model_name_that_leaves_member_dir_refused),
 	    cmocka_unit_test(test_bundle_follow_replace_keeps_fds),
 	    cmocka_unit_test(test_single_file_is_one_member),
 	};
