@@ -48,6 +48,7 @@ import errno
 import json
 import mmap
 import os
+import re
 import select
 import shutil
 import signal
@@ -65,6 +66,8 @@ PROTOCOL_VERSION = 1
 MAX_REPLY = 160 * 1024
 # Most descriptors one message carries; a bundle's come 8 at a time.
 FDS_PER_MESSAGE = 8
+# A model's name: 1 to 64 of these, and not "." or "..".
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Most members of a bundle, and the longest member name in bytes.
 MAX_MEMBERS = 256
 MEMBER_NAME_MAX = 255
@@ -288,9 +291,15 @@ def _member_name_valid(name: Any) -> bool:
 
 def _member_specs(reply: Dict[str, Any]) -> List[Member]:
     """The members an attach reply announces: a bundle's "members", or the
-    single file as one member named after the model.  A bundle's names
-    must be valid paths in strictly increasing bytewise order (so none
-    twice)."""
+    single file as one member named after the model.  The model's name
+    must be one (a single file's member_dir link is named after it); a
+    bundle's names valid paths in strictly increasing bytewise order (so
+    none twice)."""
+    name = reply["name"]
+    if not isinstance(name, str) or name in (".", "..") or \
+            not _MODEL_NAME.fullmatch(name):
+        raise BrokerError("protocol_error", "the model's name is no model "
+                          "name", reply)
     if "members" not in reply:
         return [Member(reply["name"], reply["format"], reply["size"],
                        int(reply["checksum"], 16))]

@@ -10,7 +10,8 @@ a sharded safetensors checkpoint found through its index as zero-copy
 numpy views; an index that is cut short or too large refused with
 format_error; stray descriptors refused and closed; member names that
 would leave the member directory, clash or come out of order, and a
-member that is no regular file, refused; follow_replace
+member that is no regular file, or a model name that is a path, refused;
+follow_replace
 keeping keep_fds; a single file unchanged."""
 import errno
 import json
@@ -98,6 +99,11 @@ class BundleTest(unittest.TestCase):
         self.client = mbroker.connect(sock, timeout=10)
         self.client.timeout = 10
         self.addCleanup(self.client.close)
+
+    def private_tmp(self):
+        """Member directories made in the test's own directory."""
+        self.addCleanup(setattr, tempfile, "tempdir", tempfile.tempdir)
+        tempfile.tempdir = self.tmp.name
 
     def bad_index(self, name, body):
         root = os.path.join(self.tmp.name, name)
@@ -224,8 +230,7 @@ class BundleTest(unittest.TestCase):
         """A broker's member names that would lead the member directory
         out of its root, or clash, are refused before anything is made."""
         outside = os.path.join(self.tmp.name, "escape")
-        os.environ["TMPDIR"] = self.tmp.name
-        self.addCleanup(os.environ.pop, "TMPDIR")
+        self.private_tmp()
         before = open_fds()
         for members in ([("../escape", b"x")], [(outside, b"x")],
                         [("a/../../escape", b"x")], [("./a", b"x")],
@@ -238,6 +243,19 @@ class BundleTest(unittest.TestCase):
                 att.member_dir()
             self.assertEqual(cm.exception.code, "protocol_error")
             self.assertFalse(os.path.lexists(outside), members)
+        self.assertEqual(settled_fds(before), before)
+
+    def test_model_name_that_leaves_member_dir_is_refused(self):
+        """The fake names the model in its reply as asked, as a hostile
+        broker may: a single file's link is named after it."""
+        self.private_tmp()
+        before = open_fds()
+        for name in ("../escape", "a/b", "..", "."):
+            with self.assertRaises(mbroker.BrokerError, msg=name) as cm:
+                self.client.attach(name, keep_fds=True).member_dir()
+            self.assertEqual(cm.exception.code, "protocol_error")
+        self.assertFalse(os.path.lexists(os.path.join(self.tmp.name,
+                                                      "escape")))
         self.assertEqual(settled_fds(before), before)
 
     def test_member_not_a_file_is_refused(self):
