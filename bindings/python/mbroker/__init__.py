@@ -443,15 +443,25 @@ class Attachment:
             # Also removed when the interpreter exits without a detach.
             self._dir = (root, weakref.finalize(self, shutil.rmtree, root,
                                                 True))
-            for m in self.members:
-                name = m.name if self.bundle else self.name
-                parent = root
-                for part in name.split("/")[:-1]:
-                    parent = os.path.join(parent, part)
-                    if not os.path.isdir(parent):
-                        os.mkdir(parent, 0o700)
-                os.symlink(m.path, os.path.join(root, name))
+            try:
+                self._lay_out(root)
+            except BaseException:
+                # Not left half made for the next call to hand out.
+                self._dir[1]()
+                self._dir = None
+                raise
         return self._dir[0]
+
+    def _lay_out(self, root: str) -> None:
+        """The links of member_dir under root."""
+        for m in self.members:
+            name = m.name if self.bundle else self.name
+            parent = root
+            for part in name.split("/")[:-1]:
+                parent = os.path.join(parent, part)
+                if not os.path.isdir(parent):
+                    os.mkdir(parent, 0o700)
+            os.symlink(m.path, os.path.join(root, name))
 
     def _tensor_view(self, name: str) -> Tuple[TensorInfo, memoryview]:
         if self._weight_map is not None and name not in self._weight_map:

@@ -258,6 +258,19 @@ class BundleTest(unittest.TestCase):
                                                       "escape")))
         self.assertEqual(settled_fds(before), before)
 
+    def test_member_dir_that_fails_is_not_handed_out(self):
+        """A member "a" and a member "a/b" cannot both be laid out: each
+        call says so, and nothing is left half made."""
+        self.private_tmp()
+        self.fake.forged["forged"] = [("a", b"x"), ("a/b", b"y")]
+        att = self.client.attach("forged", keep_fds=True)
+        for _ in range(2):
+            with self.assertRaises(OSError):
+                att.member_dir()
+        self.assertEqual([n for n in os.listdir(self.tmp.name)
+                          if n.startswith("mbroker.")], [])
+        att.detach()
+
     def test_member_not_a_file_is_refused(self):
         """A directory's descriptor for a member (of its size, 0) is
         refused: member_dir's link to it would lead "a/x" out."""
