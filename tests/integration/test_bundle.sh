@@ -15,6 +15,7 @@
 # (no_space with the bytes it needs).  After kill -9 of the broker with a
 # bundle loaded, the next start removes every segment it left; with
 # --model-dir the directory is a catalog entry, autoloaded by an attach.
+# An unload during a bundle's load counts every segment it removes.
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
@@ -191,4 +192,23 @@ mbctl --json catalog | json_get "[m for m in j['models'] if m['name'] == 'bundle
 "${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" bundle "$B" "$BIN/libmbroker.so" \
 	>"$T/client.out" 2>&1 || fail "autoload: $(cat "$T/client.out")"
 grep -q "^ok $NFILES " "$T/client.out" || fail "autoload: $(cat "$T/client.out")"
+shutdown_clean
+
+# An unload while a bundle loads stops it: its reply counts every segment
+# the load had made (it said 1), and none is left.
+start_broker --load-rate 2000000
+S="$T/slow"
+mkdir "$S"
+for i in 1 2 3 4; do make_model --raw "$S/f$i" 1000000; done
+slow_shm() {
+	instance_shm | grep -c "^mbroker\.$INSTANCE\.model\.slow\." || true
+}
+mbctl load slow "$S" >/dev/null || fail "load slow"
+wait_until 20 sh -c "[ \"\$(ls /dev/shm | grep -c '^mbroker\.$INSTANCE\.model\.slow\.')\" -ge 2 ]" ||
+	fail "slow: no second segment: $(instance_shm)"
+made=$(slow_shm)
+mbctl --json unload slow >"$T/unload.json" || fail "unload slow: $(cat "$T/unload.json")"
+[ "$(json_int segments_unlinked <"$T/unload.json")" -ge "$made" ] ||
+	fail "$made segments made; the unload says $(cat "$T/unload.json")"
+[ "$(slow_shm)" = 0 ] || fail "after the unload: $(instance_shm)"
 shutdown_clean
