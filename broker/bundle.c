@@ -38,7 +38,7 @@ struct bundle_walk {
 	int root;
 	const char *path;
 	struct member *members;
-	unsigned n;     /* members listed (at most MB_MAX_MEMBERS) */
+	unsigned n;       /* members listed (at most MB_MAX_MEMBERS) */
 	unsigned files;   /* files seen, past the bound too */
 	unsigned entries; /* files and directories seen */
 	uint64_t total;

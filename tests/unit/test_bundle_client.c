@@ -168,7 +168,8 @@ start_fake(void)
 		      "tests/tools/fake_broker.py", sock, list, arg[0], arg[1],
 		      arg[2], arg[3], arg[4], "--stray=stray",
 		      "--forged=dirfd=[[\"a\",{\"dir\":\"/proc/self\"}],"
-		      "[\"b\",\"x\"]]", (char *)NULL);
+		      "[\"b\",\"x\"]]",
+		      (char *)NULL);
 		_exit(127);
 	}
 }
@@ -521,7 +522,8 @@ test_model_name_that_leaves_member_dir_refused(void **state)
 		mb_member_dir(att, top, sizeof top);
 		fail_msg("attached; %s is %s", escape,
 			 access(escape, F_OK) == 0 || errno != ENOENT
-			     ? "made" : "not made");
+			     ? "made"
+			     : "not made");
 	}
 	unsetenv("TMPDIR");
 	assert_null(att);
