@@ -29,15 +29,18 @@
 #include "mbrokerd.h"
 #include "utf8.h"
 
-/* Past this many files the walk stops counting: "more than" it. */
-#define BUNDLE_COUNT_MAX (16 * MB_MAX_MEMBERS)
+/* Past this many entries (files and directories) the walk stops, and
+ * the load is refused: it runs on the control loop, and a tree that
+ * large (of empty directories, say) is no bundle. */
+#define BUNDLE_ENTRIES_MAX (16 * MB_MAX_MEMBERS)
 
 struct bundle_walk {
 	int root;
 	const char *path;
 	struct member *members;
-	unsigned n;     /* members listed (at most MB_MAX_MEMBERS) */
-	unsigned files; /* files seen, past the bound too */
+	unsigned n;       /* members listed (at most MB_MAX_MEMBERS) */
+	unsigned files;   /* files seen, past the bound too */
+	unsigned entries; /* files and directories seen */
 	uint64_t total;
 	char *err;
 	size_t errlen;
@@ -144,7 +147,7 @@ bundle_walk_dir(struct bundle_walk *w, int fd, const char *prefix)
 		close(fd);
 		return MB_EIO;
 	}
-	while (r == 0 && w->files <= BUNDLE_COUNT_MAX &&
+	while (r == 0 && w->entries <= BUNDLE_ENTRIES_MAX &&
 	       (e = readdir(dir)) != NULL) {
 		char name[BUNDLE_NAME_MAX + 2];
 		struct stat st;
@@ -152,6 +155,8 @@ bundle_walk_dir(struct bundle_walk *w, int fd, const char *prefix)
 
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
+		if (++w->entries > BUNDLE_ENTRIES_MAX)
+			break;
 		if (snprintf(name, sizeof name, "%s%s", prefix, e->d_name) >
 		    BUNDLE_NAME_MAX) {
 			snprintf(w->err, w->errlen, "member %s%.64s... of %s: "
@@ -218,11 +223,14 @@ bundle_walk(int dirfd, const char *path, struct member **members,
 	}
 	/* The walk reads from a descriptor of its own: its offset moves. */
 	r = bundle_walk_dir(&w, sub, "");
-	if (r == 0 && w.files > MB_MAX_MEMBERS) {
-		snprintf(err, errlen, "%s holds %s%u files; a bundle has at "
-			 "most %d", path, w.files > BUNDLE_COUNT_MAX ? "more "
-			 "than " : "", w.files > BUNDLE_COUNT_MAX ?
-			 BUNDLE_COUNT_MAX : w.files, MB_MAX_MEMBERS);
+	if (r == 0 && w.entries > BUNDLE_ENTRIES_MAX) {
+		snprintf(err, errlen, "%s holds more than %d files and "
+			 "directories; a bundle has at most %d files", path,
+			 BUNDLE_ENTRIES_MAX, MB_MAX_MEMBERS);
+		r = MB_ELIMIT;
+	} else if (r == 0 && w.files > MB_MAX_MEMBERS) {
+		snprintf(err, errlen, "%s holds %u files; a bundle has at "
+			 "most %d", path, w.files, MB_MAX_MEMBERS);
 		r = MB_ELIMIT;
 	} else if (r == 0 && w.n == 0) {
 		snprintf(err, errlen, "%s holds no file", path);

@@ -40,7 +40,8 @@ int bundle_open(const char *path, char *err, size_t errlen);
  * each opened once (a symlink is followed only while it stays beneath the
  * directory).  *members (freed by the caller) and *n; *total their size.
  * 0, or MB_EFORMAT (a member refused, or no file), MB_ELIMIT (more than
- * MB_MAX_MEMBERS files), MB_EIO, -ENOMEM, with the reason in err.
+ * MB_MAX_MEMBERS files, or than 16 times that many files and directories:
+ * the walk stops there), MB_EIO, -ENOMEM, with the reason in err.
  */
 int bundle_walk(int dirfd, const char *path, struct member **members,
 		unsigned *n, uint64_t *total, char *err, size_t errlen);

@@ -211,7 +211,7 @@ load_done(void *ctx, const struct load_result *r)
 	struct model *m = op->model;
 	struct generation *g = op->gen;
 	uint64_t freed = r->reclaimed;
-	unsigned unlinked = r->reclaimed > 0;
+	unsigned unlinked = r->removed;
 
 	g->job = NULL;
 	g->load_ms = clock_monotonic_ms() - g->load_started_ms;

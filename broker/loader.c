@@ -72,6 +72,7 @@ struct load_job {
 	struct member *members;
 	unsigned nmembers;
 	uint64_t reclaimed;
+	unsigned removed;
 	uint64_t size;
 	uint64_t checksum;
 	size_t ntensors;
@@ -293,8 +294,8 @@ loader_unchanged(struct load_job *job, int src, const struct stat *before)
 	return 0;
 }
 
-/* Lets go of what the members hold: their segments (their bytes counted
- * as reclaimed) and provider states; frees the list. */
+/* Lets go of what the members hold: their segments (counted as removed,
+ * their bytes as reclaimed) and provider states; frees the list. */
 static void
 loader_release_members(struct load_job *job)
 {
@@ -307,6 +308,7 @@ loader_release_members(struct load_job *job)
 				  m->name);
 		if (m->segment != NULL) {
 			job->reclaimed += m->size;
+			job->removed++;
 			segment_put(m->segment);
 		}
 	}
@@ -529,6 +531,7 @@ loader_done(struct load_job *job)
 		.checksum = job->checksum,
 		.ntensors = job->ntensors,
 		.reclaimed = job->reclaimed,
+		.removed = job->removed,
 	};
 
 	pthread_join(job->thread, NULL);

@@ -28,6 +28,7 @@ struct load_result {
 	uint64_t checksum; /* the file's, or the bundle's (bundle.h) */
 	size_t ntensors;   /* of every member */
 	uint64_t reclaimed; /* bytes of segments it made, then removed */
+	unsigned removed;   /* how many segments those were */
 };
 
 struct loader_calls {

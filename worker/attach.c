@@ -23,6 +23,7 @@
 
 #include "attach.h"
 #include "client.h"
+#include "names.h"
 
 /* mb_attach_wait asks again after 5 ms, then twice as late each time, up
  * to every 100 ms. */
@@ -127,7 +128,9 @@ attach_parse_members(struct mb_attachment *att, const json_t *members)
 	return total == att->size ? 0 : MB_EPROTOCOL;
 }
 
-/* Fills att from the attach reply; 0, MB_EPROTOCOL or -ENOMEM. */
+/* Fills att from the attach reply; 0, MB_EPROTOCOL or -ENOMEM.  The
+ * model's name must be one (no slash, not "." or ".."): a single file's
+ * link in mb_member_dir is named after it. */
 static int
 attach_parse_reply(struct mb_attachment *att, const json_t *reply)
 {
@@ -139,7 +142,7 @@ attach_parse_reply(struct mb_attachment *att, const json_t *reply)
 			"{s:I, s:s, s:s, s:I, s:I, s:s}", "attachment", &id,
 			"name", &name, "format", &format, "generation", &gen,
 			"size", &size, "checksum", &sum) < 0 ||
-	    size < (members != NULL ? 0 : 1) || strlen(name) > MB_NAME_MAX ||
+	    size < (members != NULL ? 0 : 1) || !names_model_valid(name) ||
 	    strlen(format) >= sizeof att->format)
 		return MB_EPROTOCOL;
 	att->id = (uint64_t)id;

@@ -79,8 +79,9 @@ struct mb_attachment {
 
 /*
  * Maps every member with a descriptor of att->keep.fds into one
- * reservation after checking each descriptor's size.  0, MB_EPROTOCOL
- * (a size that differs from the reply's) or -errno.
+ * reservation after checking each descriptor is a regular file of the
+ * reply's size.  0, MB_EPROTOCOL (another file type, or a size that
+ * differs from the reply's) or -errno.
  */
 int member_map(struct mb_attachment *att);
 

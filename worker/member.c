@@ -36,7 +36,10 @@ member_map(struct mb_attachment *att)
 
 		if (fstat(atomic_load(&att->keep.fds[i]), &st) < 0)
 			return -errno;
-		if ((uint64_t)st.st_size != att->members[i].size)
+		/* A segment is a regular file: a directory (whose size 0
+		 * is never mapped) would lead mb_member_dir's links out. */
+		if (!S_ISREG(st.st_mode) ||
+		    (uint64_t)st.st_size != att->members[i].size)
 			return MB_EPROTOCOL;
 		att->region_len += member_pages(att->members[i].size, page);
 	}

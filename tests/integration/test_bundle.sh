@@ -8,12 +8,14 @@
 # sums a holder's Pss over every member.  A reload after a file changed
 # is a new generation with a new checksum; an unload, an eviction and an
 # idle unload (keep-alive) each leave /dev/shm clean.  Refused: a symlink that leaves the directory (format_error
-# naming it), a fifo, 257 files (limit), a load past the broker's 2048
+# naming it), a fifo, 257 files (limit), a tree of 4100 empty directories
+# (limit), a load past the broker's 2048
 # segments (limit), a file path as a bundle and a
 # directory as raw (format_error), a bundle over --max-shm-bytes
 # (no_space with the bytes it needs).  After kill -9 of the broker with a
 # bundle loaded, the next start removes every segment it left; with
 # --model-dir the directory is a catalog entry, autoloaded by an attach.
+# An unload during a bundle's load counts every segment it removes.
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
@@ -148,6 +150,13 @@ M="$T/many"
 mkdir "$M"
 for i in $(seq 1 257); do : >"$M/$i"; done
 refused limit "holds 257 files; a bundle has at most 256" x "$M" --wait
+# A tree of empty directories is walked on the broker's control loop: past
+# 4096 entries the walk stops (200000 took the broker 2.4 s to walk).
+W="$T/wide"
+mkdir "$W"
+printf x >"$W/file"
+(cd "$W" && seq 1 4100 | xargs mkdir)
+refused limit "holds more than 4096 files and directories" x "$W" --wait
 rm "$M/257"
 # 256 files load; eight such bundles are the broker's 2048 segments, and
 # a ninth is refused.
@@ -183,4 +192,23 @@ mbctl --json catalog | json_get "[m for m in j['models'] if m['name'] == 'bundle
 "${LIBMBROKER_ENV[@]}" "$PY" "$CLIENT" "$SOCK" bundle "$B" "$BIN/libmbroker.so" \
 	>"$T/client.out" 2>&1 || fail "autoload: $(cat "$T/client.out")"
 grep -q "^ok $NFILES " "$T/client.out" || fail "autoload: $(cat "$T/client.out")"
+shutdown_clean
+
+# An unload while a bundle loads stops it: its reply counts every segment
+# the load had made (it said 1), and none is left.
+start_broker --load-rate 2000000
+S="$T/slow"
+mkdir "$S"
+for i in 1 2 3 4; do make_model --raw "$S/f$i" 1000000; done
+slow_shm() {
+	instance_shm | grep -c "^mbroker\.$INSTANCE\.model\.slow\." || true
+}
+mbctl load slow "$S" >/dev/null || fail "load slow"
+wait_until 20 sh -c "[ \"\$(ls /dev/shm | grep -c '^mbroker\.$INSTANCE\.model\.slow\.')\" -ge 2 ]" ||
+	fail "slow: no second segment: $(instance_shm)"
+made=$(slow_shm)
+mbctl --json unload slow >"$T/unload.json" || fail "unload slow: $(cat "$T/unload.json")"
+[ "$(json_int segments_unlinked <"$T/unload.json")" -ge "$made" ] ||
+	fail "$made segments made; the unload says $(cat "$T/unload.json")"
+[ "$(slow_shm)" = 0 ] || fail "after the unload: $(instance_shm)"
 shutdown_clean

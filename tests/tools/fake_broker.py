@@ -28,7 +28,11 @@ descriptors 8 to a message, and the rest through the "members" op (logged
 "members #ID FROM"); a corrupt generation advertises a wrong bundle
 checksum.  Each message of a bundle named in ``stray`` (or
 ``--stray=NAME``) carries one descriptor too many, as a broken broker's
-would."""
+would.  A forged bundle (``fake.forged[name] = [(MEMBER, BODY), ...]``, or
+``--forged=NAME=JSON`` with JSON a list of [MEMBER, BODY]) is served with
+its members as given, names and order unchecked, as a hostile broker
+would: BODY is the member's bytes (a string, as UTF-8), or {"dir": PATH}
+for a descriptor of that directory (its size as fstat gives it)."""
 import ctypes
 import json
 import os
@@ -66,6 +70,7 @@ class FakeBroker:
         self.on_unload = None  # request -> reply, for unload
         self.bundles = {}  # model name -> directory served as a bundle
         self.stray = set()  # bundles whose messages carry a stray descriptor
+        self.forged = {}  # model name -> [(member, body)] served as given
         self._bundle_bodies = {}  # attachment -> (connection, [bytes])
         self.log = []
         self.echo = False  # print the log as it grows
@@ -126,30 +131,45 @@ class FakeBroker:
                         found.append((os.path.relpath(path, root), fh.read()))
         return sorted(found, key=lambda m: m[0].encode())
 
+    @staticmethod
+    def _descriptor(body):
+        """A memfd of body's bytes, or a descriptor of directory body["dir"]."""
+        if isinstance(body, dict):
+            return os.open(body["dir"], os.O_RDONLY | os.O_DIRECTORY)
+        return FakeBroker._memfd(body)
+
+    @staticmethod
+    def _size(body):
+        return os.stat(body["dir"]).st_size if isinstance(body, dict) \
+            else len(body)
+
     def _page(self, attachment, start):
         """The descriptors of members start.. (at most 8), and a stray."""
         _, bodies, stray = self._bundle_bodies[attachment]
-        fds = [self._memfd(b) for b in bodies[start:start + FDS_PER_MESSAGE]]
+        fds = [self._descriptor(b)
+               for b in bodies[start:start + FDS_PER_MESSAGE]]
         return fds + ([self._memfd(b"stray")] if stray else [])
 
     def _attach_bundle(self, req, conn, reply):
-        members = self._bundle_members(self.bundles[req["name"]])
+        members = self.forged.get(req["name"]) or \
+            self._bundle_members(self.bundles[req["name"]])
         self._bundle_bodies[self._next_id] = (conn, [b for _, b in members],
                                               req["name"] in self.stray)
         listed, bundle_sum = [], b""
         for name, body in members:
-            checksum = self._checksum(body) if self._checksum else 0
-            listed.append({"name": name, "size": len(body),
+            checksum = self._checksum(body) if self._checksum and \
+                isinstance(body, bytes) else 0
+            listed.append({"name": name, "size": self._size(body),
                            "checksum": "%016x" % checksum,
                            "format": "safetensors"
                            if name.endswith(".safetensors") else "raw"})
             bundle_sum += (name.encode() + b"\0" +
-                           struct.pack("<QQ", len(body), checksum))
+                           struct.pack("<QQ", self._size(body), checksum))
         total = self._checksum(bundle_sum) if self._checksum else 0
         total ^= int(self.corrupt)
         reply.update(attachment=self._next_id, name=req["name"],
                      format="bundle", generation=self.generation,
-                     size=sum(len(b) for _, b in members),
+                     size=sum(self._size(b) for _, b in members),
                      checksum="%016x" % total, members=listed,
                      descriptors={"from": 0, "count": min(
                          FDS_PER_MESSAGE, len(members))})
@@ -182,7 +202,7 @@ class FakeBroker:
             self._record(f"attach {req['name']} {self.generation} "
                          f"#{self._next_id}")
             self._holders[conn] = self.generation
-            if req["name"] in self.bundles:
+            if req["name"] in self.bundles or req["name"] in self.forged:
                 fds = self._attach_bundle(req, conn, reply)
                 reply["id"] = req.get("id")
                 return reply, fds
@@ -285,6 +305,11 @@ if __name__ == "__main__":
     for arg in sys.argv[3:]:
         if arg.startswith("--stray="):
             fake.stray.add(arg[len("--stray="):])
+        elif arg.startswith("--forged="):
+            name, text = arg[len("--forged="):].split("=", 1)
+            fake.forged[name] = [
+                (member, body.encode() if isinstance(body, str) else body)
+                for member, body in json.loads(text)]
         else:
             fake.bundles.update([arg.split("=", 1)])
     fake.on_load, fake.on_unload = fake.replace, fake.unload

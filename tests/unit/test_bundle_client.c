@@ -10,7 +10,9 @@
  * removed by mb_detach, mb_ack and mb_close, no descriptor left behind,
  * tensors of a sharded checkpoint found through its index, an index cut
  * short or too large refused with a reason, stray descriptors refused and
- * closed, mb_follow_replace keeping MB_ATTACH_KEEP_FDS, and a single file
+ * closed, a member whose descriptor is no regular file refused, a reply
+ * naming the model with a path ("../escape") refused,
+ * mb_follow_replace keeping MB_ATTACH_KEEP_FDS, and a single file
  * that is still one member.
  */
 #include <errno.h>
@@ -164,7 +166,10 @@ start_fake(void)
 		       "verify_asan_link_order=0:detect_leaks=0", 1);
 		execl("/usr/bin/python3", "python3",
 		      "tests/tools/fake_broker.py", sock, list, arg[0], arg[1],
-		      arg[2], arg[3], arg[4], "--stray=stray", (char *)NULL);
+		      arg[2], arg[3], arg[4], "--stray=stray",
+		      "--forged=dirfd=[[\"a\",{\"dir\":\"/proc/self\"}],"
+		      "[\"b\",\"x\"]]",
+		      (char *)NULL);
 		_exit(127);
 	}
 }
@@ -480,6 +485,53 @@ test_bundle_stray_fds_closed(void **state)
 }
 
 static void
+test_bundle_member_not_a_file_refused(void **state)
+{
+	struct mb_attachment *att = NULL;
+	int before = unit_fd_count();
+
+	(void)state;
+	/* "dirfd" is a broker's lie: member "a" comes as a descriptor of a
+	 * directory whose size (0) is what the reply says.  Through it,
+	 * mb_member_dir's link "a" would lead out of the private directory
+	 * for a member "a/..." after it. */
+	assert_int_equal(
+	    mb_attach_ex(client, "dirfd", MB_ATTACH_KEEP_FDS, 0, &att),
+	    MB_EPROTOCOL);
+	assert_null(att);
+	assert_int_equal(unit_fd_count(), before);
+}
+
+static void
+test_model_name_that_leaves_member_dir_refused(void **state)
+{
+	struct mb_attachment *att = NULL;
+	char top[4096], tmp[128], escape[160];
+	int before = unit_fd_count();
+
+	(void)state;
+	/* The fake names the model in its reply as asked, as a hostile
+	 * broker may: a single file's link in mb_member_dir is named after
+	 * it, so "../escape" would be made beside the private directory. */
+	snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+	snprintf(escape, sizeof escape, "%s/escape", tmp);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	setenv("TMPDIR", tmp, 1);
+	if (mb_attach_ex(client, "../escape", MB_ATTACH_KEEP_FDS, 0, &att) ==
+	    0) {
+		mb_member_dir(att, top, sizeof top);
+		fail_msg("attached; %s is %s", escape,
+			 access(escape, F_OK) == 0 || errno != ENOENT
+			     ? "made"
+			     : "not made");
+	}
+	unsetenv("TMPDIR");
+	assert_null(att);
+	assert_int_equal(mb_attach(client, "a/b", &att), MB_EPROTOCOL);
+	assert_int_equal(unit_fd_count(), before);
+}
+
+static void
 test_bundle_follow_replace_keeps_fds(void **state)
 {
 	struct mb_event ev = {.type = MB_EVENT_REPLACED,
@@ -542,6 +594,8 @@ main(void)
 	    cmocka_unit_test(test_bundle_tensors_through_the_index),
 	    cmocka_unit_test(test_bundle_bad_index_refused),
 	    cmocka_unit_test(test_bundle_stray_fds_closed),
+	    cmocka_unit_test(test_bundle_member_not_a_file_refused),
+	    cmocka_unit_test(test_model_name_that_leaves_member_dir_refused),
 	    cmocka_unit_test(test_bundle_follow_replace_keeps_fds),
 	    cmocka_unit_test(test_single_file_is_one_member),
 	};

@@ -48,6 +48,7 @@ import errno
 import json
 import mmap
 import os
+import re
 import select
 import shutil
 import signal
@@ -65,6 +66,11 @@ PROTOCOL_VERSION = 1
 MAX_REPLY = 160 * 1024
 # Most descriptors one message carries; a bundle's come 8 at a time.
 FDS_PER_MESSAGE = 8
+# A model's name: 1 to 64 of these, and not "." or "..".
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Most members of a bundle, and the longest member name in bytes.
+MAX_MEMBERS = 256
+MEMBER_NAME_MAX = 255
 # Largest *.safetensors.index.json read, as libmbroker.
 INDEX_MAX = 16 << 20
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -156,9 +162,12 @@ class Member:
         return None if self.fd is None else f"/proc/self/fd/{self.fd}"
 
     def _map_fd(self, fd: int, reply: Dict[str, Any]) -> None:
-        if os.fstat(fd).st_size != self.size:
+        st = os.fstat(fd)
+        # A segment is a regular file: a directory (whose size 0 is never
+        # mapped) would lead member_dir's links out of their directory.
+        if not stat.S_ISREG(st.st_mode) or st.st_size != self.size:
             raise BrokerError("protocol_error",
-                              f"{self.name}: size mismatch", reply)
+                              f"{self.name}: not a file of its size", reply)
         if self.size > 0:
             self._map = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED,
                                   prot=mmap.PROT_READ, **_MMAP_NO_FD)
@@ -268,16 +277,44 @@ def _parse_safetensors(buf: memoryview) -> Dict[str, TensorInfo]:
     return tensors
 
 
+def _member_name_valid(name: Any) -> bool:
+    """Whether a bundle member's name is a path that stays inside the
+    bundle (and the member directory): relative, at most MEMBER_NAME_MAX
+    bytes, no empty, "." or ".." component, no control character."""
+    if not isinstance(name, str):
+        return False
+    parts = name.split("/")
+    return (0 < len(name.encode(errors="surrogatepass")) <= MEMBER_NAME_MAX
+            and all(part not in ("", ".", "..") for part in parts)
+            and not any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in name))
+
+
 def _member_specs(reply: Dict[str, Any]) -> List[Member]:
     """The members an attach reply announces: a bundle's "members", or the
-    single file as one member named after the model."""
+    single file as one member named after the model.  The model's name
+    must be one (a single file's member_dir link is named after it); a
+    bundle's names valid paths in strictly increasing bytewise order (so
+    none twice)."""
+    name = reply["name"]
+    if not isinstance(name, str) or name in (".", "..") or \
+            not _MODEL_NAME.fullmatch(name):
+        raise BrokerError("protocol_error", "the model's name is no model "
+                          "name", reply)
     if "members" not in reply:
         return [Member(reply["name"], reply["format"], reply["size"],
                        int(reply["checksum"], 16))]
     specs = reply["members"]
     if (not isinstance(specs, list) or not specs
+            or len(specs) > MAX_MEMBERS
             or sum(m["size"] for m in specs) != reply["size"]):
         raise BrokerError("protocol_error", "members do not add up", reply)
+    names = [m["name"] for m in specs]
+    if not all(map(_member_name_valid, names)) or any(
+            a.encode(errors="surrogatepass") >=
+            b.encode(errors="surrogatepass")
+            for a, b in zip(names, names[1:])):
+        raise BrokerError("protocol_error", "member names are no paths in "
+                          "order inside the bundle", reply)
     return [Member(m["name"], m["format"], m["size"],
                    int(m["checksum"], 16)) for m in specs]
 
@@ -406,15 +443,25 @@ class Attachment:
             # Also removed when the interpreter exits without a detach.
             self._dir = (root, weakref.finalize(self, shutil.rmtree, root,
                                                 True))
-            for m in self.members:
-                name = m.name if self.bundle else self.name
-                parent = root
-                for part in name.split("/")[:-1]:
-                    parent = os.path.join(parent, part)
-                    if not os.path.isdir(parent):
-                        os.mkdir(parent, 0o700)
-                os.symlink(m.path, os.path.join(root, name))
+            try:
+                self._lay_out(root)
+            except BaseException:
+                # Not left half made for the next call to hand out.
+                self._dir[1]()
+                self._dir = None
+                raise
         return self._dir[0]
+
+    def _lay_out(self, root: str) -> None:
+        """The links of member_dir under root."""
+        for m in self.members:
+            name = m.name if self.bundle else self.name
+            parent = root
+            for part in name.split("/")[:-1]:
+                parent = os.path.join(parent, part)
+                if not os.path.isdir(parent):
+                    os.mkdir(parent, 0o700)
+            os.symlink(m.path, os.path.join(root, name))
 
     def _tensor_view(self, name: str) -> Tuple[TensorInfo, memoryview]:
         if self._weight_map is not None and name not in self._weight_map:

@@ -8,7 +8,10 @@ its bytes, found by name, a 0-byte member; kept descriptors opening by
 after detach, ack and close; no descriptor left after detach; tensors of
 a sharded safetensors checkpoint found through its index as zero-copy
 numpy views; an index that is cut short or too large refused with
-format_error; stray descriptors refused and closed; follow_replace
+format_error; stray descriptors refused and closed; member names that
+would leave the member directory, clash or come out of order, and a
+member that is no regular file, or a model name that is a path, refused;
+follow_replace
 keeping keep_fds; a single file unchanged."""
 import errno
 import json
@@ -96,6 +99,11 @@ class BundleTest(unittest.TestCase):
         self.client = mbroker.connect(sock, timeout=10)
         self.client.timeout = 10
         self.addCleanup(self.client.close)
+
+    def private_tmp(self):
+        """Member directories made in the test's own directory."""
+        self.addCleanup(setattr, tempfile, "tempdir", tempfile.tempdir)
+        tempfile.tempdir = self.tmp.name
 
     def bad_index(self, name, body):
         root = os.path.join(self.tmp.name, name)
@@ -217,6 +225,62 @@ class BundleTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "protocol_error")
         self.assertEqual(settled_fds(before), before)
         self.assertEqual(self.fake.log[-1], "detach #1")
+
+    def test_hostile_member_names_are_refused(self):
+        """A broker's member names that would lead the member directory
+        out of its root, or clash, are refused before anything is made."""
+        outside = os.path.join(self.tmp.name, "escape")
+        self.private_tmp()
+        before = open_fds()
+        for members in ([("../escape", b"x")], [(outside, b"x")],
+                        [("a/../../escape", b"x")], [("./a", b"x")],
+                        [("", b"x")], [("a//b", b"x")], [("a/", b"x")],
+                        [("a\nb", b"x")], [("a", b"x"), ("a", b"y")],
+                        [("b", b"x"), ("a", b"y")]):
+            self.fake.forged["forged"] = members
+            with self.assertRaises(mbroker.BrokerError, msg=members) as cm:
+                att = self.client.attach("forged", keep_fds=True)
+                att.member_dir()
+            self.assertEqual(cm.exception.code, "protocol_error")
+            self.assertFalse(os.path.lexists(outside), members)
+        self.assertEqual(settled_fds(before), before)
+
+    def test_model_name_that_leaves_member_dir_is_refused(self):
+        """The fake names the model in its reply as asked, as a hostile
+        broker may: a single file's link is named after it."""
+        self.private_tmp()
+        before = open_fds()
+        for name in ("../escape", "a/b", "..", "."):
+            with self.assertRaises(mbroker.BrokerError, msg=name) as cm:
+                self.client.attach(name, keep_fds=True).member_dir()
+            self.assertEqual(cm.exception.code, "protocol_error")
+        self.assertFalse(os.path.lexists(os.path.join(self.tmp.name,
+                                                      "escape")))
+        self.assertEqual(settled_fds(before), before)
+
+    def test_member_dir_that_fails_is_not_handed_out(self):
+        """A member "a" and a member "a/b" cannot both be laid out: each
+        call says so, and nothing is left half made."""
+        self.private_tmp()
+        self.fake.forged["forged"] = [("a", b"x"), ("a/b", b"y")]
+        att = self.client.attach("forged", keep_fds=True)
+        for _ in range(2):
+            with self.assertRaises(OSError):
+                att.member_dir()
+        self.assertEqual([n for n in os.listdir(self.tmp.name)
+                          if n.startswith("mbroker.")], [])
+        att.detach()
+
+    def test_member_not_a_file_is_refused(self):
+        """A directory's descriptor for a member (of its size, 0) is
+        refused: member_dir's link to it would lead "a/x" out."""
+        self.fake.forged["forged"] = [("a", {"dir": "/proc/self"}),
+                                      ("b", b"x")]
+        before = open_fds()
+        with self.assertRaises(mbroker.BrokerError) as cm:
+            self.client.attach("forged", keep_fds=True)
+        self.assertEqual(cm.exception.code, "protocol_error")
+        self.assertEqual(settled_fds(before), before)
 
     def test_follow_replace_keeps_keep_fds(self):
         att = self.client.attach("b", keep_fds=True)
