@@ -158,7 +158,8 @@ segment_budget_fits(uint64_t size, uint64_t held, char *err, size_t errlen)
 	if (budget != 0 && (held > budget || size > budget - held)) {
 		snprintf(err, errlen, "model needs %" PRIu64 " bytes, the "
 			 "--max-shm-bytes budget of %" PRIu64 " has %" PRIu64
-			 " free", size, budget, held > budget ? 0 : budget - held);
+			 " free", size, budget,
+			 held > budget ? 0 : budget - held);
 		return MB_ENOSPACE;
 	}
 	if (lockable != 0 && (held > lockable || size > lockable - held)) {
