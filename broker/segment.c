@@ -402,7 +402,8 @@ segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 }
 
 /* Maps s read-only and locks its pages in memory (--lock); 0 or -errno.
- * The mapping is the lock: munmap in segment_put lets go of both. */
+ * The mapping is the lock: munmap in segment_put lets go of both.
+ * mlock2 with no flags is mlock; sanitizers turn mlock into a no-op. */
 static int
 segment_lock_pages(struct segment *s)
 {
@@ -413,7 +414,7 @@ segment_lock_pages(struct segment *s)
 	p = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->ro_fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
-	if (mlock(p, s->size) < 0) {
+	if (mlock2(p, s->size, 0) < 0) {
 		int saved = errno;
 
 		munmap(p, s->size);
