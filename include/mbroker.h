@@ -205,10 +205,11 @@ MB_EXPORT int mb_attach_wait(struct mb_client *client, const char *name,
  * (MADV_POPULATE_READ, or one read per page before Linux 5.14), so the
  * first pass over the weights takes no page faults: the attach costs
  * about what those faults would have (tens of ms per GiB), paid once,
- * before the first request.  Returns what mb_attach and mb_attach_wait return,
- * MB_EPROTOCOL when the broker's reply or descriptors do not match,
- * and MB_EFORMAT when a bundle's *.safetensors.index.json is unusable
- * (mb_last_error says why).  mb_attach(c, n, o) is
+ * before the first request; a populate the kernel refuses (-ENOMEM,
+ * -EFAULT) fails the attach.  Returns what mb_attach and mb_attach_wait
+ * return, MB_EPROTOCOL when the broker's reply or descriptors do not
+ * match, and MB_EFORMAT when a bundle's *.safetensors.index.json is
+ * unusable (mb_last_error says why).  mb_attach(c, n, o) is
  * mb_attach_ex(c, n, 0, 0, o), mb_attach_wait(c, n, t, o) is
  * mb_attach_ex(c, n, 0, t, o).
  */
