@@ -5,7 +5,9 @@
  * shm_open + fstat + mmap, inference passes over shared against private
  * weights, a worker that follows replaces while it runs passes back to
  * back, processes that hold a private copy or a page-cache mapping for
- * the memory scenario, and the control plane's request rate.  Each prints
+ * the memory scenario, the control plane's request rate, the first pass
+ * against the next ones with and without MB_ATTACH_POPULATE, and a worker
+ * of the cold start.  Each prints
  * one JSON object on stdout; scripts/bench.sh runs them side by side.
  *   mbbench fill-floor BYTES
  *   mbbench attach SOCKET MODEL ITERATIONS
@@ -15,6 +17,8 @@
  *   mbbench hold-private FILE | hold-mmap FILE
  *   mbbench rate SOCKET OP CLIENTS SECONDS
  *   mbbench crowd SOCKET CONNECTIONS PER_CONNECTION MODEL...
+ *   mbbench warm SOCKET MODEL ROUNDS
+ *   mbbench first-pass SOCKET MODEL plain|populate
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -315,6 +319,104 @@ bench_first_attach(const char *sock, const char *model)
 	return 0;
 }
 
+/* One attach (flags), its first pass and the median of the 3 after it, in
+ * seconds; detached before it returns.  Every pass runs the same
+ * instructions, so that only what the pages cost differs. */
+static void
+bench_warm_once(struct mb_client *c, const char *model, unsigned flags,
+		double *attach, double *first, double *steady)
+{
+	struct mb_attachment *att;
+	volatile uint64_t sink;
+	double t0, took[4];
+	int r;
+
+	t0 = bench_now();
+	if ((r = mb_attach_ex(c, model, flags, 0, &att)) < 0)
+		bench_die("attach", r);
+	*attach = bench_now() - t0;
+	for (size_t i = 0; i < 4; i++) {
+		t0 = bench_now();
+		sink = bench_pass(mb_attachment_data(att),
+				  mb_attachment_size(att) / 8);
+		took[i] = bench_now() - t0;
+	}
+	(void)sink;
+	*first = took[0];
+	*steady = bench_quantile(took + 1, 3, 0.5);
+	if ((r = mb_detach(att)) < 0)
+		bench_die("detach", r);
+}
+
+/*
+ * The first pass after an attach against the passes after it, plain and
+ * with MB_ATTACH_POPULATE in turn, ROUNDS times each; the medians.  Each
+ * attach maps anew, so the first pass of a plain one takes a fault per
+ * page (or per fault-around block) again.
+ */
+static int
+bench_warm(const char *sock, const char *model, size_t rounds)
+{
+	static const char *const kind[2] = {"plain", "populate"};
+	double *v[2][3];
+	struct mb_client *c;
+	int r;
+
+	if ((r = mb_connect(sock, &c)) < 0)
+		bench_die("connect", r);
+	for (int k = 0; k < 2; k++)
+		for (int f = 0; f < 3; f++)
+			if ((v[k][f] = calloc(rounds, sizeof(double))) == NULL)
+				bench_die("calloc", -ENOMEM);
+	for (size_t i = 0; i < rounds; i++)
+		for (int k = 0; k < 2; k++)
+			bench_warm_once(c, model, k ? MB_ATTACH_POPULATE : 0,
+					&v[k][0][i], &v[k][1][i], &v[k][2][i]);
+	mb_close(c);
+	for (int k = 0; k < 2; k++) {
+		printf("%s\"attach_%s_s\":%.6f,\"first_%s_s\":%.6f,"
+		       "\"steady_%s_s\":%.6f", k ? "," : "{", kind[k],
+		       bench_quantile(v[k][0], rounds, 0.5), kind[k],
+		       bench_quantile(v[k][1], rounds, 0.5), kind[k],
+		       bench_quantile(v[k][2], rounds, 0.5));
+		for (int f = 0; f < 3; f++)
+			free(v[k][f]);
+	}
+	printf("}\n");
+	return 0;
+}
+
+/*
+ * A worker of the cold start: connects as soon as the socket answers,
+ * attaches MODEL once it is ready (plain or with MB_ATTACH_POPULATE),
+ * makes one pass and prints when it ended, in seconds of CLOCK_REALTIME,
+ * so the script can measure from the broker's start.
+ */
+static int
+bench_first_pass(const char *sock, const char *model, bool populate)
+{
+	struct timespec pause_2ms = {.tv_nsec = 2000000}, ts;
+	struct mb_attachment *att;
+	struct mb_client *c;
+	volatile uint64_t sink;
+	double give_up = bench_now() + 60;
+	int r;
+
+	while ((r = mb_connect(sock, &c)) < 0 && bench_now() < give_up)
+		nanosleep(&pause_2ms, NULL);
+	if (r < 0)
+		bench_die("connect", r);
+	if ((r = mb_attach_ex(c, model, populate ? MB_ATTACH_POPULATE : 0,
+			      60000, &att)) < 0)
+		bench_die("attach", r);
+	sink = bench_pass(mb_attachment_data(att), mb_attachment_size(att) / 8);
+	(void)sink;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	printf("{\"first_pass_done_s\":%.6f}\n", ts.tv_sec + ts.tv_nsec / 1e9);
+	mb_close(c);
+	return 0;
+}
+
 /* Holds FILE as a private copy or a page-cache mapping, every page
  * touched, until killed. */
 static int
@@ -443,6 +545,11 @@ main(int argc, char **argv)
 		return bench_hold(argv[2], false);
 	if (strcmp(cmd, "rate") == 0 && argc == 6)
 		return bench_rate(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
+	if (strcmp(cmd, "warm") == 0 && argc == 5)
+		return bench_warm(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+	if (strcmp(cmd, "first-pass") == 0 && argc == 5)
+		return bench_first_pass(argv[2], argv[3],
+					strcmp(argv[4], "populate") == 0);
 	if (strcmp(cmd, "crowd") == 0 && argc >= 6)
 		return bench_crowd(argv[2], atoi(argv[3]), atoi(argv[4]),
 				   argv + 5, argc - 5);
@@ -451,6 +558,7 @@ main(int argc, char **argv)
 		"first-attach SOCKET MODEL | "
 		"hold-private FILE | hold-mmap FILE | "
 		"rate SOCKET OP CLIENTS SECONDS | crowd SOCKET CONNECTIONS "
-		"PER_CONNECTION MODEL...\n");
+		"PER_CONNECTION MODEL... | warm SOCKET MODEL ROUNDS | "
+		"first-pass SOCKET MODEL plain|populate\n");
 	return 2;
 }

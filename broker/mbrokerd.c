@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "mbrokerd.h"
+#include "segment.h"
 #include "conn.h"
 #include "loader.h"
 #include "ops.h"
@@ -287,7 +288,8 @@ main(int argc, char **argv)
 	broker.started_ms = clock_monotonic_ms();
 	request_init();
 	mbrokerd_token();
-	if (mbrokerd_descriptors() < 0)
+	if (mbrokerd_descriptors() < 0 ||
+	    (broker.cfg.lock && segment_lock_init() < 0))
 		return 2;
 	if ((r = instance_lock(broker.cfg.instance)) != 0)
 		return 2;

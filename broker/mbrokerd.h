@@ -94,6 +94,7 @@ struct config {
 	int64_t shutdown_timeout_ms;
 	int64_t kill_after_ms; /* 0: never */
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
+	bool lock;              /* --lock: segments' pages locked in memory */
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
 	size_t max_message;     /* largest request accepted, bytes */
 	unsigned max_conns;     /* most client connections at once */

@@ -56,6 +56,9 @@ static const char options_usage[] =
 	"  --max-shm-bytes N        most bytes of models held at once\n"
 	"                           (suffixes K, M, G; default: no budget\n"
 	"                           beyond /dev/shm's free space)\n"
+	"  --lock                   keep every model's pages in memory\n"
+	"                           (mlock): never swapped out; RLIMIT_MEMLOCK\n"
+	"                           bounds what may be loaded\n"
 	"  --load-rate N            most bytes per second a load copies\n"
 	"                           (suffixes K, M, G; default: no limit)\n"
 	"  --allow-gid GROUP        members may use models (attach, list);\n"
@@ -96,6 +99,7 @@ enum {
 	OPT_KEEP_ALIVE,
 	OPT_PIN,
 	OPT_MAX_SHM_BYTES,
+	OPT_LOCK,
 	OPT_SHM_DIR,
 	OPT_METRICS_LISTEN,
 	OPT_LOAD_RATE,
@@ -125,6 +129,7 @@ static const struct option options_long[] = {
 	{"keep-alive", required_argument, NULL, OPT_KEEP_ALIVE},
 	{"pin", required_argument, NULL, OPT_PIN},
 	{"max-shm-bytes", required_argument, NULL, OPT_MAX_SHM_BYTES},
+	{"lock", no_argument, NULL, OPT_LOCK},
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
@@ -411,6 +416,9 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			break;
 		case OPT_AUTOLOAD:
 			cfg->autoload = true;
+			break;
+		case OPT_LOCK:
+			cfg->lock = true;
 			break;
 		case OPT_KEEP_ALIVE:
 			if ((cfg->keep_alive_ms = options_seconds_ms(optarg)) <

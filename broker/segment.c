@@ -9,7 +9,10 @@
  * the --max-shm-bytes budget until the last reference goes, sealed
  * read-only once filled (mode 0400, or 0440 for the --allow-gid group).
  * They live in /dev/shm, or in --shm-dir (a tmpfs
- * mounted with huge=, so 2 MiB pages back them).
+ * mounted with huge=, so 2 MiB pages back them).  With --lock a sealed
+ * segment stays mapped read-only in the broker and mlock()ed until its
+ * last reference goes, so its pages are never swapped out; what is held
+ * counts against RLIMIT_MEMLOCK as against the budget.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -72,6 +76,7 @@ struct segment {
 	bool filling;  /* its pages may still be untaken */
 	bool outlived; /* unlinked while holders still mapped it */
 	int rw_fd, ro_fd;
+	void *locked; /* --lock: the mlock()ed mapping, or MAP_FAILED */
 	uint64_t size;
 	unsigned refs;
 };
@@ -88,6 +93,47 @@ static atomic_uint_fast64_t segment_held;
 static atomic_uint_fast64_t segment_promised;
 /* Segments that exist, against BROKER_MAX_SEGMENTS. */
 static atomic_uint segment_live;
+/* With --lock, the most bytes segments may hold (RLIMIT_MEMLOCK); 0: no
+ * bound (no --lock, or an unlimited RLIMIT_MEMLOCK). */
+static uint64_t segment_lockable;
+
+int
+segment_lock_init(void)
+{
+	uint64_t budget = broker.cfg.max_shm_bytes;
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
+		log_warn("getrlimit RLIMIT_MEMLOCK");
+		return -1;
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
+			log_warn("cannot raise RLIMIT_MEMLOCK from %llu to %llu",
+				 (unsigned long long)was,
+				 (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && budget > rl.rlim_cur) {
+		log_error("--lock: RLIMIT_MEMLOCK is %llu bytes (hard limit "
+			  "%llu), less than the --max-shm-bytes budget of %"
+			  PRIu64 ": raise it (ulimit -l, LimitMEMLOCK=) or "
+			  "lower --max-shm-bytes",
+			  (unsigned long long)rl.rlim_cur,
+			  (unsigned long long)rl.rlim_max, budget);
+		return -1;
+	}
+	segment_lockable = rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur;
+	log_info("--lock: models stay in memory; RLIMIT_MEMLOCK %s%llu "
+		 "bytes (was %llu)", rl.rlim_cur == RLIM_INFINITY ?
+		 "unlimited, " : "", (unsigned long long)rl.rlim_cur,
+		 (unsigned long long)was);
+	return 0;
+}
 
 void
 segment_promise(uint64_t size)
@@ -107,12 +153,23 @@ segment_budget_fits(uint64_t size, uint64_t held, char *err, size_t errlen)
 {
 	uint64_t budget = broker.cfg.max_shm_bytes;
 
-	if (budget == 0 || (held <= budget && size <= budget - held))
-		return 0;
-	snprintf(err, errlen, "model needs %" PRIu64 " bytes, the "
-		 "--max-shm-bytes budget of %" PRIu64 " has %" PRIu64 " free",
-		 size, budget, held > budget ? 0 : budget - held);
-	return MB_ENOSPACE;
+	uint64_t lockable = segment_lockable;
+
+	if (budget != 0 && (held > budget || size > budget - held)) {
+		snprintf(err, errlen, "model needs %" PRIu64 " bytes, the "
+			 "--max-shm-bytes budget of %" PRIu64 " has %" PRIu64
+			 " free", size, budget,
+			 held > budget ? 0 : budget - held);
+		return MB_ENOSPACE;
+	}
+	if (lockable != 0 && (held > lockable || size > lockable - held)) {
+		snprintf(err, errlen, "model needs %" PRIu64 " bytes, --lock "
+			 "may lock %" PRIu64 " more of RLIMIT_MEMLOCK's %"
+			 PRIu64 " (raise it: ulimit -l, LimitMEMLOCK=)", size,
+			 held > lockable ? 0 : lockable - held, lockable);
+		return MB_ENOSPACE;
+	}
+	return 0;
 }
 
 /* Takes size bytes of the budget; 0 or MB_ENOSPACE with the reason. */
@@ -278,6 +335,7 @@ segment_create(const char *name, uint64_t size, uint64_t promised,
 	snprintf(s->name, sizeof s->name, "%s", name);
 	s->size = size;
 	s->ro_fd = -1;
+	s->locked = MAP_FAILED;
 	s->refs = 1;
 	pthread_mutex_lock(&segment_lock);
 	/* Its own promise becomes the claim (or goes, if it fails). */
@@ -343,6 +401,29 @@ segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 	return r == ENOSPC ? MB_ENOSPACE : -r;
 }
 
+/* Maps s read-only and locks its pages in memory (--lock); 0 or -errno.
+ * The mapping is the lock: munmap in segment_put lets go of both.
+ * mlock2 with no flags is mlock; sanitizers turn mlock into a no-op. */
+static int
+segment_lock_pages(struct segment *s)
+{
+	void *p;
+
+	if (s->size == 0)
+		return 0;
+	p = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->ro_fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	if (mlock2(p, s->size, 0) < 0) {
+		int saved = errno;
+
+		munmap(p, s->size);
+		return -saved;
+	}
+	s->locked = p;
+	return 0;
+}
+
 int
 segment_seal(struct segment *s)
 {
@@ -362,6 +443,8 @@ segment_seal(struct segment *s)
 		r = -errno;
 	close(s->rw_fd);
 	s->rw_fd = -1;
+	if (r == 0 && broker.cfg.lock)
+		r = segment_lock_pages(s);
 	return r;
 }
 
@@ -423,6 +506,8 @@ segment_put(struct segment *s)
 		close(s->rw_fd);
 	if (s->ro_fd >= 0)
 		close(s->ro_fd);
+	if (s->locked != MAP_FAILED)
+		munmap(s->locked, s->size);
 	atomic_fetch_sub(&segment_held, s->size);
 	atomic_fetch_sub(&segment_live, 1);
 	if (s->outlived)

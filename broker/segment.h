@@ -56,7 +56,9 @@ int segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 /* Makes the filled segment read-only for everyone (0400; 0440 and the
  * group --allow-gid when it is given) and keeps a
  * read-only descriptor to hand out; the read-write one is closed (also on
- * failure).  Its pages no longer count as still to take.  0 or -errno. */
+ * failure).  With --lock its pages are locked in memory until the last
+ * reference goes.  Its pages no longer count as still to take.  0 or
+ * -errno. */
 int segment_seal(struct segment *s);
 /* The read-only descriptor handed out with attach replies. */
 int segment_fd(const struct segment *s);
@@ -87,6 +89,11 @@ bool segment_room(uint64_t size, char *err, size_t errlen);
  * eviction would free). */
 bool segment_room_freeing(uint64_t size, uint64_t freed, char *err,
 			  size_t errlen);
+/* --lock at start: raises RLIMIT_MEMLOCK's soft limit to the hard one
+ * and takes it as a second budget, which every load is checked against
+ * (no_space); refuses a --max-shm-bytes budget it cannot lock.  0, or -1
+ * logged. */
+int segment_lock_init(void);
 /* The directory segments live in (/dev/shm or --shm-dir). */
 const char *segment_dir(void);
 

@@ -192,6 +192,7 @@ MB_EXPORT int mb_attach_wait(struct mb_client *client, const char *name,
 
 /* Options of mb_attach_ex. */
 #define MB_ATTACH_KEEP_FDS 0x1u /* keep each member's descriptor open */
+#define MB_ATTACH_POPULATE 0x2u /* fill the page tables before returning */
 
 /*
  * mb_attach with options: flags (MB_ATTACH_*), and wait_ms as
@@ -199,10 +200,16 @@ MB_EXPORT int mb_attach_wait(struct mb_client *client, const char *name,
  * member's descriptor (a bundle's come 8 to a message: one more round
  * trip per 8 members beyond the first 8), maps each read-only, checks
  * nothing more than mb_attach does, and closes the descriptors unless
- * MB_ATTACH_KEEP_FDS.  Returns what mb_attach and mb_attach_wait return,
- * MB_EPROTOCOL when the broker's reply or descriptors do not match,
- * and MB_EFORMAT when a bundle's *.safetensors.index.json is unusable
- * (mb_last_error says why).  mb_attach(c, n, o) is
+ * MB_ATTACH_KEEP_FDS.  With MB_ATTACH_POPULATE every page of every
+ * member is entered in this process's page tables before it returns
+ * (MADV_POPULATE_READ, or one read per page before Linux 5.14), so the
+ * first pass over the weights takes no page faults: the attach costs
+ * about what those faults would have (tens of ms per GiB), paid once,
+ * before the first request; a populate the kernel refuses (-ENOMEM,
+ * -EFAULT) fails the attach.  Returns what mb_attach and mb_attach_wait
+ * return, MB_EPROTOCOL when the broker's reply or descriptors do not
+ * match, and MB_EFORMAT when a bundle's *.safetensors.index.json is
+ * unusable (mb_last_error says why).  mb_attach(c, n, o) is
  * mb_attach_ex(c, n, 0, 0, o), mb_attach_wait(c, n, t, o) is
  * mb_attach_ex(c, n, 0, t, o).
  */

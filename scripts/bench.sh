@@ -14,6 +14,7 @@
 #   BENCH_TORCH_WORKERS (8; 0 skips scenario 11)  BENCH_TORCH_PASSES (2)
 #   BENCH_TORCH_REPS (1: a run takes minutes on 2 cores)
 #   BENCH_SPHINX_WORKERS (4; 0 skips scenario 12)
+#   BENCH_COLD_WORKERS (4, scenario 14)  BENCH_COLD_REPS (3; 0 skips it)
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -40,6 +41,10 @@ BENCH_TORCH_REPS=${BENCH_TORCH_REPS:-1}
 # Scenario 12: pocketsphinx decoders (examples/pocketsphinx_pool.c) from
 # disk, forked after one load, and on the broker's bundle.
 BENCH_SPHINX_WORKERS=${BENCH_SPHINX_WORKERS:-4}
+# Scenario 14: the cold start, its model read from disk after the page
+# cache is dropped (root only), BENCH_COLD_WORKERS workers.
+BENCH_COLD_WORKERS=${BENCH_COLD_WORKERS:-4}
+BENCH_COLD_REPS=${BENCH_COLD_REPS:-3}
 . "$(dirname "$0")/lib.sh"
 script_setup bench
 HUGE="$RUN/huge"
@@ -591,6 +596,95 @@ else
 			"$(calc "$(sphinx_field "$mode" heap_private) / 1048576")"
 		record "$scenario" "whole-process Pss sum, $mode" MiB \
 			"$(calc "$(sphinx_field "$mode" pss) / 1048576")"
+	done
+fi
+
+say "== 13. warm workers: the first pass against the next ones"
+# For each size: mbbench warm attaches the model plainly and with
+# MB_ATTACH_POPULATE in turn, 3 times each per repetition, and times the
+# attach, the first pass over every weight and the median of the 3 passes
+# after it.  A plain attach leaves the page tables empty, so its first
+# pass takes a minor fault per fault-around block: the baseline.
+for size_text in $BENCH_SIZES; do
+	model="$RUN/model-$size_text.bin"
+	start_broker --model "m=$model"
+	for _ in $(seq 1000); do mbctl list | grep -q " READY " && break; sleep 0.02; done
+	plain=() populated=() a_plain=() a_pop=() cost=()
+	for r in $(seq "$BENCH_REPS"); do
+		out=$("$BUILD/mbbench" warm "$SOCK" m 3)
+		plain+=("$(calc "$(echo "$out" | field first_plain_s) / $(echo "$out" | field steady_plain_s)")")
+		populated+=("$(calc "$(echo "$out" | field first_populate_s) / $(echo "$out" | field steady_populate_s)")")
+		a_plain+=("$(calc "$(echo "$out" | field attach_plain_s) * 1000")")
+		a_pop+=("$(calc "$(echo "$out" | field attach_populate_s) * 1000")")
+		cost+=("$(calc "($(echo "$out" | field attach_populate_s) - $(echo "$out" | field attach_plain_s)) * 1000 * 1073741824 / $(bytes "$size_text")")")
+	done
+	stop_broker
+	record "warm $size_text" "first pass / steady pass, plain attach (baseline)" x "${plain[@]}"
+	record "warm $size_text" "first pass / steady pass, populate (goal <= 1.1)" x "${populated[@]}"
+	record "warm $size_text" "attach, plain" ms "${a_plain[@]}"
+	record "warm $size_text" "attach with populate" ms "${a_pop[@]}"
+	record "warm $size_text" "populate cost per GiB" ms "${cost[@]}"
+done
+
+say "== 14. cold start"
+# As root, for each size: the page cache dropped before each run, cp of
+# the model file to /dev/shm against the broker's load of it; then the
+# time from the broker's start (--model) to BENCH_COLD_WORKERS workers,
+# started with it, having each made a first pass, plain and populated.
+# drop_caches: empties the page cache, as a cold machine has it.
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# cold_start plain|populate: sets cold_s to the time from the broker's
+# start to every worker's first pass done.
+cold_start() {
+	local t0 i workers=() last
+	drop_caches
+	t0=$(date +%s.%N)
+	for i in $(seq "$BENCH_COLD_WORKERS"); do
+		"$BUILD/mbbench" first-pass "$SOCK" m "$1" >"$RUN/cold.$i" &
+		workers+=("$!")
+	done
+	pids+=("${workers[@]}")
+	start_broker --model "m=$model"
+	wait "${workers[@]}"
+	last=$(cat "$RUN"/cold.[0-9]* | grep -o '"first_pass_done_s":[0-9.]*' |
+		cut -d: -f2 | sort -g | tail -n1)
+	stop_broker
+	cold_s=$(calc "$last - $t0")
+}
+if [ "$BENCH_COLD_REPS" -eq 0 ]; then
+	skip "cold start" "BENCH_COLD_REPS=0"
+elif [ "$(id -u)" -ne 0 ] || [ ! -w /proc/sys/vm/drop_caches ]; then
+	for size_text in $BENCH_SIZES; do
+		skip "cold $size_text" "needs root to drop the page cache (/proc/sys/vm/drop_caches)"
+	done
+else
+	for size_text in $BENCH_SIZES; do
+		model="$RUN/model-$size_text.bin"
+		cp_s=() load_s=() ratio=() plain=() populated=()
+		start_broker
+		for r in $(seq "$BENCH_COLD_REPS"); do
+			drop_caches
+			t0=$(now_us); cp "$model" /dev/shm/mbbench.x; t1=$(now_us)
+			rm -f /dev/shm/mbbench.x
+			cp_s+=("$(calc "($t1 - $t0) / 1000000")")
+			drop_caches
+			ms=$(mbctl --json load m "$model" --wait | field load_ms)
+			mbctl unload m >/dev/null
+			load_s+=("$(calc "$ms / 1000")")
+			ratio+=("$(calc "${load_s[-1]} / ${cp_s[-1]}")")
+		done
+		stop_broker
+		for r in $(seq "$BENCH_COLD_REPS"); do
+			cold_start plain
+			plain+=("$cold_s")
+			cold_start populate
+			populated+=("$cold_s")
+		done
+		record "cold $size_text" "cp to /dev/shm, cold cache" s "${cp_s[@]}"
+		record "cold $size_text" "mbroker load, cold cache" s "${load_s[@]}"
+		record "cold $size_text" "cold load / cold cp" x "${ratio[@]}"
+		record "cold $size_text" "broker start to $BENCH_COLD_WORKERS first passes, plain" s "${plain[@]}"
+		record "cold $size_text" "broker start to $BENCH_COLD_WORKERS first passes, populate" s "${populated[@]}"
 	done
 fi
 

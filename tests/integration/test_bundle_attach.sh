@@ -2,7 +2,8 @@
 # A bundle (a model made of a directory's files) attached from a real
 # broker by the C library and the Python client: mbworker verifies each
 # of its 20 members' checksums and the bundle's and reads a tensor of a
-# sharded checkpoint through its index; a Python worker with keep_fds
+# sharded checkpoint through its index, and with --populate has the
+# attach fill its page tables and says so; a Python worker with keep_fds
 # reads a member through its /proc/self/fd path and through the member
 # directory, which is gone after close; no descriptor of the bundle stays
 # open in the broker's clients.  Skipped by a broker that loads no
@@ -49,6 +50,10 @@ grep -q "^tensor layers.0.weight F32 .* of model-00001-of-00002.safetensors, fir
 	"$WORKER_LOG" || fail "tensor: $(cat "$WORKER_LOG")"
 grep -q "pass 2 generation 1 checksum ok" "$WORKER_LOG" ||
 	fail "passes: $(cat "$WORKER_LOG")"
+start_worker b --populate --passes 1
+worker_exited_with "$WORKER_PID" 0
+grep -q "attached b generation 1, $total bytes, .* populated, checksum ok" \
+	"$WORKER_LOG" || fail "populate: $(cat "$WORKER_LOG")"
 
 PYTHONPATH="$(dirname "$0")/../../bindings/python" /usr/bin/python3 - \
 	"$SOCK" "$T/b" >"$T/python.log" 2>&1 <<'PY' || fail "python: $(cat "$T/python.log")"

@@ -12,10 +12,13 @@
  * short or too large refused with a reason, stray descriptors refused and
  * closed, a member whose descriptor is no regular file refused, a reply
  * naming the model with a path ("../escape") refused,
- * mb_follow_replace keeping MB_ATTACH_KEEP_FDS, and a single file
- * that is still one member.
+ * mb_follow_replace keeping MB_ATTACH_KEEP_FDS, MB_ATTACH_POPULATE
+ * leaving every page of every member in the page tables (the Rss of the
+ * mappings in /proc/self/smaps, none without it), and a single file that
+ * is still one member.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -550,6 +553,83 @@ test_bundle_follow_replace_keeps_fds(void **state)
 	assert_int_equal(mb_detach(att), 0);
 }
 
+/* Kilobytes of the mappings that start in [start, start + len) that are
+ * in this process's page tables (their Rss in /proc/self/smaps). */
+static size_t
+resident_kb(const void *start, size_t len)
+{
+	uintptr_t from = (uintptr_t)start, vma = 0, end;
+	size_t total = 0, kb;
+	char line[512];
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &vma, &end) == 2)
+			continue;
+		if (sscanf(line, "Rss: %zu kB", &kb) == 1 && vma >= from &&
+		    vma < from + len)
+			total += kb;
+	}
+	fclose(f);
+	return total;
+}
+
+/* Kilobytes of whole pages that the members of att span. */
+static size_t
+members_kb(const struct mb_attachment *att)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), total = 0;
+	struct mb_member m;
+
+	for (size_t i = 0; mb_member_at(att, i, &m) == 0; i++)
+		total += (m.size + page - 1) / page * page / 1024;
+	return total;
+}
+
+/* Where the region of att starts and how long it is: from its first
+ * member with bytes to the end of its last. */
+static void
+members_span(const struct mb_attachment *att, const void **start, size_t *len)
+{
+	struct mb_member first, last;
+
+	assert_int_equal(mb_member_at(att, 1, &first), 0);
+	assert_int_equal(mb_member_at(att, mb_member_count(att) - 1, &last), 0);
+	*start = first.data;
+	*len = (size_t)((const unsigned char *)last.data + last.size -
+			(const unsigned char *)first.data);
+}
+
+static void
+test_bundle_populate_fills_page_tables(void **state)
+{
+	struct mb_event ev = {.type = MB_EVENT_REPLACED,
+			      .model = "b",
+			      .generation = 2,
+			      .old_generation = 1};
+	struct mb_attachment *att;
+	const void *start;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(mb_attach(client, "b", &att), 0);
+	members_span(att, &start, &len);
+	assert_int_equal(resident_kb(start, len), 0);
+	assert_int_equal(mb_detach(att), 0);
+
+	assert_int_equal(mb_attach_ex(client, "b", MB_ATTACH_POPULATE, 0, &att),
+			 0);
+	members_span(att, &start, &len);
+	assert_true(members_kb(att) > 0);
+	assert_int_equal(resident_kb(start, len), members_kb(att));
+	/* The generation it moves to is populated too. */
+	assert_int_equal(mb_follow_replace(client, &att, &ev), 0);
+	members_span(att, &start, &len);
+	assert_int_equal(resident_kb(start, len), members_kb(att));
+	assert_int_equal(mb_detach(att), 0);
+}
+
 static void
 test_single_file_is_one_member(void **state)
 {
@@ -597,6 +677,7 @@ main(void)
 	    cmocka_unit_test(test_bundle_member_not_a_file_refused),
 	    cmocka_unit_test(test_model_name_that_leaves_member_dir_refused),
 	    cmocka_unit_test(test_bundle_follow_replace_keeps_fds),
+	    cmocka_unit_test(test_bundle_populate_fills_page_tables),
 	    cmocka_unit_test(test_single_file_is_one_member),
 	};
 

@@ -11,10 +11,13 @@ numpy views; an index that is cut short or too large refused with
 format_error; stray descriptors refused and closed; member names that
 would leave the member directory, clash or come out of order, and a
 member that is no regular file, or a model name that is a path, refused;
-follow_replace
-keeping keep_fds; a single file unchanged."""
+follow_replace keeping keep_fds; populate=True leaving every page of every
+member in the page tables (their Rss in /proc/self/smaps; none without
+it), through the madvise or, where the kernel refuses it, one read per
+page, and kept by follow_replace; a single file unchanged."""
 import errno
 import json
+import mmap
 import os
 import struct
 import sys
@@ -63,6 +66,23 @@ def settled_fds(want):
     while open_fds() != want and time.monotonic() < deadline:
         time.sleep(0.01)
     return open_fds()
+
+
+def resident_kb(att):
+    """Kilobytes of att's member mappings in the page tables, and of the
+    whole pages they span, from /proc/self/smaps."""
+    starts = {np.frombuffer(m.data, np.uint8).ctypes.data: m.size
+              for m in att.members if m.size > 0}
+    rss, vma = 0, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                vma = int(head.split("-")[0], 16)
+            elif head == "Rss:" and vma in starts:
+                rss += int(line.split()[1])
+    pages = sum(-(-size // mmap.PAGESIZE) for size in starts.values())
+    return rss, pages * mmap.PAGESIZE // 1024
 
 
 class BundleTest(unittest.TestCase):
@@ -291,6 +311,30 @@ class BundleTest(unittest.TestCase):
         self.assertTrue(new.keep_fds)
         self.assertIsNotNone(new.member("sub/file").fd)
         self.assertIsNone(att.member("sub/file").fd)
+
+    def test_populate_fills_the_page_tables(self):
+        att = self.client.attach("b")
+        rss, _ = resident_kb(att)
+        self.assertEqual(rss, 0)
+        att.detach()
+        att = self.client.attach("b", populate=True)
+        rss, size = resident_kb(att)
+        self.assertGreater(size, 0)
+        self.assertEqual(rss, size)
+        self.fake.generation = 2
+        new = self.client.follow_replace(
+            att, mbroker.Event("replaced", "b", 2, 5000, 1))
+        self.assertIsNot(new, att)
+        self.assertEqual(resident_kb(new), (size, size))
+
+    def test_populate_without_the_madvise_reads_each_page(self):
+        # A kernel before 5.14 answers an unknown advice with EINVAL.
+        unknown = mmap.MADV_HUGEPAGE + 1000
+        old, mbroker._MADV_POPULATE_READ = mbroker._MADV_POPULATE_READ, unknown
+        self.addCleanup(setattr, mbroker, "_MADV_POPULATE_READ", old)
+        att = self.client.attach("b", populate=True)
+        rss, size = resident_kb(att)
+        self.assertEqual(rss, size)
 
     def test_single_file_is_one_member(self):
         before = open_fds()
