@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "bundle.h"
+#include "filecache.h"
 #include "loader.h"
 #include "mbrokerd.h"
 #include "segment.h"
@@ -383,6 +384,7 @@ loader_member(struct load_job *job, unsigned index, int src,
 	      const struct stat *st)
 {
 	struct member *m = job->member;
+	struct filecache *cache = NULL;
 	unsigned char *map = MAP_FAILED;
 	uint64_t promise = m->size < job->promised ? m->size : job->promised;
 	char name[NAMES_SHM_MAX];
@@ -394,6 +396,10 @@ loader_member(struct load_job *job, unsigned index, int src,
 			 (uint64_t)atomic_load(&job->done));
 		return MB_ECANCELLED;
 	}
+	/* Before the probe's first read: what the load brings in goes when
+	 * it is over, unless --keep-file-cache. */
+	if (!broker.cfg.keep_file_cache)
+		cache = filecache_note(src, m->size);
 	if ((r = m->provider->probe(src, m->size, job->error,
 				    sizeof job->error)) < 0)
 		goto out;
@@ -436,6 +442,7 @@ loader_member(struct load_job *job, unsigned index, int src,
 out:
 	if (map != MAP_FAILED)
 		munmap(map, m->size);
+	filecache_drop_new(cache, src);
 	/* A bundle's failure names the member (the loader's own messages
 	 * name it by its label already). */
 	if (job->provider == &provider_bundle && r < 0 &&

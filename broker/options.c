@@ -58,6 +58,9 @@ static const char options_usage[] =
 	"                           beyond /dev/shm's free space)\n"
 	"  --load-rate N            most bytes per second a load copies\n"
 	"                           (suffixes K, M, G; default: no limit)\n"
+	"  --keep-file-cache        leave the pages a load read of a model\n"
+	"                           file in the page cache (default: drop\n"
+	"                           those that were not cached before)\n"
 	"  --allow-gid GROUP        members may use models (attach, list);\n"
 	"                           the socket is shared with that group\n"
 	"  --admin-gid GROUP        members may also load, unload and shut\n"
@@ -99,6 +102,7 @@ enum {
 	OPT_SHM_DIR,
 	OPT_METRICS_LISTEN,
 	OPT_LOAD_RATE,
+	OPT_KEEP_FILE_CACHE,
 	OPT_MAX_MESSAGE,
 	OPT_MAX_CONNECTIONS,
 	OPT_IDLE_TIMEOUT,
@@ -128,6 +132,7 @@ static const struct option options_long[] = {
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
+	{"keep-file-cache", no_argument, NULL, OPT_KEEP_FILE_CACHE},
 	{"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -411,6 +416,9 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			break;
 		case OPT_AUTOLOAD:
 			cfg->autoload = true;
+			break;
+		case OPT_KEEP_FILE_CACHE:
+			cfg->keep_file_cache = true;
 			break;
 		case OPT_KEEP_ALIVE:
 			if ((cfg->keep_alive_ms = options_seconds_ms(optarg)) <
