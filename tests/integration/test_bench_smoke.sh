@@ -17,6 +17,7 @@ for metric in "load / cp" "attach p50" "mbroker Pss sum" "shared / private" \
 	"mbroker ping" "broker overhead" "beyond the 1 s timeout" \
 	"p50 with 1 model" "attachments" "every worker switched" \
 	"p99 during / at rest" "cold attach (autoload inside)" \
+	"Cached - Shmem rise" \
 	"eviction cost" "torch ASR pool" "pocketsphinx pool"; do
 	grep -q "$metric" "$OUT/results.md" || fail "results.md lacks '$metric'"
 done
