@@ -242,7 +242,7 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 	if (!mapped) {
 		parts[0].hash = xs;
 		if ((parts[0].buf = malloc(LOADER_BUFFER)) == NULL ||
-		    (parts[1].buf = malloc(LOADER_BUFFER)) == NULL)
+		    (split && (parts[1].buf = malloc(LOADER_BUFFER)) == NULL))
 			goto out;
 	}
 	if (split) {
