@@ -2,9 +2,10 @@
 /*
  * loader.c - copies a model file, or each file of a bundle in name order,
  * into new segments on a thread of its own, so a long load never blocks
- * the control loop.  The thread reads straight
- * into the mapping of a segment whose pages were reserved first, hashes
- * each chunk while it is hot in cache, keeps under --load-rate, notices a
+ * the control loop.  The thread writes the file into the segment through
+ * a small buffer (into the mapping of reserved pages in a --shm-dir),
+ * hashes each chunk while it is hot in cache, keeps under --load-rate,
+ * leaves the page cache as it found it (filecache.c), notices a
  * file that changes under it, and stops early when cancelled.  It tells
  * its caller twice, on the main loop and in order: once the file's size is
  * known and once it finished; until then the thread touches only its own
@@ -25,14 +26,18 @@
 #include <xxhash.h>
 
 #include "bundle.h"
+#include "filecache.h"
 #include "loader.h"
 #include "mbrokerd.h"
 #include "segment.h"
 #include "wakeup.h"
 
-/* Bytes read per call: large enough for full speed, small enough that a
- * cancel is noticed within milliseconds. */
+/* Bytes read per call into a mapping: large enough for full speed, small
+ * enough that a cancel is noticed within milliseconds. */
 #define LOADER_CHUNK (8u << 20)
+/* Bytes read per call, then written: fits the cache, so the hash and the
+ * write find it hot (measured best against 128 KiB and 8 MiB). */
+#define LOADER_BUFFER (1u << 20)
 /* Under --load-rate: how often the pace is checked, at most. */
 #define LOADER_PACE_MS 50
 /* Files at least this large are filled by two threads. */
@@ -104,27 +109,35 @@ struct loader_fill {
 	struct load_job *job;
 	struct segment *seg;
 	int src;
-	unsigned char *map;
+	unsigned char *map;   /* filled in place; NULL: written with pwrite */
+	XXH3_state_t *hash;   /* fed each chunk while hot, or NULL */
+	bool copy;            /* false: only read and hash */
+	unsigned char *buf;   /* the chunk between read and write */
 	uint64_t off, len;
 	int result;
 	char error[PATH_MAX + BUNDLE_NAME_MAX + 512];
 };
 
 /*
- * Reserves the part's pages and reads the file straight into them.  On
- * its own thread the part is half the file: page allocation, not copying,
- * is what a load waits on, and two cores allocate twice as fast.
+ * Copies the part from the file, a chunk at a time, to the segment: on
+ * /dev/shm written (each page allocated as it is copied, so a full
+ * filesystem is a clean no_space and no page is zeroed first), in a
+ * --shm-dir read straight into the mapping of pages reserved first (its
+ * 2 MiB pages fill fastest that way).  On its own thread the part is half
+ * the file: page allocation, not copying, is what a load waits on, and
+ * two cores allocate twice as fast.
  */
 static int
 loader_fill(struct loader_fill *f)
 {
 	struct load_job *job = f->job;
 	int64_t started = clock_monotonic_ms();
-	uint64_t done = 0, chunk = LOADER_CHUNK;
+	uint64_t done = 0, chunk = f->map != NULL ? LOADER_CHUNK
+						  : LOADER_BUFFER;
 	int r;
 
-	if ((r = segment_reserve_pages(f->seg, f->off, f->len, f->error,
-				       sizeof f->error)) < 0)
+	if (f->map != NULL && (r = segment_reserve_pages(f->seg, f->off,
+			       f->len, f->error, sizeof f->error)) < 0)
 		return r;
 	/* Throttled, read what LOADER_PACE_MS allows at a time. */
 	if (job->rate > 0 && job->rate / (1000 / LOADER_PACE_MS) < chunk)
@@ -132,6 +145,8 @@ loader_fill(struct loader_fill *f)
 	while (done < f->len) {
 		size_t want = f->len - done < chunk ? (size_t)(f->len - done)
 						    : (size_t)chunk;
+		unsigned char *to = f->map != NULL ? f->map + f->off + done
+						   : f->buf;
 		ssize_t n;
 
 		if (atomic_load(&job->cancel)) {
@@ -140,8 +155,7 @@ loader_fill(struct loader_fill *f)
 				 (uint64_t)atomic_load(&job->done));
 			return MB_ECANCELLED;
 		}
-		n = pread(f->src, f->map + f->off + done, want,
-			  (off_t)(f->off + done));
+		n = pread(f->src, to, want, (off_t)(f->off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -150,7 +164,16 @@ loader_fill(struct loader_fill *f)
 				 n < 0 ? strerror(errno) : "file shrank");
 			return MB_EIO;
 		}
+		if (f->hash != NULL)
+			XXH3_64bits_update(f->hash, to, (size_t)n);
 		done += (uint64_t)n;
+		if (!f->copy)
+			continue;
+		if (f->map == NULL &&
+		    (r = segment_write(f->seg, to, (size_t)n,
+				       f->off + done - (uint64_t)n, f->error,
+				       sizeof f->error)) < 0)
+			return r;
 		atomic_fetch_add(&job->done, (uint_fast64_t)n);
 		if (job->rate > 0)
 			loader_pace(job, done, started);
@@ -167,19 +190,13 @@ loader_fill_thread(void *arg)
 	return NULL;
 }
 
-/* XXH3 of what was copied of the member, in slices so that a cancel is
+/* XXH3 of what was copied into the mapping, in slices so that a cancel is
  * noticed. */
 static int
-loader_hash(struct load_job *job, const unsigned char *map)
+loader_hash(struct load_job *job, XXH3_state_t *xs, const unsigned char *map)
 {
 	struct member *m = job->member;
-	XXH3_state_t *xs = XXH3_createState();
-	int r = 0;
 
-	if (xs == NULL || XXH3_64bits_reset(xs) == XXH_ERROR) {
-		XXH3_freeState(xs);
-		return -ENOMEM;
-	}
 	for (uint64_t off = 0; off < m->size; off += LOADER_HASH_SLICE) {
 		uint64_t len = m->size - off < LOADER_HASH_SLICE
 				       ? m->size - off : LOADER_HASH_SLICE;
@@ -187,34 +204,48 @@ loader_hash(struct load_job *job, const unsigned char *map)
 		if (atomic_load(&job->cancel)) {
 			snprintf(job->error, sizeof job->error,
 				 "load cancelled while hashing");
-			r = MB_ECANCELLED;
-			break;
+			return MB_ECANCELLED;
 		}
 		XXH3_64bits_update(xs, map + off, (size_t)len);
 	}
-	if (r == 0)
-		m->checksum = XXH3_64bits_digest(xs);
-	XXH3_freeState(xs);
-	return r;
+	return 0;
 }
 
-/* Fills the member's segment from src (in two halves on two threads
- * when it is large and unthrottled), checks the file did not grow, then
- * hashes. */
+/*
+ * Fills the member's segment from src, in two halves on two threads when
+ * it is large and unthrottled, and hashes it.  Written chunks are hashed
+ * as they pass through the first part's buffer; the first thread then
+ * hashes the second half from the file (unchanged: loader_unchanged
+ * checks) while the second thread may still be copying it.  A filled
+ * mapping is hashed in one pass after.  Checks the file did not grow.
+ * map is NULL for an empty member.
+ */
 static int
 loader_copy(struct load_job *job, int src, unsigned char *map)
 {
 	struct member *m = job->member;
+	bool mapped = broker.cfg.shm_dir != NULL && map != NULL;
 	struct loader_fill parts[2] = {
-		{.job = job, .seg = m->segment, .src = src, .map = map,
-		 .len = m->size},
-		{.job = job, .seg = m->segment, .src = src, .map = map},
+		{.job = job, .seg = m->segment, .src = src, .copy = true,
+		 .map = mapped ? map : NULL, .len = m->size},
+		{.job = job, .seg = m->segment, .src = src, .copy = true,
+		 .map = mapped ? map : NULL},
 	};
+	XXH3_state_t *xs = XXH3_createState();
 	pthread_t helper;
 	bool split = job->rate == 0 && m->size >= LOADER_SPLIT_MIN &&
 		     !job->background;
 	unsigned char extra;
+	int r = -ENOMEM;
 
+	if (xs == NULL || XXH3_64bits_reset(xs) == XXH_ERROR)
+		goto out;
+	if (!mapped) {
+		parts[0].hash = xs;
+		if ((parts[0].buf = malloc(LOADER_BUFFER)) == NULL ||
+		    (split && (parts[1].buf = malloc(LOADER_BUFFER)) == NULL))
+			goto out;
+	}
 	if (split) {
 		parts[0].len = m->size / 2 / 4096 * 4096;
 		parts[1].off = parts[0].len;
@@ -227,21 +258,35 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 		}
 	}
 	parts[0].result = loader_fill(&parts[0]);
+	if (split && !mapped && parts[0].result == 0) {
+		parts[0].copy = false;
+		parts[0].off = parts[1].off;
+		parts[0].len = parts[1].len;
+		parts[0].result = loader_fill(&parts[0]);
+	}
 	if (split)
 		pthread_join(helper, NULL);
 	for (int i = 0; i < (split ? 2 : 1); i++) {
 		if (parts[i].result < 0) {
 			snprintf(job->error, sizeof job->error, "%s",
 				 parts[i].error);
-			return parts[i].result;
+			r = parts[i].result;
+			goto out;
 		}
 	}
 	if (pread(src, &extra, 1, (off_t)m->size) > 0) {
 		snprintf(job->error, sizeof job->error,
 			 "%s grew during the load", job->label);
-		return MB_EIO;
+		r = MB_EIO;
+		goto out;
 	}
-	return loader_hash(job, map);
+	if ((r = mapped ? loader_hash(job, xs, map) : 0) == 0)
+		m->checksum = XXH3_64bits_digest(xs);
+out:
+	free(parts[0].buf);
+	free(parts[1].buf);
+	XXH3_freeState(xs);
+	return r;
 }
 
 /* Opens the source: a non-empty regular file, never a FIFO or device.
@@ -341,6 +386,7 @@ loader_member(struct load_job *job, unsigned index, int src,
 	      const struct stat *st)
 {
 	struct member *m = job->member;
+	struct filecache *cache = NULL;
 	unsigned char *map = MAP_FAILED;
 	uint64_t promise = m->size < job->promised ? m->size : job->promised;
 	char name[NAMES_SHM_MAX];
@@ -352,6 +398,10 @@ loader_member(struct load_job *job, unsigned index, int src,
 			 (uint64_t)atomic_load(&job->done));
 		return MB_ECANCELLED;
 	}
+	/* Before the probe's first read: what the load brings in goes when
+	 * it is over, unless --keep-file-cache. */
+	if (!broker.cfg.keep_file_cache)
+		cache = filecache_note(src, m->size);
 	if ((r = m->provider->probe(src, m->size, job->error,
 				    sizeof job->error)) < 0)
 		goto out;
@@ -382,8 +432,7 @@ loader_member(struct load_job *job, unsigned index, int src,
 		if (broker.cfg.shm_dir != NULL)
 			madvise(map, m->size, MADV_HUGEPAGE);
 	}
-	if ((r = m->size > 0 ? loader_copy(job, src, map)
-			     : loader_hash(job, NULL)) < 0 ||
+	if ((r = loader_copy(job, src, map == MAP_FAILED ? NULL : map)) < 0 ||
 	    (r = loader_unchanged(job, src, st)) < 0 ||
 	    (r = m->provider->load(map == MAP_FAILED ? NULL : map, m->size,
 				   &m->provider_state, &m->ntensors,
@@ -395,6 +444,7 @@ loader_member(struct load_job *job, unsigned index, int src,
 out:
 	if (map != MAP_FAILED)
 		munmap(map, m->size);
+	filecache_drop_new(cache, src);
 	/* A bundle's failure names the member (the loader's own messages
 	 * name it by its label already). */
 	if (job->provider == &provider_bundle && r < 0 &&

@@ -96,6 +96,7 @@ struct config {
 	uint64_t max_shm_bytes; /* 0: no budget beyond /dev/shm's free space */
 	bool lock;              /* --lock: segments' pages locked in memory */
 	uint64_t load_rate;     /* bytes per second, 0: as fast as possible */
+	bool keep_file_cache;   /* leave a loaded file's pages cached */
 	size_t max_message;     /* largest request accepted, bytes */
 	unsigned max_conns;     /* most client connections at once */
 	bool max_conns_set;     /* given on the command line */

@@ -63,8 +63,9 @@ unsigned load_abandon(struct model *m);
 /* unload.c */
 /* How long a cancelled load may take to stop before it is abandoned, even
  * when the deadline is sooner (a SIGINT, a timeout of 0): a load notices a
- * cancel within one 8 MiB chunk, one 50 ms --load-rate step or one 64 MiB
- * hash slice, so one that has not stopped by then is blocked. */
+ * cancel within one chunk (1 MiB; 8 MiB in a --shm-dir), one 50 ms
+ * --load-rate step or one 64 MiB hash slice, so one that has not stopped
+ * by then is blocked. */
 #define UNLOAD_CANCEL_GRACE_MS 250
 /* What an unload reports to the one that started or joined it with a
  * callback (the shutdown). */

@@ -16,7 +16,9 @@
 #include "mbrokerd.h"
 #include "wire.h"
 
-static const char options_usage[] =
+/* The usage text, in two parts: a string constant is at most 4095 bytes
+ * (ISO C). */
+static const char options_usage_models[] =
 	"usage: mbrokerd [options]\n"
 	"\n"
 	"Shares model weights with worker processes through POSIX shared\n"
@@ -61,6 +63,10 @@ static const char options_usage[] =
 	"                           bounds what may be loaded\n"
 	"  --load-rate N            most bytes per second a load copies\n"
 	"                           (suffixes K, M, G; default: no limit)\n"
+	"  --keep-file-cache        leave the pages a load read of a model\n"
+	"                           file in the page cache (default: drop\n"
+	"                           those that were not cached before)\n";
+static const char options_usage_service[] =
 	"  --allow-gid GROUP        members may use models (attach, list);\n"
 	"                           the socket is shared with that group\n"
 	"  --admin-gid GROUP        members may also load, unload and shut\n"
@@ -103,6 +109,7 @@ enum {
 	OPT_SHM_DIR,
 	OPT_METRICS_LISTEN,
 	OPT_LOAD_RATE,
+	OPT_KEEP_FILE_CACHE,
 	OPT_MAX_MESSAGE,
 	OPT_MAX_CONNECTIONS,
 	OPT_IDLE_TIMEOUT,
@@ -133,6 +140,7 @@ static const struct option options_long[] = {
 	{"shm-dir", required_argument, NULL, OPT_SHM_DIR},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"load-rate", required_argument, NULL, OPT_LOAD_RATE},
+	{"keep-file-cache", no_argument, NULL, OPT_KEEP_FILE_CACHE},
 	{"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -420,6 +428,9 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 		case OPT_LOCK:
 			cfg->lock = true;
 			break;
+		case OPT_KEEP_FILE_CACHE:
+			cfg->keep_file_cache = true;
+			break;
 		case OPT_KEEP_ALIVE:
 			if ((cfg->keep_alive_ms = options_seconds_ms(optarg)) <
 			    0) {
@@ -552,7 +563,8 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 				return OPTIONS_USAGE;
 			break;
 		case OPT_HELP:
-			fputs(options_usage, out);
+			fputs(options_usage_models, out);
+			fputs(options_usage_service, out);
 			return OPTIONS_EXIT_OK;
 		case OPT_VERSION:
 			fprintf(out, "mbrokerd %s (protocol %d)\n",
@@ -560,7 +572,8 @@ options_parse(int argc, char **argv, struct config *cfg, FILE *out,
 			return OPTIONS_EXIT_OK;
 		default:
 			fprintf(err, "mbrokerd: unknown or incomplete option "
-				"'%s'\n%s", argv[optind - 1], options_usage);
+				"'%s'\n%s%s", argv[optind - 1],
+				options_usage_models, options_usage_service);
 			return OPTIONS_USAGE;
 		}
 	}

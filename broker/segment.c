@@ -3,8 +3,9 @@
  * segment.c - the shared-memory segments that hold model bytes, from
  * creation to the return of their budget (segment.h): created with O_EXCL
  * and mode 0600 under an unpredictable name, checked against the free
- * space before anything is copied (the loader then reserves the pages, so
- * a full /dev/shm is a load error instead of a SIGBUS in a worker; pages
+ * space before anything is copied (the loader then writes the pages, or
+ * reserves them before filling a mapping, so a full /dev/shm is a load
+ * error instead of a SIGBUS in a worker; pages
  * that loads in progress have yet to take count as taken), counted against
  * the --max-shm-bytes budget until the last reference goes, sealed
  * read-only once filled (mode 0400, or 0440 for the --allow-gid group).
@@ -421,6 +422,32 @@ segment_lock_pages(struct segment *s)
 		return -saved;
 	}
 	s->locked = p;
+	return 0;
+}
+
+int
+segment_write(struct segment *s, const void *buf, size_t len, uint64_t off,
+	      char *err, size_t errlen)
+{
+	const unsigned char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = pwrite(s->rw_fd, p, len, (off_t)off)) < 0 &&
+		    errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : ENOSPC;
+
+			snprintf(err, errlen, "cannot write %zu bytes in %s (%"
+				 PRId64 " free): %s", len, segment_dir(),
+				 segment_space_free(), strerror(e));
+			return e == ENOSPC ? MB_ENOSPACE : -e;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
 	return 0;
 }
 

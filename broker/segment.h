@@ -53,6 +53,12 @@ int segment_rw_fd(const struct segment *s);
  * reason.  Thread-safe for disjoint parts. */
 int segment_reserve_pages(struct segment *s, uint64_t off, uint64_t len,
 			  char *err, size_t errlen);
+/* Writes len bytes of buf at off, allocating the pages as it copies
+ * (write-style: no zeroing pass first, and a full filesystem is an error
+ * here, never a SIGBUS later); 0 or MB_ENOSPACE / -errno with a reason.
+ * Thread-safe for disjoint parts. */
+int segment_write(struct segment *s, const void *buf, size_t len,
+		  uint64_t off, char *err, size_t errlen);
 /* Makes the filled segment read-only for everyone (0400; 0440 and the
  * group --allow-gid when it is given) and keeps a
  * read-only descriptor to hand out; the read-write one is closed (also on

@@ -18,6 +18,7 @@ for metric in "load / cp" "attach p50" "mbroker Pss sum" "shared / private" \
 	"mbroker ping" "broker overhead" "beyond the 1 s timeout" \
 	"p50 with 1 model" "attachments" "every worker switched" \
 	"p99 during / at rest" "cold attach (autoload inside)" \
+	"Cached - Shmem rise" \
 	"eviction cost" "torch ASR pool" "pocketsphinx pool" \
 	"first pass / steady pass, plain" "first pass / steady pass, populate" \
 	"attach with populate" "cold start"; do

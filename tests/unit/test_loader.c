@@ -8,7 +8,7 @@
  * early, reporting the segment it removed as freed; a load blocked in a read is abandoned at its unload's deadline and
  * its waiting requester answered; a second SIGINT lets a cancelled load
  * that stops within the grace end cleanly.
- * WRAP: shm_open ftruncate posix_fallocate mmap pread statvfs
+ * WRAP: shm_open ftruncate pwrite mmap pread statvfs
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +27,7 @@
 #include "loader.h"
 #include "ops.h"
 
-enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_FALLOCATE,
+enum fault { FAULT_NONE, FAULT_SHM_OPEN, FAULT_FTRUNCATE, FAULT_WRITE,
 	     FAULT_MMAP, FAULT_READ, FAULT_SHORT_READ, FAULT_PAUSE,
 	     FAULT_SHM_FULL, FAULT_READ_FROM };
 static enum fault fault;
@@ -48,8 +48,8 @@ int __real_shm_open(const char *name, int flags, mode_t mode);
 int __wrap_shm_open(const char *name, int flags, mode_t mode);
 int __real_ftruncate(int fd, off_t len);
 int __wrap_ftruncate(int fd, off_t len);
-int __real_posix_fallocate(int fd, off_t off, off_t len);
-int __wrap_posix_fallocate(int fd, off_t off, off_t len);
+ssize_t __real_pwrite(int fd, const void *buf, size_t count, off_t off);
+ssize_t __wrap_pwrite(int fd, const void *buf, size_t count, off_t off);
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 ssize_t __real_pread(int fd, void *buf, size_t count, off_t off);
@@ -90,12 +90,15 @@ __wrap_ftruncate(int fd, off_t len)
 	return __real_ftruncate(fd, len);
 }
 
-int
-__wrap_posix_fallocate(int fd, off_t off, off_t len)
+/* FAULT_WRITE: the segment's filesystem is full. */
+ssize_t
+__wrap_pwrite(int fd, const void *buf, size_t count, off_t off)
 {
-	if (fault == FAULT_FALLOCATE)
-		return ENOSPC;
-	return __real_posix_fallocate(fd, off, len);
+	if (fault == FAULT_WRITE) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return __real_pwrite(fd, buf, count, off);
 }
 
 void *
@@ -257,11 +260,12 @@ test_loader_faults(void **state)
 	(void)state;
 	expect_failure(FAULT_SHM_OPEN, "cannot create segment");
 	expect_failure(FAULT_FTRUNCATE, "cannot size segment");
-	expect_failure(FAULT_FALLOCATE, "cannot reserve");
+	expect_failure(FAULT_WRITE, "cannot write");
 	expect_failure(FAULT_MMAP, "cannot map segment");
 	expect_failure(FAULT_READ, "Input/output error");
 	expect_failure(FAULT_SHORT_READ, "file shrank");
-	/* The 20 MiB file is read in 3 chunks: fail each in turn. */
+	/* The 20 MiB file is read in 1 MiB chunks: fail the first three in
+	 * turn. */
 	for (int nth = 1; nth <= 3; nth++) {
 		expect_failure_of(big_path, FAULT_READ, nth, "Input/output error");
 		expect_failure_of(big_path, FAULT_SHORT_READ, nth, "file shrank");
@@ -285,7 +289,7 @@ test_loader_no_space_is_named(void **state)
 	assert_int_equal(load_begin("m", &lr, NULL, NULL), -1);
 	fault = FAULT_NONE;
 	assert_null(registry_find("m"));
-	fault = FAULT_FALLOCATE;
+	fault = FAULT_WRITE;
 	m = load_sync(raw_path);
 	fault = FAULT_NONE;
 	assert_int_equal(model_state(m), MODEL_ERROR);
@@ -327,16 +331,16 @@ test_loader_progress_and_cancel(void **state)
 	fault = FAULT_PAUSE;
 	atomic_store(&chunk_reads, 0);
 	m = load_start("big", big_path);
-	while (loader_progress(job_of(m)) < (8u << 20) &&
+	while (loader_progress(job_of(m)) < (1u << 20) &&
 	       clock_monotonic_ms() < deadline)
 		poll(NULL, 0, 1);
-	/* The first 8 MiB chunk is in; the loader waits on the second. */
-	assert_int_equal(loader_progress(job_of(m)), 8u << 20);
+	/* The first 1 MiB chunk is in; the loader waits on the second. */
+	assert_int_equal(loader_progress(job_of(m)), 1u << 20);
 	o = registry_model_json(m);
 	assert_string_equal(json_string_value(json_object_get(o, "state")),
 			    "LOADING");
 	assert_int_equal(json_integer_value(json_object_get(o, "bytes_done")),
-			 8u << 20);
+			 1u << 20);
 	assert_int_equal(json_integer_value(json_object_get(o, "size")),
 			 20u << 20);
 	json_decref(o);
@@ -390,10 +394,10 @@ load_paused(struct broker_fixture_client *cl, const char *name, bool wait)
 		 wait ? "true" : "false");
 	broker_fixture_client_request(cl, req);
 	assert_non_null(m = registry_find(name));
-	while (loader_progress(job_of(m)) < (8u << 20) &&
+	while (loader_progress(job_of(m)) < (1u << 20) &&
 	       clock_monotonic_ms() < deadline)
 		poll(NULL, 0, 1);
-	assert_int_equal(loader_progress(job_of(m)), 8u << 20);
+	assert_int_equal(loader_progress(job_of(m)), 1u << 20);
 	return m;
 }
 
