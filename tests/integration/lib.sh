@@ -199,7 +199,7 @@ worker_exited_with() {
 # $BIN/libmbroker.so with ctypes: under `make asan` the sanitizer runtimes
 # that library links must be loaded first.  The command keeps its pid.
 LIBMBROKER_ENV=(env)
-libmbroker_rt=$(ldd "$BIN/libmbroker.so" 2>/dev/null |
+libmbroker_rt=$({ ldd "$BIN/libmbroker.so" 2>/dev/null || true; } |
 	awk '/lib(asan|ubsan|tsan)\.so/ { print $3 }' | paste -sd:)
 if [ -n "$libmbroker_rt" ]; then
 	LIBMBROKER_ENV=(env LD_PRELOAD="$libmbroker_rt" ASAN_OPTIONS=detect_leaks=0
