@@ -126,7 +126,8 @@ struct loader_pipe {
 	bool finished, stop;
 };
 
-/* One part of the segment to fill, by one thread. */
+/* One thread's share of a fill: the whole copy alone, or one stage of
+ * the pipeline (reader or follower). */
 struct loader_fill {
 	struct load_job *job;
 	struct segment *seg;
@@ -135,7 +136,7 @@ struct loader_fill {
 	XXH3_state_t *hash;   /* fed each chunk while hot, or NULL */
 	unsigned char *buf;   /* the chunk between read and write */
 	struct loader_pipe *pipe; /* the reader's, or NULL: copied alone */
-	uint64_t off, len;
+	uint64_t len;
 	int result;
 	char error[PATH_MAX + BUNDLE_NAME_MAX + 512];
 };
@@ -200,7 +201,7 @@ loader_fill(struct loader_fill *f)
 	uint64_t ring = LOADER_RING * LOADER_BUFFER;
 	int r;
 
-	if (f->map != NULL && (r = segment_reserve_pages(f->seg, f->off,
+	if (f->map != NULL && (r = segment_reserve_pages(f->seg, 0,
 			       f->len, f->error, sizeof f->error)) < 0)
 		return r;
 	/* Throttled, read what LOADER_PACE_MS allows at a time. */
@@ -209,7 +210,7 @@ loader_fill(struct loader_fill *f)
 	while (done < f->len) {
 		size_t want = f->len - done < chunk ? (size_t)(f->len - done)
 						    : (size_t)chunk;
-		unsigned char *to = f->map != NULL ? f->map + f->off + done
+		unsigned char *to = f->map != NULL ? f->map + done
 						   : f->buf;
 		ssize_t n;
 
@@ -226,12 +227,12 @@ loader_fill(struct loader_fill *f)
 		}
 		if (pipe != NULL && !loader_pipe_room(pipe, want))
 			return MB_ECANCELLED; /* the follower's error tells */
-		n = pread(f->src, to, want, (off_t)(f->off + done));
+		n = pread(f->src, to, want, (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			snprintf(f->error, sizeof f->error, "reading %s at byte %"
-				 PRIu64 ": %s", job->label, f->off + done,
+				 PRIu64 ": %s", job->label, done,
 				 n < 0 ? strerror(errno) : "file shrank");
 			return MB_EIO;
 		}
@@ -244,7 +245,7 @@ loader_fill(struct loader_fill *f)
 			continue;
 		if (f->map == NULL &&
 		    (r = segment_write(f->seg, to, (size_t)n,
-				       f->off + done - (uint64_t)n, f->error,
+				       done - (uint64_t)n, f->error,
 				       sizeof f->error)) < 0)
 			return r;
 		atomic_fetch_add(&job->done, (uint_fast64_t)n);
