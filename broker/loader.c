@@ -4,7 +4,10 @@
  * into new segments on a thread of its own, so a long load never blocks
  * the control loop.  The thread writes the file into the segment through
  * a small buffer (into the mapping of reserved pages in a --shm-dir),
- * hashes each chunk while it is hot in cache, keeps under --load-rate,
+ * hashes each chunk while it is hot in cache; a large file goes through a
+ * pipeline, this thread reading and hashing while a second writes the
+ * buffers (or hashes the mapping right behind the reads), so the hash
+ * overlaps the copy and no byte is read twice.  It keeps under --load-rate,
  * leaves the page cache as it found it (filecache.c), notices a
  * file that changes under it, and stops early when cancelled.  It tells
  * its caller twice, on the main loop and in order: once the file's size is
@@ -40,8 +43,10 @@
 #define LOADER_BUFFER (1u << 20)
 /* Under --load-rate: how often the pace is checked, at most. */
 #define LOADER_PACE_MS 50
-/* Files at least this large are filled by two threads. */
-#define LOADER_SPLIT_MIN (64u << 20)
+/* Files at least this large are filled by a pipeline of two threads. */
+#define LOADER_PIPE_MIN (64u << 20)
+/* Buffers of LOADER_BUFFER between the reading and the writing thread. */
+#define LOADER_RING 6
 /* The checksum pass looks for a cancel this often. */
 #define LOADER_HASH_SLICE (64u << 20)
 
@@ -104,39 +109,99 @@ loader_pace(struct load_job *job, uint64_t off, int64_t started_ms)
 	}
 }
 
-/* One part of the segment to fill, by one thread. */
+/*
+ * The two stages of a pipelined fill: the reader (stage A) reads chunk
+ * after chunk, into a ring of buffers (hashing each while hot) or into the
+ * mapping; the follower (stage B) writes each buffer into the segment and
+ * frees it, or hashes the mapping right behind the reader.  read and used
+ * count the bytes each stage is through; stop is set by the stage that
+ * fails, so the other stops too.
+ */
+struct loader_pipe {
+	pthread_mutex_t lock;
+	pthread_cond_t moved;
+	unsigned char *ring;  /* LOADER_RING buffers; NULL: the mapping */
+	XXH3_state_t *hash;   /* fed by the follower, or NULL */
+	uint64_t read, used;
+	bool finished, stop;
+};
+
+/* One thread's share of a fill: the whole copy alone, or one stage of
+ * the pipeline (reader or follower). */
 struct loader_fill {
 	struct load_job *job;
 	struct segment *seg;
 	int src;
 	unsigned char *map;   /* filled in place; NULL: written with pwrite */
 	XXH3_state_t *hash;   /* fed each chunk while hot, or NULL */
-	bool copy;            /* false: only read and hash */
 	unsigned char *buf;   /* the chunk between read and write */
-	uint64_t off, len;
+	struct loader_pipe *pipe; /* the reader's, or NULL: copied alone */
+	uint64_t len;
 	int result;
 	char error[PATH_MAX + BUNDLE_NAME_MAX + 512];
 };
+
+/* The reader waits until the ring has room for want more bytes; false
+ * if the follower stopped. */
+static bool
+loader_pipe_room(struct loader_pipe *p, size_t want)
+{
+	bool go;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop && p->ring != NULL &&
+	       LOADER_RING * LOADER_BUFFER - (p->read - p->used) < want)
+		pthread_cond_wait(&p->moved, &p->lock);
+	go = !p->stop;
+	pthread_mutex_unlock(&p->lock);
+	return go;
+}
+
+/* Moves one stage's count (read or used) on by n bytes. */
+static void
+loader_pipe_advance(struct loader_pipe *p, uint64_t *count, uint64_t n)
+{
+	pthread_mutex_lock(&p->lock);
+	*count += n;
+	pthread_cond_signal(&p->moved);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* A stage is over: all read (the follower drains what is left) or, on a
+ * failure, both stop. */
+static void
+loader_pipe_end(struct loader_pipe *p, bool failed)
+{
+	pthread_mutex_lock(&p->lock);
+	if (failed)
+		p->stop = true;
+	else
+		p->finished = true;
+	pthread_cond_signal(&p->moved);
+	pthread_mutex_unlock(&p->lock);
+}
 
 /*
  * Copies the part from the file, a chunk at a time, to the segment: on
  * /dev/shm written (each page allocated as it is copied, so a full
  * filesystem is a clean no_space and no page is zeroed first), in a
  * --shm-dir read straight into the mapping of pages reserved first (its
- * 2 MiB pages fill fastest that way).  On its own thread the part is half
- * the file: page allocation, not copying, is what a load waits on, and
- * two cores allocate twice as fast.
+ * 2 MiB pages fill fastest that way).  With a pipe it is the reader:
+ * chunks go into the ring (hashed while hot) for the follower to write,
+ * or into the mapping for the follower to hash.
  */
 static int
 loader_fill(struct loader_fill *f)
 {
 	struct load_job *job = f->job;
+	struct loader_pipe *pipe = f->pipe;
 	int64_t started = clock_monotonic_ms();
 	uint64_t done = 0, chunk = f->map != NULL ? LOADER_CHUNK
 						  : LOADER_BUFFER;
+	uint64_t ring = LOADER_RING * LOADER_BUFFER;
 	int r;
 
-	if (f->map != NULL && (r = segment_reserve_pages(f->seg, f->off,
+	if (f->map != NULL && (r = segment_reserve_pages(f->seg, 0,
 			       f->len, f->error, sizeof f->error)) < 0)
 		return r;
 	/* Throttled, read what LOADER_PACE_MS allows at a time. */
@@ -145,7 +210,7 @@ loader_fill(struct loader_fill *f)
 	while (done < f->len) {
 		size_t want = f->len - done < chunk ? (size_t)(f->len - done)
 						    : (size_t)chunk;
-		unsigned char *to = f->map != NULL ? f->map + f->off + done
+		unsigned char *to = f->map != NULL ? f->map + done
 						   : f->buf;
 		ssize_t n;
 
@@ -155,23 +220,32 @@ loader_fill(struct loader_fill *f)
 				 (uint64_t)atomic_load(&job->done));
 			return MB_ECANCELLED;
 		}
-		n = pread(f->src, to, want, (off_t)(f->off + done));
+		if (pipe != NULL && pipe->ring != NULL) {
+			to = pipe->ring + done % ring;
+			if (want > ring - done % ring)
+				want = (size_t)(ring - done % ring);
+		}
+		if (pipe != NULL && !loader_pipe_room(pipe, want))
+			return MB_ECANCELLED; /* the follower's error tells */
+		n = pread(f->src, to, want, (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			snprintf(f->error, sizeof f->error, "reading %s at byte %"
-				 PRIu64 ": %s", job->label, f->off + done,
+				 PRIu64 ": %s", job->label, done,
 				 n < 0 ? strerror(errno) : "file shrank");
 			return MB_EIO;
 		}
 		if (f->hash != NULL)
 			XXH3_64bits_update(f->hash, to, (size_t)n);
 		done += (uint64_t)n;
-		if (!f->copy)
+		if (pipe != NULL)
+			loader_pipe_advance(pipe, &pipe->read, (uint64_t)n);
+		if (pipe != NULL && pipe->ring != NULL)
 			continue;
 		if (f->map == NULL &&
 		    (r = segment_write(f->seg, to, (size_t)n,
-				       f->off + done - (uint64_t)n, f->error,
+				       done - (uint64_t)n, f->error,
 				       sizeof f->error)) < 0)
 			return r;
 		atomic_fetch_add(&job->done, (uint_fast64_t)n);
@@ -181,12 +255,53 @@ loader_fill(struct loader_fill *f)
 	return 0;
 }
 
+/* The follower: writes each buffer the reader filled into the segment, or
+ * hashes the mapping right behind the reader, until the reader is through
+ * and all is used, or a stage failed. */
+static int
+loader_follow(struct loader_fill *f)
+{
+	struct loader_pipe *p = f->pipe;
+	uint64_t ring = LOADER_RING * LOADER_BUFFER;
+
+	for (;;) {
+		uint64_t from, len;
+		bool stop;
+		int r;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->stop && !p->finished && p->used == p->read)
+			pthread_cond_wait(&p->moved, &p->lock);
+		from = p->used;
+		len = p->read - p->used;
+		stop = p->stop;
+		pthread_mutex_unlock(&p->lock);
+		if (stop || len == 0)
+			return 0;
+		if (p->ring == NULL) {
+			len = len < LOADER_CHUNK ? len : LOADER_CHUNK;
+			XXH3_64bits_update(p->hash, f->map + from, (size_t)len);
+		} else {
+			if (len > ring - from % ring)
+				len = ring - from % ring;
+			if ((r = segment_write(f->seg, p->ring + from % ring,
+					       (size_t)len, from, f->error,
+					       sizeof f->error)) < 0) {
+				loader_pipe_end(p, true);
+				return r;
+			}
+			atomic_fetch_add(&f->job->done, (uint_fast64_t)len);
+		}
+		loader_pipe_advance(p, &p->used, len);
+	}
+}
+
 static void *
-loader_fill_thread(void *arg)
+loader_follow_thread(void *arg)
 {
 	struct loader_fill *f = arg;
 
-	f->result = loader_fill(f);
+	f->result = loader_follow(f);
 	return NULL;
 }
 
@@ -212,67 +327,66 @@ loader_hash(struct load_job *job, XXH3_state_t *xs, const unsigned char *map)
 }
 
 /*
- * Fills the member's segment from src, in two halves on two threads when
- * it is large and unthrottled, and hashes it.  Written chunks are hashed
- * as they pass through the first part's buffer; the first thread then
- * hashes the second half from the file (unchanged: loader_unchanged
- * checks) while the second thread may still be copying it.  A filled
- * mapping is hashed in one pass after.  Checks the file did not grow.
- * map is NULL for an empty member.
+ * Fills the member's segment from src and hashes it.  Large and
+ * unthrottled (and not in the background), in a pipeline of two threads:
+ * this one reads (and on /dev/shm hashes) while a second one writes the
+ * buffers into the segment (in a --shm-dir: hashes the mapping behind the
+ * reads), so the load takes as long as the slower stage.  Alone, chunks
+ * are hashed as they pass through the buffer, and a filled mapping is
+ * hashed in one pass after.  Checks the file did not grow.  map is NULL
+ * for an empty member.
  */
 static int
 loader_copy(struct load_job *job, int src, unsigned char *map)
 {
 	struct member *m = job->member;
 	bool mapped = broker.cfg.shm_dir != NULL && map != NULL;
-	struct loader_fill parts[2] = {
-		{.job = job, .seg = m->segment, .src = src, .copy = true,
-		 .map = mapped ? map : NULL, .len = m->size},
-		{.job = job, .seg = m->segment, .src = src, .copy = true,
-		 .map = mapped ? map : NULL},
+	struct loader_pipe pipe = {
+		.lock = PTHREAD_MUTEX_INITIALIZER,
+		.moved = PTHREAD_COND_INITIALIZER,
 	};
+	struct loader_fill reader = {
+		.job = job, .seg = m->segment, .src = src,
+		.map = mapped ? map : NULL, .len = m->size,
+	}, follower = reader;
 	XXH3_state_t *xs = XXH3_createState();
 	pthread_t helper;
-	bool split = job->rate == 0 && m->size >= LOADER_SPLIT_MIN &&
+	bool piped = job->rate == 0 && m->size >= LOADER_PIPE_MIN &&
 		     !job->background;
 	unsigned char extra;
 	int r = -ENOMEM;
 
 	if (xs == NULL || XXH3_64bits_reset(xs) == XXH_ERROR)
 		goto out;
-	if (!mapped) {
-		parts[0].hash = xs;
-		if ((parts[0].buf = malloc(LOADER_BUFFER)) == NULL ||
-		    (split && (parts[1].buf = malloc(LOADER_BUFFER)) == NULL))
-			goto out;
-	}
-	if (split) {
-		parts[0].len = m->size / 2 / 4096 * 4096;
-		parts[1].off = parts[0].len;
-		parts[1].len = m->size - parts[0].len;
-		if (pthread_create(&helper, NULL, loader_fill_thread,
-				   &parts[1]) != 0) {
-			/* No second thread: one fills it all. */
-			split = false;
-			parts[0].len = m->size;
+	if (!mapped)
+		reader.hash = xs;
+	if (piped && mapped)
+		pipe.hash = xs;
+	if (!mapped && (reader.buf = malloc(piped ? LOADER_RING *
+					    LOADER_BUFFER : LOADER_BUFFER)) == NULL)
+		goto out;
+	if (piped) {
+		pipe.ring = reader.buf;
+		reader.pipe = follower.pipe = &pipe;
+		/* No second thread: one copies it all. */
+		if (pthread_create(&helper, NULL, loader_follow_thread,
+				   &follower) != 0) {
+			piped = false;
+			reader.pipe = NULL;
+			pipe.hash = NULL;
 		}
 	}
-	parts[0].result = loader_fill(&parts[0]);
-	if (split && !mapped && parts[0].result == 0) {
-		parts[0].copy = false;
-		parts[0].off = parts[1].off;
-		parts[0].len = parts[1].len;
-		parts[0].result = loader_fill(&parts[0]);
-	}
-	if (split)
+	reader.result = loader_fill(&reader);
+	if (piped) {
+		loader_pipe_end(&pipe, reader.result < 0);
 		pthread_join(helper, NULL);
-	for (int i = 0; i < (split ? 2 : 1); i++) {
-		if (parts[i].result < 0) {
-			snprintf(job->error, sizeof job->error, "%s",
-				 parts[i].error);
-			r = parts[i].result;
-			goto out;
-		}
+	}
+	if (follower.result < 0 || reader.result < 0) {
+		struct loader_fill *f = follower.result < 0 ? &follower : &reader;
+
+		snprintf(job->error, sizeof job->error, "%s", f->error);
+		r = f->result;
+		goto out;
 	}
 	if (pread(src, &extra, 1, (off_t)m->size) > 0) {
 		snprintf(job->error, sizeof job->error,
@@ -280,11 +394,10 @@ loader_copy(struct load_job *job, int src, unsigned char *map)
 		r = MB_EIO;
 		goto out;
 	}
-	if ((r = mapped ? loader_hash(job, xs, map) : 0) == 0)
+	if ((r = mapped && !piped ? loader_hash(job, xs, map) : 0) == 0)
 		m->checksum = XXH3_64bits_digest(xs);
 out:
-	free(parts[0].buf);
-	free(parts[1].buf);
+	free(reader.buf);
 	XXH3_freeState(xs);
 	return r;
 }
