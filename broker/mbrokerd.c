@@ -97,20 +97,8 @@ mbrokerd_descriptors(void)
 	rlim_t was, room;
 	unsigned want;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		log_warn("getrlimit");
+	if (rlimit_raise(RLIMIT_NOFILE, "RLIMIT_NOFILE", &rl, &was) < 0)
 		return -1;
-	}
-	was = rl.rlim_cur;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-			log_warn("cannot raise RLIMIT_NOFILE from %llu to %llu",
-				 (unsigned long long)was,
-				 (unsigned long long)rl.rlim_max);
-			rl.rlim_cur = was;
-		}
-	}
 	room = rl.rlim_cur > BROKER_FD_RESERVE
 		       ? (rl.rlim_cur - BROKER_FD_RESERVE) / CONN_FDS_EACH
 		       : 0;

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <event2/event.h>
@@ -55,6 +56,13 @@
  * BUNDLE_NAME_MAX bytes has at most 128). */
 #define BROKER_FD_RESERVE (64 + BROKER_MAX_SEGMENTS + 2 * BROKER_MAX_MODELS \
 			   + 128)
+
+/* rlimit.c */
+/* Reads resource's limit into *rl and raises its soft limit to the hard
+ * one (a refusal logged, the limit kept); *was: the soft limit before.
+ * 0, or -1 when it cannot be read (logged). */
+int rlimit_raise(int resource, const char *name, struct rlimit *rl,
+		 rlim_t *was);
 
 /* log.c */
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };

@@ -105,20 +105,8 @@ segment_lock_init(void)
 	struct rlimit rl;
 	rlim_t was;
 
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
-		log_warn("getrlimit RLIMIT_MEMLOCK");
+	if (rlimit_raise(RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK", &rl, &was) < 0)
 		return -1;
-	}
-	was = rl.rlim_cur;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
-			log_warn("cannot raise RLIMIT_MEMLOCK from %llu to %llu",
-				 (unsigned long long)was,
-				 (unsigned long long)rl.rlim_max);
-			rl.rlim_cur = was;
-		}
-	}
 	if (rl.rlim_cur != RLIM_INFINITY && budget > rl.rlim_cur) {
 		log_error("--lock: RLIMIT_MEMLOCK is %llu bytes (hard limit "
 			  "%llu), less than the --max-shm-bytes budget of %"
